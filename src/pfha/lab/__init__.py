@@ -1,0 +1,1 @@
+"""Network-namespace labs: the tutorial's pair (``pfha lab``) and the topologies tests build."""
