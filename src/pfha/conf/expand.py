@@ -113,6 +113,8 @@ def _family_ok(af, src: ResolvedHost, dst: ResolvedHost) -> str | None | bool:
 
 def _state_options(p, spec, opts: tuple[StateOption, ...]) -> tuple[StateOption, ...]:
     """Normalise ``keep state ( ... )`` the way parse.y fills pf_rule."""
+    if not opts:
+        return ()
     out = list(opts)
     names_seen = {o.name for o in out}
     src_limits = names_seen & {"max-src-nodes", "max-src-states", "max-src-conn", "max-src-conn-rate"}

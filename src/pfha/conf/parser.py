@@ -166,7 +166,13 @@ class Parser:
     # ============================================================== token plumbing
     def _advance(self) -> Token:
         tok = self.tok
-        self.tok = self.lexer.next()
+        lx = self.lexer
+        i = lx._index
+        if i < len(lx._tokens) and not lx._pending:  # the common case, without a call
+            self.tok = lx._tokens[i]
+            lx._index = i + 1
+        else:
+            self.tok = lx.next()
         return tok
 
     def _word(self, *words: str) -> bool:
@@ -248,6 +254,7 @@ class Parser:
     def parse_text(self, text: str, filename: str) -> None:
         saved = (self.lexer, self.tok)
         self.lexer = Lexer(text, filename, self.macros)
+        self.lexer.on_error = lambda message, line: self._record(message, line)
         try:
             self.tok = self.lexer.next()
         except ParseError as error:
@@ -352,15 +359,16 @@ class Parser:
         parts: list[str] = []
         while self.tok.kind in ("word", "string", "number"):
             parts.append(self._advance().value)
-        if not parts:
+        if not parts or self.tok.kind not in ("nl", "eof"):
             self._syntax()
-        self._end_of_statement()
         name = name_tok.value
         if not all(c.isalnum() or c == "_" for c in name):
             self._error("syntax error", name_tok.line)
         value = " ".join(parts)
+        # defined before the next line is read: that line may use it
         self.macros[name] = value
         self.definitions.append(Macro(name, value, self._origin(name_tok.line)))
+        self._end_of_statement()
 
     def _origin(self, line: int) -> Origin:
         return Origin(self.lexer.filename, line)
