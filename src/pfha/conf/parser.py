@@ -229,12 +229,21 @@ class Parser:
         return ""
 
     def _number(self, low: int | None = None, high: int | None = None, what: str = "number") -> int:
-        if self.tok.kind != "number":
+        tok = self.tok
+        if tok.kind == "number":
+            value = tok.number
+        elif tok.kind == "word" and tok.value[:2] in ("0x", "0X"):
+            # hex, as pfctl prints some values (set hostid 0x...); pfctl itself wants decimal
+            try:
+                value = int(tok.value, 16)
+            except ValueError:
+                self._syntax()
+        else:
             self._syntax()
-        tok = self._advance()
-        if (low is not None and tok.number < low) or (high is not None and tok.number > high):
-            self._error(f"illegal {what} value {tok.number}", tok.line)
-        return tok.number
+        self._advance()
+        if (low is not None and value < low) or (high is not None and value > high):
+            self._error(f"illegal {what} value {value}", tok.line)
+        return value
 
     # ============================================================== files
     def parse_file(self, path: str, display: str | None = None) -> None:

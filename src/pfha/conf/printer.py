@@ -440,6 +440,7 @@ def _icmp(icmp, af) -> str:
 def _scrub_opts(sc, match: bool) -> str:
     out = []
     if match:
+        # print_rule: " scrub (" options separated by blanks ")", in this order
         inner = []
         if sc.no_df:
             inner.append("no-df")
@@ -447,13 +448,13 @@ def _scrub_opts(sc, match: bool) -> str:
             inner.append("random-id")
         if sc.min_ttl:
             inner.append(f"min-ttl {sc.min_ttl}")
-        if sc.max_mss:
-            inner.append(f"max-mss {sc.max_mss}")
         if sc.set_tos is not None:
             inner.append("set-tos 0x%2.2x" % sc.set_tos)
         if sc.reassemble_tcp:
             inner.append("reassemble tcp")
-        return " scrub (" + ", ".join(inner) + ")" if inner else " scrub ()"
+        if sc.max_mss:
+            inner.append(f"max-mss {sc.max_mss}")
+        return " scrub (" + " ".join(inner) + ")" if inner else ""
     if sc.no_df:
         out.append(" no-df")
     if sc.random_id:
