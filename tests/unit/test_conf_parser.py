@@ -86,9 +86,9 @@ def test_every_rule_keeps_file_and_line():
 
 # ------------------------------------------------------------------------------ interfaces
 def test_interface_addresses_come_from_the_view():
-    out = rules("pass from xl1:network to carp0 port 80", PAIR)
+    out = rules("pass proto tcp from xl1:network to carp0 port 80", PAIR)
     assert out == [
-        f"pass inet from 192.168.1.0/24 to 203.0.113.{n} port = http flags S/SA keep state" for n in (10, 11, 12)
+        f"pass inet proto tcp from 192.168.1.0/24 to 203.0.113.{n} port = http flags S/SA keep state" for n in (10, 11, 12)
     ]
 
 
@@ -156,6 +156,12 @@ def test_translation_rules_are_typed():
         ("pass proto tcp from any port 500:100", "invalid port range"),
         ("pass proto bogus", "unknown protocol bogus"),
         ("pass in on", "syntax error"),
+        ("block in from any to any port 80", "port only applies to tcp/udp/sctp"),
+        ("pass inet6 proto icmp", "icmp version does not match address family"),
+        ("pass proto icmp icmp-type echoreq", "must indicate address family with icmp-type/code"),
+        ("block keep state", "keep state on block rules doesn't make sense"),
+        ("block return-rst proto udp", "return-rst can only be applied to TCP rules"),
+        ("pass in quick on $nope", "macro 'nope' not defined"),
     ],
 )
 def test_errors_are_pfctls_one_line_messages(text, message):

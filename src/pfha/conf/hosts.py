@@ -51,7 +51,7 @@ def host_address(addr, bits: int) -> HostAddress:
 def parse_v4_net(text: str) -> tuple[ipaddress.IPv4Address, int] | None:
     """inet_net_pton(AF_INET, "a.b/bits"): 1-4 decimal octets and an explicit bit count."""
     addr_text, _, bits_text = text.partition("/")
-    if not bits_text.isdigit():
+    if not (bits_text.isascii() and bits_text.isdigit()):
         return None
     bits = int(bits_text)
     parts = addr_text.split(".")
@@ -59,7 +59,7 @@ def parse_v4_net(text: str) -> tuple[ipaddress.IPv4Address, int] | None:
         return None
     octets = []
     for part in parts:
-        if not part.isdigit() or len(part) > 3 or int(part) > 255:
+        if not (part.isascii() and part.isdigit()) or len(part) > 3 or int(part) > 255:
             return None
         octets.append(int(part))
     octets += [0] * (4 - len(octets))
@@ -72,7 +72,7 @@ def parse_v4(text: str) -> ipaddress.IPv4Address | None:
     if len(parts) != 4:
         return None
     try:
-        if not all(p.isdigit() and len(p) <= 3 for p in parts):
+        if not all((p.isascii() and p.isdigit()) and len(p) <= 3 for p in parts):
             return None
         return ipaddress.IPv4Address(text)
     except ValueError:

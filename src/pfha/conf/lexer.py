@@ -193,7 +193,7 @@ class Lexer:
                 append(Token(c, c, line))
             elif piece in _OPS:
                 append(Token(piece, piece, line))
-            elif c == "-" or piece.isdigit():
+            elif c == "-" or (piece.isascii() and piece.isdigit()):
                 if c != "-" and text[pos:pos + 1] in _NOT_END_NUMBER and pos < len(text):
                     append(Token("word", piece, line))
                 else:

@@ -451,7 +451,7 @@ class Parser:
         elif opt == "fingerprints":
             value = self._string()
         elif opt == "state-defaults":
-            self.state_defaults = self._state_opt_list()
+            self.state_defaults = self._state_opt_list(parens=self.tok.kind == "(")
             value = self.state_defaults
         elif opt == "keepcounters":
             value = True
@@ -576,7 +576,7 @@ class Parser:
                 word = word.lstrip("!")
                 addr, _, mask = word.partition("/")
                 try:
-                    hosts = resolve(addr, self.view, int(mask) if mask.isdigit() else None)
+                    hosts = resolve(addr, self.view, int(mask) if (mask.isascii() and mask.isdigit()) else None)
                 except HostError as error:
                     self._error(str(error), line)
                 for h in hosts:
@@ -709,7 +709,7 @@ class Parser:
     def _port_value(self, text: str) -> int:
         port = names.port_number(text)
         if port is None:
-            self._error(f'unknown port {text}' if not text.isdigit() else "illegal port value %s" % text)
+            self._error(f'unknown port {text}' if not (text.isascii() and text.isdigit()) else "illegal port value %s" % text)
         return port
 
     def _port_list(self) -> list[PortMatch]:
@@ -793,7 +793,7 @@ class Parser:
                     log = replace(log, user=True)
                 elif word == "to":
                     target = self._string()
-                    if not (target.startswith("pflog") and target[5:].isdigit()):
+                    if not (target.startswith("pflog") and (target[5:].isascii() and target[5:].isdigit())):
                         self._error(f"{target}: not a pflog interface")
                     log = replace(log, to=target if target != "pflog0" else None)
                 else:
@@ -1378,8 +1378,9 @@ class Parser:
             return out
         return [item()]
 
-    def _state_opt_list(self) -> tuple[StateOption, ...]:
-        self._expect_kind("(")
+    def _state_opt_list(self, parens: bool = True) -> tuple[StateOption, ...]:
+        if parens:
+            self._expect_kind("(")
         out: list[StateOption] = []
         while True:
             tok = self.tok
@@ -1416,7 +1417,8 @@ class Parser:
                 self._error("syntax error", tok.line)
             if self._accept_kind(","):
                 continue
-            self._expect_kind(")")
+            if parens:
+                self._expect_kind(")")
             return tuple(out)
 
     def _scrub_paren(self) -> ScrubOptions:
