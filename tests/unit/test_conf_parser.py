@@ -237,3 +237,25 @@ def test_seed_configs_check_cleanly(shared, variant):
     # printed output parses back to itself
     again = parse_text(text, "again", PAIR)
     assert format_ruleset(again).endswith(text.split("set block-policy drop\n", 1)[1])
+
+
+def test_load_anchor_is_parsed_after_the_main_ruleset(tmp_path: Path):
+    (tmp_path / "spam.conf").write_text("pass in proto tcp to port 80\n")
+    (tmp_path / "pf.conf").write_text('anchor "spam"\nload anchor "spam" from "spam.conf"\n')
+    ruleset = parse_file(tmp_path / "pf.conf", LO0, include_base=tmp_path)
+    assert ruleset.loaded_anchors == (("spam", "spam.conf"),)
+    assert [r.dst.port.low for r in ruleset.anchor("spam").filter] == [80]
+    assert format_ruleset(ruleset) == (
+        'anchor "spam" all\n'
+        "\nLoading anchor spam from spam.conf\n"
+        "pass in proto tcp from any to any port = http flags S/SA keep state\n"
+    )
+
+
+def test_missing_include_reports_and_continues(tmp_path: Path):
+    (tmp_path / "pf.conf").write_text('include "nope.conf"\npass on\n')
+    with pytest.raises(ParseError) as error:
+        parse_file(tmp_path / "pf.conf", LO0, include_base=tmp_path)
+    name = str(tmp_path / "pf.conf")
+    assert str(error.value) == f"{name}:1: failed to include file nope.conf: No such file or directory"
+    assert error.value.messages[-1] == f"{name}:2: syntax error"

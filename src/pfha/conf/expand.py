@@ -627,6 +627,8 @@ def expand_anchor(p, b, spec) -> None:
 def build_ruleset(p, b) -> Ruleset:
     anchors = tuple((name, build_ruleset(p, child)) for name, child in b.anchors)
     top = b is p.main
+    if top:
+        anchors += tuple((name, ruleset) for name, _, ruleset in p.loaded)
     return Ruleset(
         options=p.build_options() if top else Ruleset().options,
         macros=tuple(d for d in p.definitions if type(d).__name__ == "Macro") if top else (),
@@ -640,4 +642,5 @@ def build_ruleset(p, b) -> Ruleset:
         definitions=tuple(p.definitions) if top else (),
         messages=tuple(Message(m) for m in p.messages) if top else (),
         path=b.path,
+        loaded_anchors=tuple((name, path) for name, path, _ in p.loaded) if top else (),
     )

@@ -162,6 +162,8 @@ class Parser:
         self.tok: Token = Token("eof", "", 0)
         self.include_depth = 0
         self.anchor_depth = 0
+        self.load_anchors: list[tuple[str, str, int, str]] = []
+        self.loaded: list[tuple[str, str, Ruleset]] = []
         self.main = _Builder("")
 
     # ============================================================== token plumbing
@@ -210,12 +212,15 @@ class Parser:
         self._record(message, line, pre=pre)
         raise _Abort()
 
-    def _record(self, message: str, line: int, *, pre: str | None = None) -> None:
+    def _record(self, message: str, line: int, *, pre: str | None = None, summary: str | None = None) -> None:
+        """pfctl prints ``pre`` (a line without position, e.g. from host()) before the
+        ``FILE:LINE: message`` line; the ParseError carries the more useful of the two."""
         name = self.lexer.filename if self.lexer else "pf.conf"
         if pre is not None:
             self.messages.append(pre)
         self.messages.append(f"{name}:{line}: {message}")
-        self.errors.append(ParseError(pre if pre is not None else message, name, line))
+        text = summary if summary is not None else (pre if pre is not None else message)
+        self.errors.append(ParseError(text, name, line))
 
     def _syntax(self) -> None:
         self._error("syntax error")
@@ -352,12 +357,17 @@ class Parser:
             self._syntax()
         name = self._advance().value
         self._end_of_statement()
+        # the statement is complete: report problems without skipping the next line
         if self.include_depth >= MAX_INCLUDE_DEPTH:
-            self._error("include depth exceeded", line)
+            self._record(f"failed to include file {name}", line, pre="pfctl: include depth exceeded")
+            return
         try:
             text = self._read(name, name)
         except ParseError as error:
-            self._error(error.message, line)
+            reason = error.message.removeprefix("cannot open ")
+            self._record(f"failed to include file {name}", line, pre=f"pfctl: {reason}",
+                         summary=f"failed to include file {reason}")
+            return
         self.include_depth += 1
         try:
             self.parse_text(text, name)
@@ -1628,19 +1638,9 @@ class Parser:
         name = self._string()
         self._expect("from")
         path = self._string()
-        self._end_of_statement()
-        child = _Builder(path=name)
-        saved = (self.lexer, self.tok, self.main)
-        try:
-            text = self._read(path, path)
-        except ParseError as error:
-            self._error(error.message, tok.line)
-        self.main = child
-        try:
-            self.parse_text(text, path)
-        finally:
-            self.main = saved[2]
-        b.anchors.append((name, child))
+        line = self._end_of_statement()
+        # pfctl loads these after the main ruleset, each as a ruleset of its own
+        self.load_anchors.append((name, path, line, self.lexer.filename))
 
     # ------------------------------------------------------------------ ether
     def _ether(self, b: _Builder, tok: Token) -> None:
@@ -1814,7 +1814,28 @@ _STATEMENTS = {
 
 
 # ==================================================================================== API
+def _load_anchors(parser: Parser) -> None:
+    """``load anchor NAME from FILE``: parsed after the main ruleset, like pfctl_load_anchors()."""
+    for name, path, line, origin_file in parser.load_anchors:
+        sub = Parser(parser.view, parser.include_base)
+        sub.main.path = name
+        try:
+            text = sub._read(path, path)
+        except ParseError as error:
+            parser.messages.append(f"pfctl: {error.message.removeprefix('cannot open ')}")
+            parser.errors.append(ParseError(f"cannot load anchor {name} from {path}", origin_file, line))
+            parser.messages.append(f"{origin_file}:{line}: cannot load anchor {name} from {path}")
+            continue
+        _guarded(sub, text, path)
+        if sub.errors:
+            parser.errors.extend(sub.errors)
+            parser.messages.extend(sub.messages)
+            continue
+        parser.loaded.append((name, path, sub.ruleset()))
+
+
 def _finish(parser: Parser) -> Ruleset:
+    _load_anchors(parser)
     if parser.errors:
         first = parser.errors[0]
         raise ParseError(

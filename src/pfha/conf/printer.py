@@ -584,6 +584,12 @@ def format_ruleset(ruleset: Ruleset, verbose: int = 1, messages: bool = True) ->
     for rule in ruleset.ether:
         out.append(format_ether_rule(rule) + "\n")
     _emit_rules(ruleset, verbose, 0, out)
+    for name, path in ruleset.loaded_anchors:
+        # pfctl_load_anchors(): a blank line and a header, then the anchor's own output
+        out.append(f"\nLoading anchor {name} from {path}\n")
+        anchor = ruleset.anchor(name)
+        if anchor is not None:
+            out.append(format_ruleset(anchor, verbose, messages))
     return "".join(out)
 
 
