@@ -28,7 +28,6 @@ from pfha.conf.ast import (
     BlockReturn,
     DynamicAddress,
     Endpoint,
-    HostAddress,
     HostMatch,
     IcmpMatch,
     InterfaceMatch,
@@ -245,10 +244,6 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
         p._error("fragments can be filtered only on IP header fields", line)
     if flags is None and action == "pass" and not fragment and state_kind != "none":
         flags = _FLAGS_S_SA
-    if spec.icmps and spec.protos is None:
-        pass
-    if state_kind == "synproxy" and spec.direction == "out":
-        pass
 
     tagged = o.get("tagged")
     common = dict(
@@ -301,7 +296,6 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     gids = spec.gids or _NONE
     af0 = spec.af
     out = b.filter
-    made = 0
     for iface in interfaces:
         for proto in protos:
             # pfctl rule_consistent()/filter_consistent(), checked per expanded rule
@@ -355,7 +349,6 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
                                                 fields["tagged"] = tagged_name
                                             binat = fields.pop("_binat", None)
                                             out.append(Rule(**fields))
-                                            made += 1
                                             if binat is not None:
                                                 out.extend(_binat_reverse(p, b, spec, fields, binat))
     return None
@@ -488,7 +481,7 @@ def expand_translation(p, b, spec) -> None:
     ports = spec.redirect_ports
     if not spec.negated:
         if spec.redirect is None:
-            p._error(f"{kind} rule requires a translation address" if False else "syntax error", line)
+            p._error("syntax error", line)  # parse.y: nat/rdr/binat need "-> target"
         _check_pool_opts(p, kind, ports, spec.pool_opts, line)
         if kind == "nat" and ports is not None and ports[2]:
             p._error("invalid port range", line)

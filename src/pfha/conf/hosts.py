@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pfha.conf.ast import Address, AnyAddress, HostAddress
+from pfha.conf.ast import Address, HostAddress
 from pfha.conf.interfaces import InterfaceView
 
 _V4_MASKS = [0] + [((1 << 32) - 1) ^ ((1 << (32 - b)) - 1) for b in range(1, 33)]

@@ -18,9 +18,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pfha.conf import ast
 from pfha.conf.ast import (
-    AnchorRule,
     AnyAddress,
     BlockReturn,
     Divert,
@@ -28,36 +26,27 @@ from pfha.conf.ast import (
     EtherRule,
     HostAddress,
     HostMatch,
-    IcmpMatch,
     IdMatch,
     InterfaceMatch,
     Limiter,
     Log,
     MacAddress,
     Macro,
-    Message,
     NoRoute,
     Options,
     Origin,
-    Pool,
-    PoolAddress,
     PortMatch,
     Queue,
     RangeAddress,
-    Route,
     Ruleset,
     ScrubOptions,
-    ScrubRule,
     SetOption,
     SetPrio,
     StateOption,
-    StateSpec,
     Table,
     TableAddress,
     TableEntry,
     TcpFlags,
-    Translation,
-    TranslationRule,
     UrpfFailed,
 )
 from pfha.conf.errors import ParseError
@@ -457,9 +446,9 @@ class Parser:
                 self._syntax()
             nodf = self._accept("no-df")
             self.options["reassemble_no_df"] = nodf
-            text = f"set reassemble {value} {'no-df' if nodf else ''}".rstrip(" ") if False else ""
         elif opt == "fingerprints":
             value = self._string()
+            text = f'set fingerprints "{value}"'
         elif opt == "state-defaults":
             self.state_defaults = self._state_opt_list(parens=self.tok.kind == "(")
             value = self.state_defaults
@@ -480,7 +469,11 @@ class Parser:
         elif opt == "fail-policy":
             value = self._string()
         elif opt == "require-order":
-            value = self._string() == "yes"
+            answer = self._string()
+            if answer not in ("yes", "no"):
+                self._syntax()
+            value = answer == "yes"
+            text = f"set require-order {answer}"
         else:
             self._error("syntax error", line)
         self._end_of_statement()
@@ -1017,6 +1010,10 @@ class Parser:
                 self._advance()
                 self._expect("tagged")
                 o["tagged"] = (self._string(), True)
+                continue
+            if tok.kind == "(" and "state" in o and o["state"][0] != "none" and not o["state"][1]:
+                # pfctl prints "keep state probability 50% (max 10)": read its own output back
+                o["state"] = (o["state"][0], self._state_opt_list())
                 continue
             if tok.kind != "word":
                 return
@@ -1606,7 +1603,6 @@ class Parser:
             if self._accept("proto"):
                 spec.protos = self._proto_list()
             self._fromto(spec)
-        self._skip_nl_if_brace()
         if self.tok.kind == "{":
             self._advance()
             if self.anchor_depth >= MAX_ANCHOR_DEPTH:
@@ -1628,10 +1624,6 @@ class Parser:
         from pfha.conf.expand import expand_anchor
 
         expand_anchor(self, b, spec)
-
-    def _skip_nl_if_brace(self) -> None:
-        # "anchor foo\n{" is not pf syntax; the brace must be on the anchor's line
-        return
 
     def _load(self, b: _Builder, tok: Token) -> None:
         self._expect("anchor")

@@ -183,10 +183,6 @@ def format_pool(pool: Pool, af, kind: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- rules
-def _head(rule: RuleBase, word: str) -> list[str]:
-    return [word]
-
-
 def _log(log) -> str:
     if log is None:
         return ""
@@ -206,12 +202,6 @@ def _iface(rule) -> str:
     if rule.interface is None:
         return ""
     return f" on {'! ' if rule.interface.negated else ''}{rule.interface.name}"
-
-
-def _return(block) -> str:
-    if block is None or block.kind == "drop":
-        return " drop"
-    return ""
 
 
 def _block_return(rule: Rule) -> str:
