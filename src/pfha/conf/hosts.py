@@ -103,8 +103,21 @@ def split_modifiers(name: str) -> tuple[str, tuple[str, ...]] | None:
     return name, tuple(reversed(mods))
 
 
+_LITERALS: dict[tuple[str, int | None], ResolvedHost] = {}
+
+
 def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[ResolvedHost]:
     """host(): one written host (``mask`` from a separate ``/N``) -> its addresses."""
+    cached = _LITERALS.get((text, mask))
+    if cached is not None:  # numeric addresses do not depend on the view: memoised
+        return [cached]
+    found = _resolve(text, view, mask)
+    if len(found) == 1 and found[0].interface is None and text not in STATIC_HOSTS and len(_LITERALS) < 65536:
+        _LITERALS[(text, mask)] = found[0]
+    return found
+
+
+def _resolve(text: str, view: InterfaceView, mask: int | None) -> list[ResolvedHost]:
     if mask is not None and mask > 128:
         raise HostError(f"invalid netmask '/{mask}'")
     full = text if mask is None else f"{text}/{mask}"
