@@ -1881,7 +1881,7 @@ def _guarded(parser: Parser, text: str, filename: str) -> None:
 def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=None, display: str | None = None) -> Ruleset:
     """Parse a pf.conf file. Errors name the file as given (pfctl prints the -f argument)."""
     parser = Parser(interfaces if interfaces is not None else InterfaceView.empty(), include_base)
-    name = display if display is not None else str(path)
+    name = display if display is not None else ("stdin" if str(path) == "-" else str(path))  # as pushfile()
     try:
         raw = Path(path).read_bytes() if str(path) != "-" else __import__("sys").stdin.buffer.read()
     except OSError as error:
