@@ -438,8 +438,12 @@ class Parser:
             self._expect("on")
             ifs = self._interface_list()
             for i in ifs:
+                if i.negated:
+                    self._error("skip on ! <interface> is not supported", line)
                 self.skip.append(i.name)
             value = tuple(i.name for i in ifs)
+            # pfctl -v: "set skip on {" then " name" per interface, then " }"
+            text = "set skip on {" + "".join(f" {n}" for n in value) + " }"
         elif opt == "reassemble":
             value = self._string()
             if value not in ("yes", "no"):
