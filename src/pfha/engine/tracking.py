@@ -147,7 +147,7 @@ def synproxy(state: State, packet: Packet, from_src: bool, emit: Emit, rng: rand
         # ACK to the server (filtered) and to the client (pf's own, skips the firewall).
         emit(_tcp_reply(packet, packet.ack, packet.seq + 1, TH_ACK, src.max_win), False, False)
         forward = state.direction == "out"
-        emit(_tcp_from_key(outer_key, not forward, src.seqhi + 1, src.seqlo + 1, TH_ACK, dst.max_win), True, True)
+        emit(_tcp_from_key(outer_key, forward, src.seqhi + 1, src.seqlo + 1, TH_ACK, dst.max_win), True, True)
         src.seqdiff = (dst.seqhi - src.seqlo) & MASK32
         dst.seqdiff = (src.seqhi - dst.seqlo) & MASK32
         src.seqhi = (src.seqlo + dst.max_win) & MASK32
