@@ -182,17 +182,15 @@ def _prefix_test(prefixes: list[Prefix]) -> AddrTest:
     return lambda f, a: any(f == paf and (a & mask) == net for paf, net, mask in items)
 
 
-def exact_host(match: ast.HostMatch, resolver: Resolver) -> Optional[tuple[int, int]]:
-    """(af, addr) when the test is one whole host address: the index keys on it."""
+def single_prefix(match: ast.HostMatch, resolver: Resolver) -> Optional[tuple[int, int]]:
+    """(network, mask) when the test is one prefix (not negated): the index files rules by it."""
     if match.negated or not isinstance(match.address, (ast.HostAddress, ast.DynamicAddress)):
         return None
     prefixes = resolver.prefixes(match.address) or []
     if len(prefixes) != 1:
         return None
-    af, net, mask = prefixes[0]
-    if mask != mask_of(af, _BITS[af]):
-        return None
-    return (af, net)
+    _af, net, mask = prefixes[0]
+    return (net, mask)
 
 
 def port_test(match: Optional[ast.PortMatch]) -> Optional[PortTest]:
@@ -263,7 +261,8 @@ class CompiledRule:
     counters: Counters = field(default_factory=Counters)
     # index keys
     index_port: Optional[int] = None
-    index_dst: Optional[tuple[int, int]] = None
+    index_dst: Optional[tuple[int, int]] = None  # (network, mask) the destination must be in
+    index_src: Optional[tuple[int, int]] = None
     # filled by the engine
     extra: dict = field(default_factory=dict)
 
@@ -314,42 +313,62 @@ class CompiledRule:
 
 # ---------------------------------------------------------------------- the index
 class _Bucket:
-    """The rules that can match one (interface, direction, family, protocol)."""
+    """The rules that can match one (interface, direction, family, protocol), filed by a test
+    each rule cannot match without: its destination host, its destination port, its
+    destination network, its source network - or, for rules with none of these, ``generic``.
 
-    __slots__ = ("generic", "by_port", "by_dst", "by_both", "memo")
+    A packet's candidates are ``generic`` plus one dictionary probe per port and per distinct
+    prefix length, merged back into rule order.
+    """
+
+    __slots__ = ("generic", "by_host_port", "by_port", "by_dst", "by_src")
 
     def __init__(self) -> None:
         self.generic: list[int] = []
+        self.by_host_port: dict[tuple[int, int], list[int]] = {}
         self.by_port: dict[int, list[int]] = {}
-        self.by_dst: dict[tuple, list[int]] = {}
-        self.by_both: dict[tuple, list[int]] = {}
-        self.memo: dict[tuple, tuple[int, ...]] = {}
+        self.by_dst: dict[int, dict[int, list[int]]] = {}
+        self.by_src: dict[int, dict[int, list[int]]] = {}
 
-    def add(self, index: int, rule: CompiledRule) -> None:
-        port, dst = rule.index_port, rule.index_dst
-        if port is None and dst is None:
-            self.generic.append(index)
-        elif dst is None:
+    def add(self, index: int, rule: CompiledRule, full: int) -> None:
+        dst, src, port = rule.index_dst, rule.index_src, rule.index_port
+        if dst is not None and dst[1] == full and port is not None:
+            self.by_host_port.setdefault((dst[0], port), []).append(index)
+        elif dst is not None and dst[1] == full:
+            self.by_dst.setdefault(dst[1], {}).setdefault(dst[0], []).append(index)
+        elif port is not None:
             self.by_port.setdefault(port, []).append(index)
-        elif port is None:
-            self.by_dst.setdefault(dst, []).append(index)
+        elif dst is not None:
+            self.by_dst.setdefault(dst[1], {}).setdefault(dst[0], []).append(index)
+        elif src is not None:
+            self.by_src.setdefault(src[1], {}).setdefault(src[0], []).append(index)
         else:
-            self.by_both.setdefault((port, dst), []).append(index)
+            self.generic.append(index)
 
-    def candidates(self, port: int, dst: tuple) -> tuple[int, ...]:
-        key = (port, dst)
-        found = self.memo.get(key)
-        if found is not None:
-            return found
-        lists = [self.generic]
-        for extra in (self.by_port.get(port), self.by_dst.get(dst), self.by_both.get(key)):
-            if extra:
-                lists.append(extra)
-        found = tuple(lists[0]) if len(lists) == 1 else tuple(heapq.merge(*lists))
-        if len(self.memo) > 65536:
-            self.memo.clear()
-        self.memo[key] = found
-        return found
+    def candidates(self, port: int, src: int, dst: int) -> list[int]:
+        lists = [self.generic] if self.generic else []
+        if port >= 0:
+            if self.by_port:
+                found = self.by_port.get(port)
+                if found:
+                    lists.append(found)
+            if self.by_host_port:
+                found = self.by_host_port.get((dst, port))
+                if found:
+                    lists.append(found)
+        for mask, nets in self.by_dst.items():
+            found = nets.get(dst & mask)
+            if found:
+                lists.append(found)
+        for mask, nets in self.by_src.items():
+            found = nets.get(src & mask)
+            if found:
+                lists.append(found)
+        if not lists:
+            return []
+        if len(lists) == 1:
+            return lists[0]
+        return list(heapq.merge(*lists))
 
 
 class RuleList:
@@ -382,7 +401,7 @@ class RuleList:
                     continue
                 if rule.never:
                     continue
-                bucket.add(index, rule)
+                bucket.add(index, rule, mask_of(af, _BITS[af]))
             self._buckets[key] = bucket
         return bucket
 
@@ -393,7 +412,7 @@ class RuleList:
         proto = packet.proto
         port = packet.dport if (proto == IPPROTO_TCP or proto == IPPROTO_UDP) and not packet.frag_offset else -1
         rules = self.rules
-        return [rules[i] for i in bucket.candidates(port, (packet.af, packet.dst))]
+        return [rules[i] for i in bucket.candidates(port, packet.src, packet.dst)]
 
 
 # ---------------------------------------------------------------------- compiling
@@ -426,7 +445,8 @@ def compile_common(rule, kind: str, resolver: Resolver, number: int, *, swap_sid
         compiled.never = True
     if dst_ep.port is not None and dst_ep.port.op == "=":
         compiled.index_port = dst_ep.port.low
-    compiled.index_dst = exact_host(dst_ep.host, resolver)
+    compiled.index_dst = single_prefix(dst_ep.host, resolver)
+    compiled.index_src = single_prefix(src_ep.host, resolver)
     compiled.tagged = rule.tagged
     compiled.tagged_negated = rule.tagged_negated
     compiled.fragment_ok = src_ep.port is None and dst_ep.port is None

@@ -167,10 +167,9 @@ def compile_translation(rule: ast.TranslationRule, resolver: Resolver, inbound_b
 
         compiled.dst = _prefix_test(pool.prefixes)
         compiled.dport = None
-        compiled.index_dst = None
         compiled.index_port = None
-        if len(pool.prefixes) == 1 and pool.prefixes[0][2] == mask_of(pool.prefixes[0][0], _BITS[pool.prefixes[0][0]]):
-            compiled.index_dst = (pool.prefixes[0][0], pool.prefixes[0][1])
+        compiled.index_dst = (pool.prefixes[0][1], pool.prefixes[0][2]) if len(pool.prefixes) == 1 else None
+        compiled.index_src = compiled.index_src
     low = rule.dst.port.low if rule.dst.port is not None else 0
     return TranslationRuleC(compiled, rule.kind, rule.negated, rule.pass_, pool, low)
 
