@@ -212,8 +212,9 @@ class Engine:
     """
 
     def __init__(self, ruleset: ast.Ruleset, interfaces: Optional[InterfaceView] = None, *, seed: int = 0,
-                 default_block: bool = False) -> None:
+                 default_block: bool = False, indexed: bool = True) -> None:
         self.ruleset = ruleset
+        self.indexed = indexed
         self.interfaces = interfaces or InterfaceView.empty()
         self.rng = random.Random(seed)
         self.resolver = Resolver(self.interfaces)
@@ -230,7 +231,8 @@ class Engine:
         self.state_defaults = options.state_defaults
         self.default_rule = DefaultRule("block" if default_block else "pass")
         self.self_prefixes = [prefix_of(a.ip, 32 if a.version == 4 else 128) for a in self.interfaces.addrs("self")]
-        self.scrub = RuleList([compile_common(r, "scrub", self.resolver, r.number) for r in ruleset.scrub])
+        self.scrub = RuleList([compile_common(r, "scrub", self.resolver, r.number) for r in ruleset.scrub],
+                              indexed=indexed)
         self.filter = self._compile_filter(ruleset.filter, ruleset, "")
         self.translator = self._compile_translation(ruleset)
         self.sticky: dict = {}
@@ -262,7 +264,7 @@ class Engine:
             if rule.action == "pass":
                 c.extra["state"] = _state_policy(rule.state, self.state_defaults)
             compiled.append(c)
-        return RuleList(compiled, path)
+        return RuleList(compiled, path, self.indexed)
 
     def _compile_translation(self, ruleset: ast.Ruleset) -> Translator:
         binat_out, binat_in, rdr, nat = [], [], [], []
@@ -281,7 +283,10 @@ class Engine:
                 inn.rule.counters = out.rule.counters  # one rule, one set of counters
                 binat_out.append(out)
                 binat_in.append(inn)
-        return Translator(binat_out, binat_in, rdr, nat)
+        translator = Translator(binat_out, binat_in, rdr, nat)
+        for rule_list in translator.lists.values():
+            rule_list.indexed = self.indexed
+        return translator
 
     # ------------------------------------------------------------------ queries
     def rules(self) -> list:

@@ -374,9 +374,10 @@ class _Bucket:
 class RuleList:
     """An ordered rule list (a ruleset or an anchor's) with its candidate index."""
 
-    def __init__(self, rules: list[CompiledRule], path: str = "") -> None:
+    def __init__(self, rules: list[CompiledRule], path: str = "", indexed: bool = True) -> None:
         self.rules = rules
         self.path = path
+        self.indexed = indexed  # False: every rule in order, as without skip steps (for comparison)
         self._buckets: dict[tuple, _Bucket] = {}
 
     def __iter__(self):
@@ -408,6 +409,8 @@ class RuleList:
     def candidates(self, packet: Packet, ifname: str, inbound: bool) -> Iterable[CompiledRule]:
         if not self.rules:
             return ()
+        if not self.indexed:
+            return self.rules
         bucket = self._bucket(ifname, inbound, packet.af, packet.proto)
         proto = packet.proto
         port = packet.dport if (proto == IPPROTO_TCP or proto == IPPROTO_UDP) and not packet.frag_offset else -1
