@@ -97,7 +97,7 @@ class LogRecord:
         return self.header.encode() + self.packet
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """What pf did with one packet at one (interface, direction)."""
 
@@ -384,21 +384,26 @@ class Engine:
     def _test_state(self, packet: Packet, ifname: str, inbound: bool, direction: str, now: float,
                     emitted: list) -> Optional[Decision]:
         proto = packet.proto
-        af = packet.af
-        if (proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6) and packet.is_icmp_error:
-            return self._test_state_icmp_error(packet, ifname, inbound, direction, now)
-        if proto == IPPROTO_TCP or proto == IPPROTO_UDP or packet.is_icmp:
+        if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
+            sport, dport = packet.sport, packet.dport
+        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if packet.is_icmp_error:
+                return self._test_state_icmp_error(packet, ifname, inbound, direction, now)
             sport, dport = packet.sport, packet.dport
         else:
             sport = dport = 0
         if inbound:
-            key = (af, proto, packet.src, sport, packet.dst, dport)
+            bucket = self.states.wire.get((packet.af, proto, packet.src, sport, packet.dst, dport))
         else:
-            key = (af, proto, packet.dst, dport, packet.src, sport)
-        state = self.states.lookup(key, inbound, ifname)
-        if state is None:
+            bucket = self.states.stack.get((packet.af, proto, packet.dst, dport, packet.src, sport))
+        if not bucket:
             return None
-        if state.expired(now):
+        for state in bucket:
+            if state.ifname is None or state.ifname == ifname:
+                break
+        else:
+            return None
+        if now >= state.expire + state.timeouts[state.timeout] or state.purged:
             self.states.remove(state)
             return None
         from_src = state.direction == direction
@@ -430,7 +435,7 @@ class Engine:
             return self._state_decision(packet, state, ifname, inbound, direction, now, "block", reason, emitted,
                                         charge=False)
         # Rewrite per the state's other key (nothing to do without translation).
-        if state.wire is not state.stack and state.wire != state.stack:
+        if state.wire is not state.stack:  # translated (equal keys are stored as one object)
             if inbound:
                 nk = state.stack
                 packet.src, packet.dst = nk[2], nk[4]
@@ -460,7 +465,7 @@ class Engine:
         if action == "pass" and (packet.ip_options or packet.v6_routing) and not rule.extra.get("allow_opts"):
             action, reason = "block", "ip-option"
         if charge or action == "pass":
-            size = packet.wire_len or len(packet.to_bytes())
+            size = packet.wire_len or packet.size()
             side = 0 if inbound else 1
             rule.counters.packets[side] += 1
             rule.counters.bytes[side] += size
@@ -623,7 +628,7 @@ class Engine:
             state_word = "created"
             if state.src.state == PF_TCPS_PROXY_SRC:
                 action, reason = "block", "synproxy"
-        size = packet.wire_len or len(packet.to_bytes())
+        size = packet.wire_len or packet.size()
         rule.counters.packets[side] += 1
         rule.counters.bytes[side] += size
         if tr is not None:
@@ -654,7 +659,7 @@ class Engine:
     def _finish_block(self, original: Packet, packet: Packet, ifname: str, inbound: bool, direction: str, now: float,
                       rule, reason: str, emitted: list, translation: Optional[Translation]) -> Decision:
         side = 0 if inbound else 1
-        size = packet.wire_len or len(packet.to_bytes())
+        size = packet.wire_len or packet.size()
         rule.counters.packets[side] += 1
         rule.counters.bytes[side] += size
         if reason == "match" and getattr(rule, "kind", "") == "block":
