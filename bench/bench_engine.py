@@ -97,31 +97,36 @@ def replay(engine: Engine, capture: bytes) -> tuple[float, int, dict]:
     return elapsed, count, outcome
 
 
-def state_match_only(engine: Engine, packets: list[bytes], flows: int) -> tuple[float, float]:
-    """Packets/s for state-matching packets: (pf_test only, parse + pf_test). CPU time."""
-    first = [Packet.parse(d) for d in packets[:flows]]
-    for p in first:
-        engine.process(p, "xl0", "in", 0.0)
+def state_match_only(ruleset, view, packets: list[bytes], flows: int, repeats: int = 3) -> tuple[float, float]:
+    """Packets/s for state-matching packets: (pf_test only, parse + pf_test).
+
+    CPU time, best of ``repeats`` runs on fresh engines (as timeit does: the other engineers'
+    load on this shared machine only ever slows a run down).
+    """
     rest = packets[flows:]
-    parsed = [Packet.parse(d) for d in rest]
-    dirs = ["in" if p.src >> 8 == ADMIN_INT >> 8 else "out" for p in parsed]
-    gc.disable()
-    start = time.process_time()
-    for p, direction in zip(parsed, dirs):
-        engine.process(p, "xl0", direction, 1.0)
-    only = time.process_time() - start
-    gc.enable()
-    # parse + process, on a second engine holding the same states
-    again = Engine(engine.ruleset, engine.interfaces)
-    for d in packets[:flows]:
-        again.process(Packet.parse(d), "xl0", "in", 0.0)
-    gc.disable()
-    start = time.process_time()
-    for data, direction in zip(rest, dirs):
-        again.process(Packet.parse(data), "xl0", direction, 1.0)
-    both = time.process_time() - start
-    gc.enable()
-    return len(rest) / only, len(rest) / both
+    best_only = best_both = 0.0
+    for _ in range(repeats):
+        engine = Engine(ruleset, view)
+        for d in packets[:flows]:
+            engine.process(Packet.parse(d), "xl0", "in", 0.0)
+        parsed = [Packet.parse(d) for d in rest]
+        dirs = ["in" if p.src >> 8 == ADMIN_INT >> 8 else "out" for p in parsed]
+        gc.disable()
+        start = time.process_time()
+        for p, direction in zip(parsed, dirs):
+            engine.process(p, "xl0", direction, 1.0)
+        best_only = max(best_only, len(rest) / (time.process_time() - start))
+        gc.enable()
+        engine = Engine(ruleset, view)
+        for d in packets[:flows]:
+            engine.process(Packet.parse(d), "xl0", "in", 0.0)
+        gc.disable()
+        start = time.process_time()
+        for data, direction in zip(rest, dirs):
+            engine.process(Packet.parse(data), "xl0", direction, 1.0)
+        best_both = max(best_both, len(rest) / (time.process_time() - start))
+        gc.enable()
+    return best_only, best_both
 
 
 def generated_conf(n: int, seed: int = 11) -> str:
@@ -174,9 +179,9 @@ def main(argv: list[str]) -> int:
     elapsed_g, count_g, outcome_g = replay(Engine(gen, view), capture)
     assert outcome_g["block"] == 0 and outcome_g["matched"] == count - flows, outcome_g
     rows.append(("replay, generated 1,000-rule ruleset", f"{count_g:,}", f"{count_g / elapsed_g:,.0f}"))
-    pps_state, pps_state_parsed = state_match_only(Engine(tutorial, view), packets, flows)
-    rows.append(("state-matching packets only: pf_test (tutorial)", f"{count - flows:,}", f"{pps_state:,.0f}"))
-    rows.append(("state-matching packets only: parse + pf_test (tutorial)", f"{count - flows:,}",
+    pps_state, pps_state_parsed = state_match_only(tutorial, view, packets, flows)
+    rows.append(("state-matching packets only: pf_test (tutorial, best of 3)", f"{count - flows:,}", f"{pps_state:,.0f}"))
+    rows.append(("state-matching packets only: parse + pf_test (tutorial, best of 3)", f"{count - flows:,}",
                  f"{pps_state_parsed:,.0f}"))
     parse_start = time.process_time()
     for data in packets:
