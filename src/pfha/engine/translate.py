@@ -196,7 +196,7 @@ class Translator:
         for name in order:
             for rule in self.lists[name].candidates(packet, ifname, inbound):
                 rule.counters.evaluations += 1
-                if rule.matches(packet, ifname, inbound, None):
+                if rule.matches(packet, ifname, inbound, packet.tag):
                     return self._by_rule[id(rule)]
         return None
 
