@@ -222,3 +222,16 @@ def test_host_helper_negation():
     e = make([rule("block", 0), rule("pass", 1, src=ast.Endpoint(host("192.168.0.0/16", True)))])
     assert e.process(P.udp(C, 1, S, 2), "xl0", "in", 0).action == "pass"
     assert e.process(P.udp("192.168.3.3", 1, S, 2), "xl0", "in", 0).action == "block"
+
+
+def test_later_fragments_see_only_ip_rules_and_fragment_rules():
+    e = make([rule("block", 0), rule("pass", 1, "in", proto="udp", dst=(S, 53)),
+              rule("pass", 2, "in", proto="udp", dst=S, fragment=True, state="none", flags=None)])
+    whole = P.udp(C, 1, S, 53)
+    assert e.process(whole, "xl0", "in", 0).rule_number == 1
+    frag = P.udp(C, 1, S, 53, b"z" * 16)
+    frag.frag_offset = 1480
+    d = e.process(frag, "xl0", "in", 0)
+    assert (d.action, d.rule_number, d.state) == ("pass", 2, None)
+    other = P.udp(C, 1, S, 54)
+    assert e.process(other, "xl0", "in", 0).rule_number == 0  # rule 2 is for fragments only

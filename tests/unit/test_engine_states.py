@@ -230,3 +230,14 @@ def test_synproxy_answers_the_client_then_opens_to_the_server():
     assert data.action == "pass" and data.packet.dst_text() == SRV
     assert data.packet.seq == syn.packet.seq + 1 and data.packet.ack == 9001
     _ = PF_TCPS_PROXY_DST
+
+
+def test_icmp_error_quoting_a_segment_outside_the_window_is_dropped():
+    e = engine(rule("pass", 1, "in", on="xl0", proto="tcp", dst=(S, 22)))
+    handshake(e)
+    good = P.icmp(C, S, 3, 4, inner=P.tcp(S, 22, C, 40000, "A", seq=901, ack=101))
+    d = e.process(Packet_parse(good), "xl0", "in", 1)
+    assert (d.action, d.state) == ("pass", "matched")
+    bad = P.icmp(C, S, 3, 4, inner=P.tcp(S, 22, C, 40000, "A", seq=901 + 50_000_000, ack=101))
+    d = e.process(Packet_parse(bad), "xl0", "in", 1)
+    assert (d.action, d.reason) == ("block", "state-mismatch")

@@ -500,7 +500,19 @@ class Engine:
         state = self.states.lookup(key, inbound, ifname)
         if state is None or state.expired(now):
             return None
-        if state.wire != state.stack:
+        if iproto == IPPROTO_TCP and not state.sloppy and state.src.state < PF_TCPS_PROXY_SRC:
+            # The quoted segment must lie in its sender's window (pf_test_state_icmp, "BAD ICMP").
+            quoted_from_src = state.direction != direction
+            src, dst = (state.src, state.dst) if quoted_from_src else (state.dst, state.src)
+            dws = dst.wscale & 0x0F if (src.wscale and dst.wscale) else 0
+            seq = (inner.seq - src.seqdiff) & 0xFFFFFFFF
+            if not (tracking.seq_geq(src.seqhi, seq)
+                    and tracking.seq_geq(seq, (src.seqlo - (dst.max_win << dws)) & 0xFFFFFFFF)):
+                return self._state_decision(packet, state, ifname, inbound, direction, now, "block",
+                                            "state-mismatch", [], charge=False)
+            if src.seqdiff:
+                inner.seq = seq
+        if state.wire is not state.stack:
             old_src, old_dst = inner.src, inner.dst
             nk = state.stack if inbound else state.wire
             if inbound:
@@ -515,7 +527,6 @@ class Engine:
                 packet.dst = inner.src
             if inner.dst != old_dst and packet.src == old_dst:
                 packet.src = inner.dst
-        state.expire = max(state.expire, now) if state.expire else now
         return self._state_decision(packet, state, ifname, inbound, direction, now, "pass", "match", [])
 
     def _conn_limit(self, state: State) -> bool:

@@ -255,6 +255,7 @@ class CompiledRule:
     tagged_negated: bool = False
     never: bool = False  # user/group/os tests: no socket or fingerprint knowledge here
     fragment_ok: bool = True  # no ports, flags or icmp-type: may match a later fragment
+    fragments_only: bool = False  # ``fragment``: skipped for whole packets (PFRULE_FRAGMENT)
     probability: Optional[float] = None
     anchor: Optional["RuleList"] = None
     anchor_path: str = ""
@@ -287,7 +288,10 @@ class CompiledRule:
             return False
         if self.dst is not None and not self.dst(af, packet.dst):
             return False
-        if packet.frag_offset and not self.fragment_ok:
+        if packet.frag_offset:
+            if not self.fragment_ok:
+                return False
+        elif self.fragments_only:
             return False
         if self.sport is not None or self.dport is not None:
             if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
@@ -485,4 +489,5 @@ def compile_filter_rule(rule: ast.Rule, resolver: Resolver) -> CompiledRule:
     if rule.uid is not None or rule.gid is not None:
         compiled.never = True  # no local socket owner is known to the engine
     compiled.probability = rule.probability if rule.probability not in (None, 1, 1.0) else None
+    compiled.fragments_only = rule.fragment
     return compiled
