@@ -33,7 +33,7 @@ from pfha.engine.packet import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPRO
 from pfha.engine.rules import (CompiledRule, Resolver, RuleList, Table, compile_common,
                                compile_filter_rule, prefix_of)
 from pfha.engine.state import (DEFAULT_STATE_LIMIT, DEFAULT_TIMEOUTS, OPTIMIZATION_PRESETS,
-                               PF_TCPS_PROXY_DST, PF_TCPS_PROXY_SRC, SourceNode, State, StateTable)
+                               PF_TCPS_PROXY_SRC, SourceNode, State, StateTable)
 from pfha.engine.translate import (MapFailed, Translation, TranslationRuleC, Translator, apply,
                                    compile_translation)
 from pfha.pflog.format import AF_INET, AF_INET6, NO_SUBRULE, Action, Direction, PflogHeader, Reason
