@@ -233,6 +233,8 @@ class Engine:
         self.self_prefixes = [prefix_of(a.ip, 32 if a.version == 4 else 128) for a in self.interfaces.addrs("self")]
         self.scrub = RuleList([compile_common(r, "scrub", self.resolver, r.number) for r in ruleset.scrub],
                               indexed=indexed)
+        for rule in self.scrub:
+            rule.extra["trivial"] = rule.trivial
         self.filter = self._compile_filter(ruleset.filter, ruleset, "")
         self.translator = self._compile_translation(ruleset)
         self.sticky: dict = {}
@@ -342,7 +344,8 @@ class Engine:
         """pf_normalize_ip / pf_normalize_tcp for the first matching scrub rule."""
         for rule in self.scrub.candidates(packet, ifname, inbound):
             rule.counters.evaluations += 1
-            if not rule.matches(packet, ifname, inbound, packet.tag):
+            if not (rule.extra["trivial"] and not packet.frag_offset) and \
+                    not rule.matches(packet, ifname, inbound, packet.tag):
                 continue
             if rule.ast.negated:
                 return None
@@ -409,7 +412,7 @@ class Engine:
         from_src = state.direction == direction
         reason = None
         if proto == IPPROTO_TCP:
-            if tracking.closed_and_new_syn(state, packet, from_src):
+            if packet.flags & TH_SYN and tracking.closed_and_new_syn(state, packet, from_src):
                 self.states.remove(state)  # port reuse: evaluate the rules afresh
                 return None
             if state.src.state >= PF_TCPS_PROXY_SRC:

@@ -270,6 +270,14 @@ class CompiledRule:
     def state_removed(self) -> None:
         self.counters.states_cur -= 1
 
+    @property
+    def trivial(self) -> bool:
+        """No test beyond interface, direction, family and protocol (the index's bucket key):
+        every whole packet of its bucket matches (``scrub in all``, ``pass out on xl0``)."""
+        return (self.src is None and self.dst is None and self.sport is None and self.dport is None
+                and self.flags is None and self.icmp is None and self.tagged is None and not self.never
+                and self.probability is None and not self.fragments_only)
+
     def matches(self, packet: Packet, ifname: str, inbound: bool, tag: Optional[str], rng=None) -> bool:
         """Every test of the rule (pf_test_rule's loop body), in pf's order."""
         if self.never:
