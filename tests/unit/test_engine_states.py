@@ -241,3 +241,16 @@ def test_icmp_error_quoting_a_segment_outside_the_window_is_dropped():
     bad = P.icmp(C, S, 3, 4, inner=P.tcp(S, 22, C, 40000, "A", seq=901 + 50_000_000, ack=101))
     d = e.process(Packet_parse(bad), "xl0", "in", 1)
     assert (d.action, d.reason) == ("block", "state-mismatch")
+
+
+def test_ipv6_tcp_and_icmp6_states():
+    e = engine(rule("pass", 1, "in", on="xl0", proto="tcp"), rule("pass", 2, "out", proto="icmp6"))
+    syn = P.tcp("2001:db8::9", 40000, "2001:db8::2", 22, "S", seq=100)
+    assert e.process(Packet_parse(syn), "xl0", "in", 0).state == "created"
+    sa = P.tcp("2001:db8::2", 22, "2001:db8::9", 40000, "SA", seq=900, ack=101)
+    assert e.process(Packet_parse(sa), "xl0", "out", 0).state == "matched"
+    e.process(P.icmp("2001:db8::2", "2001:db8::9", 128, 0, ident=3), "xl0", "out", 0)
+    d = e.process(Packet_parse(P.icmp("2001:db8::9", "2001:db8::2", 129, 0, ident=3)), "xl0", "in", 0)
+    assert (d.action, d.state) == ("pass", "matched")
+    # an IPv4 packet never matches an IPv6 state
+    assert e.process(P.icmp("192.0.2.9", "192.0.2.2", 0, 0, ident=3), "xl0", "in", 0).action == "block"
