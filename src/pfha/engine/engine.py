@@ -697,13 +697,13 @@ class Engine:
             return "state-limit"
         nodes: tuple = ()
         if policy.tracks_sources:
-            key = (af, orig.src if inbound else orig.src, id(rule) if policy.source_track != "global" else 0)
+            key = (af, orig.src, id(rule) if policy.source_track != "global" else 0)
             node = self.states.src_nodes.get(key)
             if node is None:
                 rule_nodes = rule.extra.setdefault("src_nodes", set())
                 if policy.max_src_nodes and len(rule_nodes) >= policy.max_src_nodes:
                     return "src-limit"
-                node = SourceNode(af, key[1], key[2])
+                node = SourceNode(af, key[1], key[2], registry=rule_nodes)
                 self.states.src_nodes[key] = node
                 rule_nodes.add(key)
             if policy.max_src_states and node.states >= policy.max_src_states:

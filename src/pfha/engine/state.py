@@ -129,6 +129,7 @@ class SourceNode:
     conn_rate_last: float = 0.0
     translated: Optional[tuple] = None  # sticky-address: (af, addr) chosen for this source
     expire: float = 0.0
+    registry: Optional[set] = None  # the rule's set of its source nodes (max-src-nodes)
 
 
 @dataclass(slots=True, eq=False)
@@ -260,7 +261,9 @@ class StateTable:
         for state in dead:
             self.remove(state)
         for key in [k for k, n in self.src_nodes.items() if n.states <= 0 and now >= n.expire]:
-            del self.src_nodes[key]
+            node = self.src_nodes.pop(key)
+            if node.registry is not None:
+                node.registry.discard(key)
         return len(dead)
 
     def by_source(self, af: int, addr: int) -> list[State]:

@@ -241,6 +241,7 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
         edge = (ack + (win << sws)) & MASK32
         if ((edge - dst.seqhi) & MASK32) < 0x80000000:
             dst.seqhi = (ack + max(win << sws, 1)) & MASK32
+        state.expire = now
         if flags & (TH_SYN | TH_FIN | TH_RST) or dst.state != TCPS_ESTABLISHED or src.state != TCPS_ESTABLISHED:
             if flags & TH_SYN and src.state < TCPS_SYN_SENT:
                 src.state = TCPS_SYN_SENT
@@ -258,7 +259,6 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
             state.timeout = tcp_timeout(src.state, dst.state)
         else:
             state.timeout = "tcp.established"
-        state.expire = now
         return None
     if ((dst.state < TCPS_SYN_SENT or dst.state >= TCPS_FIN_WAIT_2 or src.state >= TCPS_FIN_WAIT_2)
             and seq_geq((src.seqhi + MAXACKWINDOW) & MASK32, end)
@@ -298,6 +298,7 @@ def tcp_track_sloppy(state: State, packet: Packet, from_src: bool, now: float,
     """pf_tcp_track_sloppy: the peer state machine without any sequence checks."""
     src, dst = (state.src, state.dst) if from_src else (state.dst, state.src)
     flags = packet.flags
+    state.expire = now
     if flags & TH_SYN and src.state < TCPS_SYN_SENT:
         src.state = TCPS_SYN_SENT
     if flags & TH_FIN and src.state < TCPS_CLOSING:
@@ -318,7 +319,6 @@ def tcp_track_sloppy(state: State, packet: Packet, from_src: bool, now: float,
             dst.state = TCPS_FIN_WAIT_2  # only one side's FIN/ACK seen
     if flags & TH_RST:
         src.state = dst.state = TCPS_TIME_WAIT
-    state.expire = now
     state.timeout = tcp_timeout(src.state, dst.state)
     return None
 
