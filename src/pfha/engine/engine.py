@@ -198,8 +198,12 @@ def _state_policy(spec: ast.StateSpec, defaults: tuple) -> StatePolicy:
             policy.sloppy = True
         elif name == "no-sync":
             policy.no_sync = True
+        elif name in ("adaptive.start", "adaptive.end"):
+            if option.value:
+                policy.timeouts["rule." + name] = option.value
         elif "." in name and option.value is not None:
             policy.timeouts[name] = option.value
+    # ("max n" implies adaptive.start/end of (n / 10) * 6 and * 12: the parser adds them, as pfctl)
     return policy
 
 
@@ -226,7 +230,13 @@ class Engine:
         self.timeouts.update(OPTIMIZATION_PRESETS.get(options.optimization, {}))
         self.timeouts.update(dict(options.timeouts))
         limits = dict(options.limits)
-        self.states = StateTable(limits.get("states", DEFAULT_STATE_LIMIT))
+        explicit = dict(options.timeouts)
+        if "states" in limits and "adaptive.start" not in explicit and "adaptive.end" not in explicit:
+            # pfctl: a states limit without explicit adaptive timeouts sets them to 60% / 120% of it
+            self.timeouts["adaptive.start"] = (limits["states"] // 10) * 6
+            self.timeouts["adaptive.end"] = (limits["states"] // 10) * 12
+        self.states = StateTable(limits.get("states", DEFAULT_STATE_LIMIT),
+                                 (self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]))
         self.if_bound_default = options.state_policy == "if-bound"
         self.state_defaults = options.state_defaults
         self.default_rule = DefaultRule("block" if default_block else "pass")
@@ -406,7 +416,9 @@ class Engine:
                 break
         else:
             return None
-        if now >= state.expire + state.timeouts[state.timeout] or state.purged:
+        if now >= state.expire + state.timeouts[state.timeout] or state.purged or (
+                (state.adaptive or len(self.states.states) > self.states.adaptive_start)
+                and self.states.expired(state, now)):
             self.states.remove(state)
             return None
         from_src = state.direction == direction
@@ -501,7 +513,7 @@ class Engine:
         else:
             key = (inner.af, iproto, inner.src, isport, inner.dst, idport)
         state = self.states.lookup(key, inbound, ifname)
-        if state is None or state.expired(now):
+        if state is None or self.states.expired(state, now):
             return None
         if iproto == IPPROTO_TCP and not state.sloppy and state.src.state < PF_TCPS_PROXY_SRC:
             # The quoted segment must lie in its sender's window (pf_test_state_icmp, "BAD ICMP").
@@ -730,6 +742,7 @@ class Engine:
         state = State(self.states.new_id(), wire, stack, direction, ifname if if_bound else None, ifname, rule,
                       nat_rule=tr.rule if tr is not None else None, timeouts=timeouts, creation=now, expire=now,
                       tag=packet.tag, src_nodes=nodes, sloppy=policy.sloppy, no_sync=policy.no_sync)
+        state.adaptive = bool(timeouts.get("rule.adaptive.start"))
         state.log_all = bool(getattr(getattr(rule, "ast", None), "log", None) and rule.ast.log.all)
         if self.states.conflicts(state):
             return "state-insert"
