@@ -279,26 +279,43 @@ class Engine:
         return RuleList(compiled, path, self.indexed)
 
     def _compile_translation(self, ruleset: ast.Ruleset) -> Translator:
-        binat_out, binat_in, rdr, nat = [], [], [], []
-        for rule in ruleset.translation:
-            if not isinstance(rule, ast.TranslationRule):
-                continue  # nat-anchor / rdr-anchor calls: not modelled (see docs/engine.md)
-            if rule.kind == "nat":
-                nat.append(compile_translation(rule, self.resolver))
-            elif rule.kind == "rdr":
-                rdr.append(compile_translation(rule, self.resolver))
-            else:
-                out = compile_translation(rule, self.resolver)
-                inn = compile_translation(rule, self.resolver, inbound_binat=True)
-                internal = self.resolver.prefixes(rule.src.host.address) or []
-                inn.rule.extra["binat_internal"] = internal
-                inn.rule.counters = out.rule.counters  # one rule, one set of counters
-                binat_out.append(out)
-                binat_in.append(inn)
-        translator = Translator(binat_out, binat_in, rdr, nat)
+        lists: dict[str, list] = {"binat_out": [], "binat_in": [], "rdr": [], "nat": []}
+        self._add_translation(ruleset.translation, ruleset, (), "", lists)
+        translator = Translator(lists["binat_out"], lists["binat_in"], lists["rdr"], lists["nat"])
         for rule_list in translator.lists.values():
             rule_list.indexed = self.indexed
         return translator
+
+    def _add_translation(self, rules: Iterable, ruleset: ast.Ruleset, gates: tuple, path: str,
+                         lists: dict) -> None:
+        """File nat/rdr/binat rules in order; ``nat-anchor``/``rdr-anchor``/``binat-anchor``
+        calls are flattened in place, their own tests kept as gates every inner rule must pass."""
+        for rule in rules:
+            if isinstance(rule, ast.AnchorRule):
+                body = rule.ruleset if rule.ruleset is not None else ruleset.anchor(rule.name)
+                if body is None:
+                    continue
+                gate = compile_common(rule, "anchor", self.resolver, rule.number)
+                sub_path = f"{path}/{rule.name}".strip("/") if rule.name else path
+                self._add_translation(body.translation, body, gates + (gate,), sub_path, lists)
+                continue
+            if not isinstance(rule, ast.TranslationRule):
+                continue
+            if rule.kind in ("nat", "rdr"):
+                compiled = compile_translation(rule, self.resolver)
+                compiled.rule.gates = gates
+                compiled.rule.anchor_path = path
+                lists[rule.kind].append(compiled)
+                continue
+            out = compile_translation(rule, self.resolver)
+            inn = compile_translation(rule, self.resolver, inbound_binat=True)
+            inn.rule.extra["binat_internal"] = self.resolver.prefixes(rule.src.host.address) or []
+            inn.rule.counters = out.rule.counters  # one rule, one set of counters
+            for half in (out, inn):
+                half.rule.gates = gates
+                half.rule.anchor_path = path
+            lists["binat_out"].append(out)
+            lists["binat_in"].append(inn)
 
     # ------------------------------------------------------------------ queries
     def rules(self) -> list:
