@@ -248,6 +248,7 @@ class Engine:
         self.filter = self._compile_filter(ruleset.filter, ruleset, "")
         self.translator = self._compile_translation(ruleset)
         self.sticky: dict = {}
+        self.fragments: dict = {}  # (af, src, dst, proto, id) -> [first seen, {offset: Packet}]
         self.log: list[LogRecord] = []
         self.packets_seen = 0
 
@@ -358,7 +359,9 @@ class Engine:
         if self.scrub.rules:
             bad = self._normalize(packet, ifname, inbound, now)
             if bad is not None:
-                return bad
+                if bad.reason != "reassembled":
+                    return bad
+                packet = bad.packet  # the last fragment completed the datagram: go on with it
         # ---- state lookup
         if packet.frag_offset == 0:
             decision = self._test_state(packet, ifname, inbound, direction, now, emitted)
@@ -385,6 +388,9 @@ class Engine:
                 packet.ttl = opts.min_ttl
             if opts.set_tos is not None:
                 packet.tos = opts.set_tos
+            if (packet.frag_offset or packet.more_frags) and opts.fragment in (None, "reassemble"):
+                rule.counters.packets[0 if inbound else 1] += 1
+                return self._reassemble(packet, ifname, inbound, rule, now)
             if packet.proto == IPPROTO_TCP and not packet.frag_offset:
                 flags = packet.flags
                 bad = False
@@ -409,6 +415,47 @@ class Engine:
             rule.counters.packets[0 if inbound else 1] += 1
             return None
         return None
+
+    def _reassemble(self, packet: Packet, ifname: str, inbound: bool, rule, now: float) -> Decision:
+        """pf_reassemble: hold fragments until the datagram is whole (``fragment reassemble``).
+
+        A held fragment's decision is ``pass`` with reason ``held``: nothing leaves yet. The
+        fragment that completes the datagram returns reason ``reassembled`` with the whole
+        packet, which :meth:`process` then filters like any other. Fragments older than the
+        ``frag`` timeout are forgotten; overlapping fragments are dropped (``fragment``).
+        """
+        direction = "in" if inbound else "out"
+        key = (packet.af, packet.src, packet.dst, packet.proto, packet.ip_id)
+        queue = self.fragments.get(key)
+        if queue is None or now - queue[0] > self.timeouts.get("frag", 30):
+            queue = self.fragments[key] = [now, {}]
+        parts: dict = queue[1]
+        if packet.frag_offset in parts:
+            del self.fragments[key]
+            return Decision("block", "fragment", rule, None, None, None, False, [], [], packet, ifname, direction)
+        parts[packet.frag_offset] = packet
+        first = parts.get(0)
+        if first is None:
+            return Decision("pass", "held", rule, None, None, None, False, [], [], packet, ifname, direction)
+        header = (20 + len(first.ip_options) + (-len(first.ip_options) % 4)) if first.af == 4 else 40
+        offset = first.size() - header
+        pieces = []
+        last = first
+        while last.more_frags:
+            nxt = parts.get(offset)
+            if nxt is None:
+                return Decision("pass", "held", rule, None, None, None, False, [], [], packet, ifname, direction)
+            pieces.append(nxt.payload)
+            offset += len(nxt.payload)
+            last = nxt
+        del self.fragments[key]
+        whole = first.copy()
+        whole.payload = first.payload + b"".join(pieces)
+        whole.more_frags = False
+        whole.frag_offset = 0
+        whole.wire_len = 0
+        whole.truncated = False
+        return Decision("pass", "reassembled", rule, None, None, None, False, [], [], whole, ifname, direction)
 
     # ------------------------------------------------------------------ states
     def _test_state(self, packet: Packet, ifname: str, inbound: bool, direction: str, now: float,
