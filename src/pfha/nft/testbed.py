@@ -91,9 +91,9 @@ class Testbed:
             raise RuntimeError(f"server did not start: {line!r}")
         return proc
 
-    def probe(self, ns: Namespace, proto: str, src: str, dst: str, port: int, timeout: float = 1.5) -> str:
+    def probe(self, ns: Namespace, proto: str, src: str, dst: str, port: int, timeout: float = 1.5, sport: int = 0) -> str:
         """``OK <what the server saw>``, ``TIMEOUT``, ``REFUSED``..."""
-        out = subprocess.run(ns.argv([sys.executable, "-m", "pfha.nft.testbed", "probe", proto, src, dst, str(port), str(timeout)]),
+        out = subprocess.run(ns.argv([sys.executable, "-m", "pfha.nft.testbed", "probe", proto, src, dst, str(port), str(timeout), str(sport)]),
                              env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=timeout + 20)
         return out.stdout.strip() or out.stderr.strip()
 
@@ -192,11 +192,12 @@ def _answer(conn: socket.socket, peer: tuple) -> None:
         conn.close()
 
 
-def probe(proto: str, src: str, dst: str, port: int, timeout: float) -> str:
+def probe(proto: str, src: str, dst: str, port: int, timeout: float, sport: int = 0) -> str:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     sock = socket.socket(socket.AF_INET, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.settimeout(timeout)
-    sock.bind((src, 0))
+    sock.bind((src, sport))
     try:
         if kind == socket.SOCK_STREAM:
             sock.connect((dst, port))
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst")
     p.add_argument("port", type=int)
     p.add_argument("timeout", type=float)
+    p.add_argument("sport", type=int, nargs="?", default=0)
     st = sub.add_parser("stream")
     st.add_argument("src")
     st.add_argument("dst")
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tool == "serve":
         serve(args.endpoints)
     elif args.tool == "probe":
-        print(probe(args.proto, args.src, args.dst, args.port, args.timeout))
+        print(probe(args.proto, args.src, args.dst, args.port, args.timeout, args.sport))
     else:
         stream(args.src, args.dst, args.port, args.seconds, args.interval)
     return 0
