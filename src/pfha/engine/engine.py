@@ -29,7 +29,7 @@ from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
 from pfha.engine import tracking
 from pfha.engine.packet import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TH_ACK,
-                                TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG, Packet, addr_to_text)
+                                TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG, Packet, PacketError)
 from pfha.engine.rules import (CompiledRule, Resolver, RuleList, Table, compile_common,
                                compile_filter_rule, prefix_of)
 from pfha.engine.state import (DEFAULT_STATE_LIMIT, DEFAULT_TIMEOUTS, OPTIMIZATION_PRESETS,
@@ -856,9 +856,7 @@ class Engine:
             body = quoted[: (len(packet.ip_options) + 20 + 8)]
             itype, proto = 3, IPPROTO_ICMP
         else:
-            if how.kind == "return-icmp" and how.icmp6_code is None and how.icmp_code is not None:
-                pass
-            code = how.icmp6_code if how.icmp6_code is not None else 4
+            code = how.icmp6_code if how.icmp6_code is not None else 4  # port unreachable
             body = quoted[:1232]
             itype, proto = 1, IPPROTO_ICMPV6
         source = packet.dst if self.is_self(packet.af, packet.dst) else self._interface_address(ifname, packet.af,
@@ -866,7 +864,7 @@ class Engine:
         reply = Packet(packet.af, source, packet.src, proto, icmp_type=itype, icmp_code=code, payload=body)
         try:
             reply.inner = Packet.parse(body, lenient=True)
-        except Exception:
+        except PacketError:
             reply.inner = None
         return [Emitted(reply, "sender", True, "block return")]
 
@@ -916,4 +914,4 @@ def _clamp_mss(options: bytes, limit: int) -> bytes:
     return bytes(raw)
 
 
-__all__ = ["Decision", "DefaultRule", "Emitted", "Engine", "LogRecord", "StatePolicy", "addr_to_text"]
+__all__ = ["Decision", "DefaultRule", "Emitted", "Engine", "LogRecord", "StatePolicy"]

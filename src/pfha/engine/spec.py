@@ -74,14 +74,11 @@ def _number(words: list[str], i: int, what: str) -> int:
 def _port(word: str) -> int:
     if word.isdigit():
         return int(word)
-    try:
-        from pfha.conf import names
+    from pfha.conf import names  # FreeBSD's services table, as pf.conf reads port names
 
-        found = names.port_number(word)
-        if found is not None:
-            return found
-    except Exception:
-        pass
+    found = names.port_number(word)
+    if found is not None:
+        return found
     if word in SERVICES:
         return SERVICES[word]
     raise SpecError(f"unknown port {word!r}")
