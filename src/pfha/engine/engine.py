@@ -488,9 +488,6 @@ class Engine:
         from_src = state.direction == direction
         reason = None
         if proto == IPPROTO_TCP:
-            if packet.flags & TH_SYN and tracking.closed_and_new_syn(state, packet, from_src):
-                self.states.remove(state)  # port reuse: evaluate the rules afresh
-                return None
             if state.src.state >= PF_TCPS_PROXY_SRC:
                 outcome = tracking.synproxy(state, packet, from_src,
                                             lambda p, back, skip: emitted.append(self._emit(p, back, from_src, skip)),
@@ -500,6 +497,12 @@ class Engine:
                     action = "block"
                     return self._state_decision(packet, state, ifname, inbound, direction, now, action,
                                                 reason, emitted, charge=outcome == "synproxy")
+            if packet.flags & TH_SYN and tracking.closed_and_new_syn(state, packet, from_src):
+                # pf_test_state_tcp "state reuse": the closed state goes and this SYN is dropped;
+                # the client's retransmission then creates a fresh state.
+                self.states.remove(state)
+                return self._state_decision(packet, state, ifname, inbound, direction, now, "block",
+                                            "state-reuse", emitted, charge=False)
             if state.sloppy:
                 reason = tracking.tcp_track_sloppy(state, packet, from_src, now, self._conn_limit)
             else:
