@@ -35,16 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pfha.cli.commands.test import load_engine
-    from pfha.engine.packet import Packet, PacketError
+    from pfha.engine.replay import replay
     from pfha.engine.report import format_rules_verbose, format_state
-    from pfha.pflog.pcap import LINKTYPE_PFLOG, PcapError, PcapReader, PcapWriter, ip_packet
+    from pfha.pflog.pcap import LINKTYPE_PFLOG, PcapError, PcapReader, PcapWriter
 
     engine = load_engine(args.file, args.interfaces, args.seed)
     out = sys.stdout
     pflog_stream = open(args.pflog, "wb") if args.pflog else None
     writer = PcapWriter(pflog_stream, LINKTYPE_PFLOG) if pflog_stream else None
-    totals = {"packets": 0, "passed": 0, "blocked": 0, "not_ip": 0, "unparsable": 0, "logged": 0}
-    last = 0.0
+    on_log = (lambda log: writer.write(log.time, log.frame())) if writer is not None else None
+    on_packet = None
+    if args.json:
+        def on_packet(index: int, now: float, decisions: list) -> None:
+            out.write(json.dumps({"index": index, "time": now, "in": decisions[0].to_json(),
+                                  "out": decisions[1].to_json() if len(decisions) > 1 else None}) + "\n")
     try:
         try:
             stream = open(args.capture, "rb")
@@ -53,35 +57,8 @@ def run(args) -> int:
         with stream:
             try:
                 reader = PcapReader(stream)
-                for index, record in enumerate(reader, 1):
-                    totals["packets"] += 1
-                    data = ip_packet(reader.linktype, record.data)
-                    if data is None:
-                        totals["not_ip"] += 1
-                        continue
-                    try:
-                        packet = Packet.parse(data, lenient=True)
-                    except PacketError:
-                        totals["unparsable"] += 1
-                        continue
-                    now = record.timestamp
-                    if now - last >= engine.timeouts.get("interval", 10):
-                        engine.purge(now)
-                        last = now
-                    decisions = [engine.process(packet, args.in_if, "in", now)]
-                    if args.out_if and decisions[0].action == "pass" and decisions[0].reason != "synproxy":
-                        decisions.append(engine.process(decisions[0].packet, args.out_if, "out", now))
-                    final = decisions[-1]
-                    totals["passed" if final.action == "pass" else "blocked"] += 1
-                    for decision in decisions:
-                        for log in decision.logs:
-                            totals["logged"] += 1
-                            if writer is not None:
-                                writer.write(log.time, log.frame())
-                    if args.json:
-                        out.write(json.dumps({"index": index, "time": now,
-                                              "in": decisions[0].to_json(),
-                                              "out": decisions[1].to_json() if len(decisions) > 1 else None}) + "\n")
+                totals = replay(engine, reader.linktype, reader.frames(), args.in_if, args.out_if,
+                                on_packet, on_log).as_dict()
             except (PcapError, ValueError) as error:
                 raise PfhaError(f"{args.capture}: {error}") from None
     finally:
