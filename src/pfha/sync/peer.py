@@ -98,7 +98,7 @@ Event = StateReceived | StateDeleted | BulkUpdateStarted | BulkUpdateComplete | 
 class Config:
     node_id: int
     keyring: wire.Keyring
-    collapse_window: float = 0.005
+    collapse_window: float = 0.0
     ack_delay: float = 0.02
     ack_every: int = 32
     rto: float = 0.2
@@ -372,12 +372,18 @@ class Peer:
     def _apply_state(self, record: bytes) -> None:
         key = record[:wire.KEY_LEN]
         current = self._table.get(key)
+        creator, version = wire.creator_version(record)
         if current is not None:
-            creator, version = wire.creator_version(record)
             old_creator, old_version = wire.creator_version(current)
             if creator == old_creator and version <= old_version:
                 self.stats.stale += 1
                 return
+        elif creator == self.config.node_id and version > self.epoch << VERSION_SHIFT:
+            # our own state, of this run, that we no longer have: we deleted it since the peer
+            # copied it (its bulk update may echo it back). States of an earlier run of ours
+            # (same --node-id, older epoch) are taken back: that is what a restart needs.
+            self.stats.stale += 1
+            return
         self._table[key] = record
         self.stats.states_received += 1
         if self._bulk_nonce is not None:

@@ -1,6 +1,6 @@
 """``pfha sync run|status``: state sync in the foreground (pfsync for Linux), and its status.
 
-    pfha sync run --dev rl0 [--peer ADDR] --key-file FILE [--mark-mask 0x3] [--collapse-ms 5]
+    pfha sync run --dev rl0 [--peer ADDR] --key-file FILE [--mark-mask 0x3] [--collapse-ms 0]
                   [--node-id HEX] [--status-file PATH] [--liberal]
     pfha sync status [--json] [--status-file PATH | --status-dir DIR]
 
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="shared key: one line of hex (>= 16 bytes), or lines 'ID:HEX' for rotation")
     run.add_argument("--mark-mask", type=_int, default=0x3,
                      help="sync entries with ct mark & MASK != 0 (default 0x3: states pf rules created; 0 = all)")
-    run.add_argument("--collapse-ms", type=float, default=5.0, help="collapse window for updates (default 5 ms)")
+    run.add_argument("--collapse-ms", type=float, default=0.0, help="collapse window for updates, ms (default 0: coalesce within each batch of kernel events, send at once)")
     run.add_argument("--node-id", type=lambda t: int(t, 16), help="creator id, hex (default random)")
     run.add_argument("--no-bulk", action="store_true", help="do not ask the peer for its table at start")
     run.add_argument("--bulk-retry", type=float, default=2.0, help="seconds between bulk requests (default 2)")
