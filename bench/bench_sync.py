@@ -287,6 +287,9 @@ def table(results: dict) -> str:
                   f"offered at {r['rate']['offered_rate']:,.0f}/s)")
     row("CPU seconds in that run (master / backup daemon)",
         lambda r: f"{r['rate']['cpu_s']['gen']} / {r['rate']['cpu_s']['peer']}")
+    row("states per CPU-second in that run (master / backup; independent of the machine's load)",
+        lambda r: f"{r['rate']['installed'] / max(r['rate']['cpu_s']['gen'], 0.01):,.0f} / "
+                  f"{r['rate']['installed'] / max(r['rate']['cpu_s']['peer'], 0.01):,.0f}")
     row("latency creation -> installation, p50 (2,000 flows/s)", lambda r: f"{r['latency']['p50_ms']:.1f} ms")
     row("latency p99", lambda r: f"{r['latency']['p99_ms']:.1f} ms")
     row("latency max", lambda r: f"{r['latency']['max_ms']:.1f} ms")

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def _keyring(path: Path):
     except OSError as error:
         raise PfhaError(f"{path}: {error.strerror}") from None
     if os.stat(path).st_mode & 0o077:
-        print(f"pfha sync: warning: {path} is readable by others; chmod 600 it", flush=True)
+        print(f"pfha sync: warning: {path} is readable by others; chmod 600 it", file=sys.stderr, flush=True)
     try:
         return wire.read_key_file(data)
     except ValueError as error:
