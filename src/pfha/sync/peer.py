@@ -13,11 +13,12 @@ Protocol (pfsync.md §5.2-5.5, docs/sync.md):
 
 * **Batching.** Local changes wait in a collapse queue keyed by state, so repeated updates of one
   state coalesce (pfsync's queues); the queue is flushed after ``collapse_window`` or at once
-  when it fills a datagram.
+  when it fills a datagram. With the default window of 0 it is flushed at the next timer check,
+  i.e. after the batch of kernel events the adapter fed in.
 * **Reliability.** Datagrams with state records are *reliable*: they carry a reliable sequence
   number (rseq), are kept until acknowledged (cumulative ACK, every ``ack_every`` datagrams or
-  after ``ack_delay``), are retransmitted after ``rto`` (doubling per try), and a receiver that
-  sees a gap sends NACK(first, last). The receiver delivers strictly in rseq order. At most
+  after ``ack_delay``); on timeout only the oldest is resent (TCP's RTO: at least ``rto``, three
+  smoothed round trips, doubling per try), and a receiver that sees a gap sends NACK(first, last). The receiver delivers strictly in rseq order. At most
   ``window`` datagrams are unacknowledged, which also paces a bulk update. ALIVE every
   ``alive_interval`` carries the first rseq the sender can still resend and the last it sent:
   tail loss is found, and loss too old to resend makes the receiver ask for a bulk update.
