@@ -146,44 +146,48 @@ class Event(NamedTuple):
 
 def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | None:
     """One ctnetlink message at ``buf[off:off+length]``; None if it is not a conntrack entry or
-    ``mark & mark_mask == 0`` (with a non-zero mask: the entry is not one the data plane made)."""
+    ``mark & mark_mask == 0`` (with a non-zero mask: the entry is not one the data plane made).
+
+    The hot path of the intake: one pass over the top-level attributes, no dictionaries."""
     _, msg_type, flags, _, pid = _NLH.unpack_from(buf, off)
     if msg_type >> 8 != NFNL_SUBSYS_CTNETLINK:
         return None
-    top = _attrs(buf, off + 20, off + length)
-    mark_at = top.get(CTA_MARK)
-    mark = _BE32.unpack_from(buf, mark_at[0])[0] if mark_at else 0
-    if mark_mask and not mark & mark_mask:
-        return None
-    if CTA_TUPLE_ORIG not in top:
+    end = off + length
+    at = off + 20
+    orig = reply = info = None
+    status = timeout = mark = zone = 0
+    nla, be32 = _NLA.unpack_from, _BE32.unpack_from
+    while at + 4 <= end:
+        size, kind = nla(buf, at)
+        if size < 4:
+            break
+        kind &= 0x3FFF
+        if kind == CTA_TUPLE_ORIG:
+            orig = (at + 4, at + size)
+        elif kind == CTA_TUPLE_REPLY:
+            reply = (at + 4, at + size)
+        elif kind == CTA_STATUS:
+            status = be32(buf, at + 4)[0]
+        elif kind == CTA_TIMEOUT:
+            timeout = be32(buf, at + 4)[0]
+        elif kind == CTA_MARK:
+            mark = be32(buf, at + 4)[0]
+        elif kind == CTA_PROTOINFO:
+            info = (at + 4, at + size)
+        elif kind == CTA_ZONE:
+            zone = _BE16.unpack_from(buf, at + 4)[0]
+        at += (size + 3) & ~3
+    if mark_mask and not mark & mark_mask or orig is None:
         return None
     family = buf[off + 16]
-    proto, osrc, odst, osp, odp = _tuple(buf, family, top[CTA_TUPLE_ORIG])
-    if CTA_TUPLE_REPLY in top:
-        _, rsrc, rdst, rsp, rdp = _tuple(buf, family, top[CTA_TUPLE_REPLY])
+    proto, osrc, odst, osp, odp = _tuple(buf, family, orig)
+    if reply is not None:
+        _, rsrc, rdst, rsp, rdp = _tuple(buf, family, reply)
     else:
         rsrc, rdst, rsp, rdp = odst, osrc, odp, osp
-    status = _BE32.unpack_from(buf, top[CTA_STATUS][0])[0] if CTA_STATUS in top else 0
-    timeout = _BE32.unpack_from(buf, top[CTA_TIMEOUT][0])[0] if CTA_TIMEOUT in top else 0
-    zone = _BE16.unpack_from(buf, top[CTA_ZONE][0])[0] if CTA_ZONE in top else 0
     tcp_state = wso = wsr = tfo = tfr = 0
-    if proto == socket.IPPROTO_TCP and CTA_PROTOINFO in top:
-        start, end = top[CTA_PROTOINFO]
-        fixed = _PROTOINFO_TCP.unpack_from(buf, start) if end - start == _PROTOINFO_TCP.size else None
-        if fixed is not None and fixed[:4] == (44, CTA_PROTOINFO_TCP | NLA_F_NESTED, 5, 1) \
-                and fixed[5:7] == (5, 2) and fixed[8:10] == (5, 3) and fixed[11:13] == (6, 4) \
-                and fixed[14:16] == (6, 5):
-            tcp_state, wso, wsr, tfo, tfr = fixed[4], fixed[7], fixed[10], fixed[13], fixed[16]
-            info = {}
-        else:
-            info = _attrs(buf, start, end)
-        if CTA_PROTOINFO_TCP in info:
-            tcp = _attrs(buf, *info[CTA_PROTOINFO_TCP])
-            tcp_state = buf[tcp[1][0]] if 1 in tcp else 0
-            wso = buf[tcp[2][0]] if 2 in tcp else 0
-            wsr = buf[tcp[3][0]] if 3 in tcp else 0
-            tfo = buf[tcp[4][0]] if 4 in tcp else 0
-            tfr = buf[tcp[5][0]] if 5 in tcp else 0
+    if info is not None and proto == socket.IPPROTO_TCP:
+        tcp_state, wso, wsr, tfo, tfr = _tcp_info(buf, *info)
     if msg_type & 0xFF == IPCTNL_MSG_CT_DELETE:
         kind = KIND_DESTROY
     else:
@@ -191,6 +195,20 @@ def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | Non
     record = wire.STATE.pack(family, proto, zone, osrc, odst, osp, odp, 0, 0, rsrc, rdst, rsp, rdp,
                              status, timeout, mark, tcp_state, wso, wsr, tfo, tfr)
     return Event(kind, pid, mark, record)
+
+
+def _tcp_info(buf, start: int, end: int) -> tuple[int, int, int, int, int]:
+    """TCP state, window scales and flag bytes from CTA_PROTOINFO (fixed layout first)."""
+    if end - start == _PROTOINFO_TCP.size:
+        fixed = _PROTOINFO_TCP.unpack_from(buf, start)
+        if fixed[:4] == (44, CTA_PROTOINFO_TCP | NLA_F_NESTED, 5, 1) and fixed[5:7] == (5, 2) \
+                and fixed[8:10] == (5, 3) and fixed[11:13] == (6, 4) and fixed[14:16] == (6, 5):
+            return fixed[4], fixed[7], fixed[10], fixed[13], fixed[16]
+    info = _attrs(buf, start, end)
+    if CTA_PROTOINFO_TCP not in info:
+        return 0, 0, 0, 0, 0
+    tcp = _attrs(buf, *info[CTA_PROTOINFO_TCP])
+    return tuple(buf[tcp[i][0]] if i in tcp else 0 for i in range(1, 6))  # type: ignore[return-value]
 
 
 def parse_datagram(buf, size: int, mark_mask: int = 0, ignore_pid: int = -1) -> Iterator[Event | int]:
