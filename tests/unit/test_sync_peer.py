@@ -234,3 +234,16 @@ def test_own_state_deleted_while_the_peer_answers_a_bulk_is_not_resurrected():
     net.run(2)
     assert a.peer.states() == {} and b.kernel == {}
     assert a.peer.stats.stale > 0
+
+
+def test_clear_removes_only_the_senders_states():
+    net, a, b = _pair()
+    for i in range(50):
+        a.peer.local_update(make_state(i), net.now)
+    b.peer.local_update(make_state(1000), net.now)
+    net.run(0.5)
+    assert len(b.kernel) == 50 and len(a.kernel) == 1
+    a.peer.local_clear(net.now)
+    net.run(0.5)
+    assert b.kernel == {} and set(b.peer.states()) == {wire.state_key(make_state(1000))}
+    assert set(a.peer.states()) == {wire.state_key(make_state(1000))}

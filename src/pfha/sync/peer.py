@@ -223,6 +223,16 @@ class Peer:
         self._version += 1
         self._queue(key, Action.DEL, wire.delete_record(key, self.config.node_id, self._version), now)
 
+    def local_clear(self, now: float) -> None:
+        """Every state this node created is gone (pfctl -F states, a table flush): one CLR for
+        all of them instead of a DEL each (pfsync's CLR)."""
+        mine = [k for k, r in self._table.items() if wire.creator_version(r)[0] == self.config.node_id]
+        for key in mine:
+            del self._table[key]
+            self._pending.pop(key, None)
+        self._flush_pending()
+        self._out.append((Action.CLR, wire.CLEAR.pack(self.config.node_id)))
+
     def _queue(self, key: bytes, action: int, record: bytes, now: float) -> None:
         previous = self._pending.get(key)
         if previous is not None and previous[0] == Action.INS and action == Action.UPD:
