@@ -92,8 +92,8 @@ class Runner:
         own = self.kernel.pid
         peer = self.peer
         for event in events:
-            if event.pid == own:
-                self.counters["own_events"] += 1
+            if event.pid == own:  # the BPF filter normally drops these already
+                continue
             elif event.record[1] == wire.IPPROTO_PFSYNC:
                 continue  # the sync link's own traffic is not a state worth syncing
             elif event.kind == KIND_DESTROY:
