@@ -12,7 +12,7 @@ operations = st.lists(st.tuples(st.sampled_from(["new", "update", "delete", "tic
                                 st.integers(0, 300)), min_size=1, max_size=400)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), collapse=st.sampled_from([0.0, 0.005]), loss=st.sampled_from([0.0, 0.1, 0.3]),
        duplicate=st.sampled_from([0.0, 0.2]), jitter=st.sampled_from([0.0, 0.003, 0.03]),
        ops=operations, restart_at=st.one_of(st.none(), st.integers(0, 399)))

@@ -247,3 +247,15 @@ def test_clear_removes_only_the_senders_states():
     net.run(0.5)
     assert b.kernel == {} and set(b.peer.states()) == {wire.state_key(make_state(1000))}
     assert set(a.peer.states()) == {wire.state_key(make_state(1000))}
+
+
+def test_a_repeated_destroy_keeps_the_queued_delete():
+    """Regression (found by the simulation): a second DESTROY for a state already deleted
+    dropped the DEL still waiting in the collapse queue, so the backup kept the state."""
+    net, a, b = _pair()
+    a.peer.local_update(make_state(0), net.now, new=True)
+    net.run(0.001)
+    a.peer.local_delete(wire.state_key(make_state(0)), net.now)
+    a.peer.local_delete(wire.state_key(make_state(0)), net.now)
+    net.run(0.5)
+    assert b.kernel == {}

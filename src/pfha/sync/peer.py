@@ -218,8 +218,7 @@ class Peer:
         """A state this node's kernel destroyed. Sent on only if this node owns the state."""
         current = self._table.pop(key, None)
         if current is None or wire.creator_version(current)[0] != self.config.node_id:
-            self._pending.pop(key, None)
-            return
+            return  # already gone (a DEL may be queued: keep it), or the peer's to delete
         self._version += 1
         self._queue(key, Action.DEL, wire.delete_record(key, self.config.node_id, self._version), now)
 
