@@ -69,12 +69,12 @@ def test_plain_request_parses_back_to_the_same_state():
 
 
 def _records():
-    for status in (0xE, 0x19E, 0x1AE, 0x1BE):  # plain, SNAT, DNAT, both
-        for proto, tcp_state in ((6, 3), (17, 0)):
+    for status in (0xE, 0x19E, 0x1AE, 0x1BE, 0x20F):  # plain, SNAT, DNAT, both, dropped bits
+        for proto, tcp_state in ((6, 3), (6, 0), (17, 0)):
             for mark, zone in ((0, 0), (0x20203, 7)):
                 yield wire.State(wire.AF_INET, proto, wire.Tuple("10.0.1.100", "10.0.1.1", 40000, 8080),
-                                 wire.Tuple("10.0.2.100", "10.0.2.1", 9000, 20001), status=status, timeout=77,
-                                 mark=mark, zone=zone, tcp_state=tcp_state, wscale=(7, 5),
+                                 wire.Tuple("10.0.2.100", "10.0.2.1", 9000, 20001), status=status,
+                                 timeout=0 if mark else 77, mark=mark, zone=zone, tcp_state=tcp_state, wscale=(7, 5),
                                  tcp_flags=(0x23, 0x01)).pack()
 
 
@@ -83,7 +83,7 @@ def test_fast_ipv4_requests_equal_the_general_encoder():
         for create in (True, False):
             for liberal in (True, False):
                 fields = wire.STATE.unpack(record)
-                assert conntrack._entry_request4(fields, 9, create, liberal) == \
+                assert conntrack._entry_request4(record, 9, create, liberal) == \
                     conntrack._entry_request_generic(fields, 9, create, liberal)
 
 
@@ -93,3 +93,43 @@ def test_fast_tuple_parser_equals_the_general_one():
         top = conntrack._attrs(message, 20, len(message))
         for kind in (conntrack.CTA_TUPLE_ORIG, conntrack.CTA_TUPLE_REPLY):
             assert conntrack._tuple(message, 2, top[kind]) == conntrack._tuple_generic(message, 2, top[kind])
+
+
+def _messages():
+    yield CAPTURED_NEW
+    for record in _records():
+        for create in (True, False):
+            yield conntrack.entry_request(record, 1, create=create)
+    state = wire.State(wire.AF_INET6, 6, wire.Tuple("2001:db8::1", "2001:db8::2", 1000, 80),
+                       wire.Tuple("2001:db8::2", "2001:db8::1", 80, 1000), status=0xE, timeout=9, mark=1)
+    yield conntrack.entry_request(state.pack(), 1, create=True)
+
+
+def test_learned_layouts_parse_like_the_general_parser():
+    conntrack._LAYOUTS.clear()
+    for mask in (0, 0x1, 0x3):
+        for message in _messages():
+            general = conntrack.parse_message(message, 0, len(message), mask)
+            for _ in range(3):  # the first learns the layout, the others use it
+                parsed = [e for e in conntrack.parse_datagram(message, len(message), mask) if e != -2]
+                assert parsed == ([general] if general else [])
+    assert any(conntrack._LAYOUTS.values())  # the IPv4 ones were compiled
+
+
+def test_a_message_that_differs_from_its_learned_layout_falls_back():
+    conntrack._LAYOUTS.clear()
+    list(conntrack.parse_datagram(CAPTURED_NEW, len(CAPTURED_NEW)))
+    changed = bytearray(CAPTURED_NEW)
+    # same length, type and flags, but the mark attribute (last) is now an unknown attribute type
+    assert changed[-6:-4] == b"\x08\x00"
+    changed[-6:-4] = b"\x09\x00"  # CTA_MARK (8) -> CTA_USE (9)
+    fast = list(conntrack.parse_datagram(bytes(changed), len(changed)))
+    assert fast == [conntrack.parse_message(bytes(changed), 0, len(changed))]
+    assert fast[0].mark == 0
+
+
+def test_datagram_with_several_messages_at_an_offset():
+    conntrack._LAYOUTS.clear()
+    buf = bytes(8) + CAPTURED_NEW * 3
+    events = list(conntrack.parse_datagram(buf, len(CAPTURED_NEW) * 3, 0, -1, start=8))
+    assert len(events) == 3 and events[0] == events[2] == conntrack.parse_message(CAPTURED_NEW, 0, len(CAPTURED_NEW))

@@ -87,7 +87,7 @@ class Runner:
         self._service()
 
     def _on_kernel_events(self) -> None:
-        events, overrun = self.intake.read(limit=64)
+        events, overrun = self.intake.read(limit=256)
         now = self._now()
         own = self.kernel.pid
         peer = self.peer
