@@ -227,6 +227,7 @@ class _Reader:
     def only(self, data: Mapping[str, Any], where: str, allowed: set[str]) -> None:
         for key in data:
             if key not in allowed:
+                key = _quote_key(key)
                 hint = _closest(key, allowed)
                 extra = f" (did you mean {hint!r}?)" if hint else ""
                 raise self.fail(_join(where, key), f"unknown key{extra}; allowed: {', '.join(sorted(allowed))}")
@@ -416,7 +417,7 @@ class _Reader:
         sysctl = self.table(body, "sysctl", "host")
         pairs = []
         for key, value in sysctl.items():
-            where = f"host.sysctl.{key!r}" if "." in key else f"host.sysctl.{key}"
+            where = f"host.sysctl.{_quote_key(key)}"
             if not SYSCTL_RE.match(key):
                 raise self.fail(where, "not a sysctl name (like \"net.ipv4.tcp_syncookies\")")
             if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -435,6 +436,11 @@ class _Reader:
 def _default_device(name: str) -> str:
     """BSD's loopback is lo0; Linux's is lo. Every other name is kept as it is."""
     return "lo" if name == "lo0" else name
+
+
+def _quote_key(key: str) -> str:
+    """A key as TOML would write it: bare when it can be, else double-quoted."""
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else '"' + key.replace('"', '\\"') + '"'
 
 
 def _join(where: str, key: str) -> str:
