@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +47,14 @@ class HostTree:
         return self.path(name).exists()
 
 
-def check_host(tree: HostTree) -> list[Finding]:
+def check_host(tree: HostTree, managed: Mapping[str, str] | None = None, forwarding: bool | None = None) -> list[Finding]:
+    """All host checks. ``managed`` are the sysctls the node's config makes pfha set at start
+    (:meth:`pfha.node.config.Host.sysctls`): in a tree of files they count as set; on the live
+    host only the running values count. ``forwarding`` True also requires IP forwarding on."""
     findings: list[Finding] = []
-    for check in (sshd, hosts_allow, mounts, sysctls, cron, aide):
+    for check in (sshd, hosts_allow, mounts, cron, aide):
         findings.extend(check(tree))
+    findings.extend(sysctls(tree, managed or {}, forwarding))
     return findings
 
 
@@ -415,8 +419,10 @@ def _live_sysctl(name: str) -> str | None:
         return None
 
 
-def sysctls(tree: HostTree, forwarding: bool | None = None) -> Iterator[Finding]:
+def sysctls(tree: HostTree, managed: Mapping[str, str] | None = None,
+            forwarding: bool | None = None) -> Iterator[Finding]:
     configured = read_sysctl_files(tree)
+    managed = managed or {}
     checks = list(SYSCTL_CHECKS)
     if forwarding:
         checks.append(("net.ipv4.ip_forward", frozenset({"1"}), "0", Severity.ERROR,
@@ -427,6 +433,8 @@ def sysctls(tree: HostTree, forwarding: bool | None = None) -> Iterator[Finding]
         if tree.live:
             value = _live_sysctl(name)
             origin = "running"
+        elif name in managed:
+            value, origin = managed[name], "set by pfha node from its [host] settings"
         else:
             value = value_place[0] if value_place else None
             origin = "set"

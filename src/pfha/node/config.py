@@ -164,14 +164,30 @@ class NodeConfig:
     def addresses_by_interface(self) -> dict[str, tuple[IPInterface, ...]]:
         """Every address pf.conf can reach through an interface name, CARP ones included.
 
-        A named carp group (``carp0``) has its virtual addresses under its own name, as on
-        FreeBSD <= 9; they are also listed on the parent, where Linux will carry them.
+        A named carp group (``carp0``, FreeBSD <= 9) has its virtual addresses under its own
+        name only, so ``$ext_if`` keeps meaning the node's own address as it did on FreeBSD;
+        an unnamed group (FreeBSD 10+) has them on its parent, as ``ifconfig em0`` lists them.
         """
         out = {iface.name: tuple(iface.addresses) for iface in self.interfaces}
         for group in self.carp:
-            if group.name:
-                out[group.name] = out.get(group.name, ()) + group.addresses
+            key = group.name or group.parent
+            out[key] = out.get(key, ()) + group.addresses
         return out
+
+    def own_addresses(self) -> frozenset[IPAddress]:
+        """The addresses that belong to this node alone (not shared through CARP)."""
+        return frozenset(a.ip for iface in self.interfaces for a in iface.addresses)
+
+    def shared_addresses(self) -> frozenset[IPAddress]:
+        """The CARP addresses, which move to whichever node is MASTER."""
+        return frozenset(a.ip for group in self.carp for a in group.addresses)
+
+    def interface_view(self):
+        """The :class:`pfha.conf.InterfaceView` pf.conf is parsed against on this node."""
+        from pfha.conf.interfaces import InterfaceView
+
+        specs = [f"{name}={','.join(map(str, addrs))}" for name, addrs in self.addresses_by_interface().items()]
+        return InterfaceView.from_specs(specs)
 
 
 # ---------------------------------------------------------------------------------------------
