@@ -133,10 +133,12 @@ def listen_mismatch(tree, node: NodeSource, matcher: Matcher, options, ways: lis
             continue
         if address.is_loopback or address.is_unspecified:
             continue
-        if any(w.packet.dst == address for w in ways):
-            continue
         home = _home_interface(node, address)
         if home is None:
+            continue
+        # A way in counts if it arrives where the address lives, or if the address is public
+        # (a private address is not routed to us from the internet).
+        if any(w.packet.dst == address and (w.packet.ifname == home or not address.is_private) for w in ways):
             continue
         port = own_port or ports[0]
         source = _neighbour(node, home, address)

@@ -50,7 +50,6 @@ class Finding:
     nodes: tuple[str, ...] = ()  # the node(s) it was found on
 
     def key(self) -> tuple:
-        """Findings equal but for the node they were found on are one finding."""
         return (self.check, self.place, self.message)
 
     def to_dict(self) -> dict:
@@ -78,14 +77,27 @@ class Report:
         index = {f.key(): i for i, f in enumerate(self.findings)}
         for finding in findings:
             at = index.get(finding.key())
+            if at is None and finding.nodes:
+                # The same check at the same place on another node (with its own addresses in
+                # the message) is the same mistake: one finding.
+                at = next((i for i, f in enumerate(self.findings)
+                           if (f.check, f.place) == (finding.check, finding.place)
+                           and f.nodes and not set(f.nodes) & set(finding.nodes)), None)
             if at is None:
                 index[finding.key()] = len(self.findings)
                 self.findings.append(finding)
                 continue
             old = self.findings[at]
-            nodes = old.nodes + tuple(n for n in finding.nodes if n not in old.nodes)
-            self.findings[at] = Finding(old.check, old.severity, old.place, old.message, old.fix,
-                                        old.example, old.related, nodes)
+            new_nodes = tuple(n for n in finding.nodes if n not in old.nodes)
+            message, example = old.message, old.example
+            if finding.message != old.message and new_nodes:
+                # The same mistake seen on another node with its own addresses: keep the first
+                # wording, and the other node's example beside the first.
+                if finding.example and finding.example != old.example:
+                    example = f"{old.example}\n    example ({', '.join(new_nodes)}): {finding.example}" \
+                        if old.example else finding.example
+            self.findings[at] = Finding(old.check, max(old.severity, finding.severity), old.place, message, old.fix,
+                                        example, old.related, old.nodes + new_nodes)
 
     def sorted(self) -> list[Finding]:
         return sorted(self.findings, key=lambda f: (-f.severity, f.place.file if f.place else "",

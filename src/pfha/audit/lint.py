@@ -470,8 +470,23 @@ def nat_hides_source(ctx: Context) -> Iterator[Finding]:
         yield Finding("lint.nat-hides-source", Severity.WARNING if everything else Severity.INFO, ctx.place(rule),
                       f"{what}: nat on {rule.interface.name} (line {nat.origin.line}) rewrites the source "
                       f"{', '.join(sources)} to {target} first, and the filter sees translated packets",
-                      f"match the translated source ({target}) on the way out, as the corrected ruleset does with $ext_carp",
+                      f"match the translated source {target} on the way out instead{_macro_hint(ctx, target)}",
                       example=example, related=(ctx.place(nat),))
+
+
+def _macro_hint(ctx: Context, address) -> str:
+    """``(for example $ext_carp)`` when a macro names the carp interface carrying ``address``."""
+    for group in ctx.node.config.carp:
+        if group.name and any(a.ip == address for a in group.addresses):
+            macro = ctx.macro_defining(group.name)
+            if macro:
+                return f" (for example from ${macro[0]}, the interface that carries it)"
+    for iface in ctx.node.config.interfaces:
+        if any(a.ip == address for a in iface.addresses):
+            macro = ctx.macro_defining(iface.name)
+            if macro:
+                return f" (for example from ${macro[0]})"
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,7 +632,14 @@ def _flow_examples(ctx: Context, rule: ast.Rule) -> Iterator[Packet]:
         if src is None:
             continue
         if isinstance(rule.dst.host.address, ast.AnyAddress) and not rule.dst.host.negated:
-            candidates = [ctx.host_on(other) for other in ctx.physical() if other != ifname]
+            # "to any" means the world: the internet from inside; from outside, the segments
+            # behind the firewall (never the dedicated sync link).
+            outside = ctx.default_interface()
+            sync = ctx.node.config.sync.device if ctx.node.config.sync else None
+            if ifname != outside and outside is not None:
+                candidates = [ctx.internet_host()]
+            else:
+                candidates = [ctx.host_on(other) for other in ctx.physical() if other not in (ifname, sync)]
         else:
             candidates = [ctx.sample(rule.dst.host, None)]
         for dst in candidates:

@@ -126,10 +126,12 @@ def carp_preference(a: NodeSource, b: NodeSource) -> Iterator[Finding]:
             yield Finding(
                 "pair.carp-advskew", Severity.ERROR, b.place(f"carp.group[{ib}]"),
                 f"vhid {vhid}: both nodes advertise advbase {x.advbase} advskew {x.advskew}, so which one is MASTER "
-                "is left to chance (a tie keeps whichever came up first) and preempt cannot prefer either",
+                "is left to chance: neither is preferred, and preempt only takes over from a slower master "
+                "(carp.md §3.3)",
                 _fix_carp(b, y, f"add 'advskew {min(x.advskew + 100, 254)}'" if b.kind == "freebsd"
                           else f"set advskew = {min(x.advskew + 100, 254)}"),
-                example=f"start {b.name} first, then {a.name}: {b.name} stays MASTER of vhid {vhid} for good",
+                example=f"start {b.name} first, then {a.name}: {a.name} hears adverts as good as its own and stays "
+                        f"BACKUP, so {b.name} stays MASTER of vhid {vhid} until it fails",
                 related=(a.place(f"carp.group[{ia}]"),))
             continue
         prefers[vhid] = a.name if ta < tb else b.name
