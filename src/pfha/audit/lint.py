@@ -52,6 +52,10 @@ def lint_node(node: NodeSource, peers: list[NodeSource] | None = None) -> tuple[
         return [Finding("lint.unavailable", Severity.INFO, Place(str(node.pf_conf)),
                         "the pf.conf parser is not available in this build; the ruleset was not linted",
                         "install a pfha build with pfha.conf")], None
+    if not node.pf_conf.is_file():
+        return [Finding("lint.parse", Severity.ERROR, node.place("node.pf_conf"),
+                        f"{node.name}'s pf.conf {node.pf_conf} does not exist; the ruleset was not linted",
+                        "point pf_rules (rc.conf) or node.pf_conf (TOML) at the ruleset", nodes=(node.name,))], None
     try:
         ruleset = parse_file(node.pf_conf, node.config.interface_view(), include_base=node.pf_conf.parent)
     except ImportError:
