@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pfha.audit.findings import Severity
@@ -138,7 +140,7 @@ def test_nat_to_the_nodes_own_address(tmp_path):
 
 def test_nat_to_own_address_is_fine_on_a_single_firewall(tmp_path):
     a, _ = make_pair(tmp_path, GOOD_PF.replace("-> 192.0.2.10\n", "-> $ext_if\n"))
-    single = a.__class__(a.config.__class__(**{**a.config.__dict__, "carp": ()}), a.kind, a.path, a.pf_conf, a.origins)
+    single = replace(a, config=replace(a.config, carp=()))
     findings, _ = lint_node(single, peers=[])
     assert by_check(findings, "lint.nat-own-address") == []
 
