@@ -50,6 +50,11 @@ def test_as_published_reports_each_mistake_of_the_readme(shared, capsys):
     # 6. hosts.allow mentions /etc/ipf.rules on a pf system (and denies the admin host pf lets in).
     assert at(findings, "host.hosts-allow-ipf", "hosts.allow", 9)
     assert at(findings, "host.hosts-allow-ssh", "hosts.allow", 4)
+    # The ruleset findings are replayed on the reference engine, which agrees.
+    for finding in (sync, nat, *rdr):
+        assert finding["proof"].startswith("confirmed by the reference engine"), finding
+    assert "out on rl0: block by line 53" in sync["proof"]
+    assert "after line 37 made it 203.0.113.2 > 198.51.100.7" in nat["proof"]
     # The hardening findings from the tutorial's original fstab.
     assert len(at(findings, "host.mount-options", "fstab")) == 6
     # Every finding has a place and a fix.

@@ -177,3 +177,27 @@ def test_parse_error_is_a_finding_with_the_line(tmp_path):
     (finding,) = findings
     assert finding.check == "lint.parse" and finding.severity == Severity.ERROR
     assert finding.place.line == len((GOOD_PF + "x").splitlines())
+
+
+def test_engine_refuting_a_finding_downgrades_it(tmp_path):
+    import ipaddress
+
+    from pfha.audit.findings import Finding, Place
+    from pfha.audit.lint import Context
+    from pfha.audit.match import Matcher, Packet
+    from pfha.audit.proof import Probe, engine_available, prove
+    from pfha.conf import parse_text
+
+    if not engine_available():
+        pytest.skip("the reference engine is not in this build")
+    a, _ = make_pair(tmp_path)
+    ruleset = parse_text(GOOD_PF, "pf.conf", a.config.interface_view())
+    ctx = Context(a, [], ruleset, Matcher(ruleset, a.config.interface_view()), GOOD_PF)
+    packet = Packet("out", "sync0", 240, ipaddress.ip_address("10.9.9.2"), ipaddress.ip_address("10.9.9.3"))
+    claim = Finding("lint.ha-traffic", Severity.ERROR, Place("pf.conf", 10), "claimed blocked", "fix",
+                    probes=(Probe(packet, action="block"),))
+    (checked,) = prove(ctx, [claim])
+    assert checked.severity == Severity.INFO
+    assert checked.proof.startswith("NOT reproduced by the reference engine (out on sync0: pass by line 11")
+    (agreed,) = prove(ctx, [replace(claim, probes=(Probe(packet, action="pass", line=11),))])
+    assert agreed.severity == Severity.ERROR and agreed.proof.startswith("confirmed")

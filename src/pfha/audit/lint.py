@@ -34,6 +34,7 @@ from pathlib import Path
 from pfha.audit.findings import Finding, Place, Severity
 from pfha.audit.match import TH_SYN, IPAddress, Matcher, Packet, covers
 from pfha.audit.nodes import NodeSource
+from pfha.audit.proof import Probe
 from pfha.conf import ast
 
 PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_CARP, PROTO_PFSYNC = 6, 17, 1, 112, 240
@@ -344,14 +345,15 @@ def translation_shadowed(ctx: Context) -> Iterator[Finding]:
                    f"pool: {head} -> {{ {', '.join(targets)} }} round-robin")
             severity = Severity.ERROR
         packet = _translation_example(ctx, later)
-        example = None
+        example, probes = None, ()
         if packet is not None:
             after, applied, _ = ctx.matcher.translate(packet)
             if applied is not None:
                 example = (f"{packet} is translated by line {applied.origin.line} to "
                            f"{after.dst if kind == 'rdr' else after.src}; line {line} is never reached")
+                probes = (Probe(packet, nat_line=applied.origin.line, src=str(after.src), dst=str(after.dst)),)
         yield Finding(f"lint.{kind}-shadowed", severity, ctx.place(later), message, fix, example=example,
-                      related=(ctx.place(earlier),))
+                      related=(ctx.place(earlier),), probes=probes)
 
 
 def _translation_example(ctx: Context, rule: ast.TranslationRule) -> Packet | None:
@@ -411,9 +413,37 @@ def filter_shadowed(ctx: Context) -> Iterator[Finding]:
         else:
             message = (f"this rule never decides anything: the filter is last match, and line {other.origin.line} "
                        f"comes later and matches every packet it would")
+        packet = _rule_example(ctx, rule)
+        decided = None
+        if packet is not None:
+            decided = ctx.matcher.filter(packet)
+        probes, example = (), None
+        if decided is not None and decided[2] and decided[1] is not None and decided[1].origin.line != line:
+            example = f"{packet} is decided by line {decided[1].origin.line}, not by line {line}"
+            probes = (Probe(packet, line=decided[1].origin.line),)
         yield Finding("lint.filter-shadowed", Severity.INFO if same else Severity.WARNING, ctx.place(rule), message,
                       "delete it, or make it quick / move it so that it is the rule that decides",
-                      related=(ctx.place(other),))
+                      example=example, related=(ctx.place(other),), probes=probes)
+
+
+def _rule_example(ctx: Context, rule: ast.Rule) -> Packet | None:
+    """A packet ``rule`` matches, on the interface and in the direction it names."""
+    ifname = rule.interface.name if rule.interface and not rule.interface.negated else (ctx.physical() or [None])[0]
+    if ifname is None:
+        return None
+    direction = rule.direction or "in"
+    src = ctx.sample(rule.src.host, ifname if direction == "in" else None)
+    dst = ctx.sample(rule.dst.host, None if direction == "in" else ifname)
+    if src is None or dst is None:
+        return None
+    proto = rule.proto if rule.proto is not None else PROTO_TCP
+    if proto == PROTO_ICMP:
+        return Packet(direction, ifname, proto, src, dst, icmp_type=rule.icmp.type if rule.icmp else 8,
+                      icmp_code=(rule.icmp.code if rule.icmp else None) or 0)
+    ports = proto in (PROTO_TCP, PROTO_UDP)
+    flags = rule.flags.set if rule.flags is not None else TH_SYN
+    return Packet(direction, ifname, proto, src, dst, ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
+                  ctx.port(rule.dst.port, 12345) if ports else None, flags if proto == PROTO_TCP else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,18 +494,20 @@ def nat_hides_source(ctx: Context) -> Iterator[Finding]:
             packet = Packet("out", rule.interface.name, proto, src, dst,
                             ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
                             ctx.port(rule.dst.port, 80) if ports else None, TH_SYN if proto == PROTO_TCP else None)
-        example = None
+        example, probes = None, ()
         if packet is not None:
             after, applied, _ = ctx.matcher.translate(packet)
             if applied is not None:
                 example = (f"{packet}: nat (line {applied.origin.line}) rewrites the source to {after.src} before "
                            f"the filter runs, so line {line} does not match it")
+                if everything:  # a partly dead list: other expansions of the line still match
+                    probes = (Probe(packet, not_line=line, nat_line=applied.origin.line, src=str(after.src)),)
         what = "this rule never matches" if everything else f"the {', '.join(sources)} part of this rule never matches"
         yield Finding("lint.nat-hides-source", Severity.WARNING if everything else Severity.INFO, ctx.place(rule),
                       f"{what}: nat on {rule.interface.name} (line {nat.origin.line}) rewrites the source "
                       f"{', '.join(sources)} to {target} first, and the filter sees translated packets",
                       f"match the translated source {target} on the way out instead{_macro_hint(ctx, target)}",
-                      example=example, related=(ctx.place(nat),))
+                      example=example, related=(ctx.place(nat),), probes=probes)
 
 
 def _macro_hint(ctx: Context, address) -> str:
@@ -580,7 +612,8 @@ def _ha_findings(ctx: Context, probes: list[Packet], what: str, proto: int, devi
             fix = f"add 'pass quick on {device} proto {proto_name}' before it"
         yield Finding("lint.ha-traffic", Severity.ERROR, place, message, fix,
                       example=f"{packet} is blocked" + (f" by line {rule.origin.line}" if rule is not None else ""),
-                      related=related)
+                      related=related,
+                      probes=(Probe(packet, action="block", line=rule.origin.line if rule is not None else None),))
         return  # one finding per kind of traffic
 
 
@@ -608,10 +641,11 @@ def nat_own_address(ctx: Context) -> Iterator[Finding]:
         head = ctx.line_text(rule.origin.line).split("->")[0].rstrip()
         src = ctx.sample(rule.src.host, None)
         dst = ctx.sample(rule.dst.host, None) if not isinstance(rule.dst.host.address, ast.AnyAddress) else ctx.internet_host()
-        example = None
+        example, probes = None, ()
         peer_names = ", ".join(p.name for p in ctx.peers) or "the backup"
         if src is not None and dst is not None and ifname:
             packet = Packet("out", ifname, PROTO_TCP, src, dst, EPHEMERAL_PORT, 80, TH_SYN)
+            probes = (Probe(packet, nat_line=rule.origin.line, src=str(target)),)
             example = (f"{packet} leaves as {target}:{EPHEMERAL_PORT}, {ctx.node.name}'s own address; after a failover "
                        f"{peer_names} holds the synced state but the replies still go to {target}, the failed node")
         yield Finding("lint.nat-own-address", Severity.ERROR, ctx.place(rule),
@@ -619,7 +653,7 @@ def nat_own_address(ctx: Context) -> Iterator[Finding]:
                       "survive a failover (the other node cannot receive traffic for it)",
                       f"translate to the shared CARP address: {head} -> {carp_address}, and let the filter rules that "
                       f"match the translated source accept {carp_address} ($ext_carp)",
-                      example=example)
+                      example=example, probes=probes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -669,7 +703,8 @@ def forward_blocked(ctx: Context) -> Iterator[Finding]:
             action, decider, certain = ctx.matcher.filter(packet)
             if action != "pass" or decider is not rule or not certain:
                 continue
-            finding = _outbound(ctx, packet, f"line {rule.origin.line} passes it in", ctx.place(rule))
+            finding = _outbound(ctx, packet, f"line {rule.origin.line} passes it in", ctx.place(rule),
+                                in_line=rule.origin.line)
             if finding is not None:
                 reported.add(rule.origin.line)
                 yield finding
@@ -678,7 +713,7 @@ def forward_blocked(ctx: Context) -> Iterator[Finding]:
 
 
 def _outbound(ctx: Context, packet: Packet, why_in: str, place: Place, rdr: ast.TranslationRule | None = None,
-              original: Packet | None = None) -> Finding | None:
+              original: Packet | None = None, in_line: int | None = None) -> Finding | None:
     out_if = ctx.route(packet.dst)
     if out_if is None or out_if == packet.ifname:
         return None
@@ -710,9 +745,13 @@ def _outbound(ctx: Context, packet: Packet, why_in: str, place: Place, rdr: ast.
     else:
         fix = f"add a 'pass out quick on {out_if}' rule for this traffic (pf needs a pass in each direction)"
     what = "traffic redirected by this rule" if rdr is not None else "traffic this rule passes in"
+    first = Probe(original if original is not None else packet, line=in_line,
+                  nat_line=rdr.origin.line if rdr is not None else None)
+    last = Probe(outbound, action="block", line=rule.origin.line if rule is not None else None,
+                 nat_line=nat.origin.line if nat is not None else None)
     return Finding("lint.forward-blocked", Severity.WARNING, place,
                    f"{what} on {packet.ifname} is blocked going out on {out_if} by {by}: the connection never completes",
-                   fix, example=example, related=related)
+                   fix, example=example, related=related, probes=(first, last))
 
 
 def rdr_blocked(ctx: Context) -> Iterator[Finding]:
@@ -744,10 +783,13 @@ def rdr_blocked(ctx: Context) -> Iterator[Finding]:
                           f"{{ {', '.join(map(str, ports))} }}' (the filter sees the redirected destination) and the "
                           "matching pass out", example=f"{packet} is redirected to {translated.dst}:{translated.dport} "
                                                        f"and blocked by {by}",
-                          related=(ctx.place(decider),) if decider is not None else ())
+                          related=(ctx.place(decider),) if decider is not None else (),
+                          probes=(Probe(packet, action="block", nat_line=rule.origin.line,
+                                        line=decider.origin.line if decider is not None else None),))
             continue
         finding = _outbound(ctx, translated, f"line {decider.origin.line if decider else '?'} passes it in",
-                            ctx.place(rule), rdr=rule, original=packet)
+                            ctx.place(rule), rdr=rule, original=packet,
+                            in_line=decider.origin.line if decider is not None else None)
         if finding is not None:
             reported.add(rule.origin.line)
             yield finding
