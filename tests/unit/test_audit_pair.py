@@ -128,3 +128,16 @@ def test_tutorial_pair(shared):
     assert "add 'advskew 100' on ifconfig_carp0" in findings[0].fix
     corrected = discover([shared / "seed" / "configs" / "corrected"])
     assert check_pair(*corrected) == []
+
+
+def test_toml_origins_point_at_each_part(tmp_path):
+    from pfha.audit.nodes import toml_origins
+
+    a, _ = make_pair(tmp_path)
+    lines = a.path.read_text().splitlines()
+    origins = toml_origins(a.path.read_text(), str(a.path))
+    assert lines[origins["carp.group[1]"].line - 1] == "[[carp.group]]"
+    assert lines[origins["carp.group[1].advskew"].line - 1] == "advskew = 0"
+    assert lines[origins["sync"].line - 1] == "[sync]"
+    assert lines[origins["interfaces.int0"].line - 1] == "[interfaces.int0]"
+    assert lines[origins["node.pf_conf"].line - 1].startswith("pf_conf")

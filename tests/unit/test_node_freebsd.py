@@ -171,3 +171,10 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert cli.main(["import-freebsd", str(rc)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"pfha: {rc}:2: ifconfig_pfsync0: pfsync needs 'syncdev IF' (or syncif) to know its link"
+
+
+def test_modern_form_round_trips(tmp_path):
+    imported = import_freebsd(MODERN, "rc.conf")
+    text = dumps(imported.config, imported.origins, imported.notes)
+    assert "name =" not in text.split("[[carp.group]]")[1].split("\n\n")[0]
+    assert nc.loads(text, tmp_path / "a.toml") == imported.config
