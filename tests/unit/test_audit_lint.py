@@ -201,3 +201,21 @@ def test_engine_refuting_a_finding_downgrades_it(tmp_path):
     assert checked.proof.startswith("NOT reproduced by the reference engine (out on sync0: pass by line 11")
     (agreed,) = prove(ctx, [replace(claim, probes=(Probe(packet, action="pass", line=11),))])
     assert agreed.severity == Severity.ERROR and agreed.proof.startswith("confirmed")
+
+
+def test_rule_on_a_skipped_interface(tmp_path):
+    text = GOOD_PF + "pass in quick on lo0 all\n"
+    (finding,) = by_check(lint(tmp_path, text), "lint.skipped-interface")
+    assert finding.place.line == len(text.splitlines())
+    assert by_check(lint(tmp_path, GOOD_PF + "pass in quick on $int_if proto udp to port 53\n"),
+                    "lint.skipped-interface") == []
+
+
+def test_rule_on_a_const_empty_table(tmp_path):
+    text = GOOD_PF.replace("set skip on lo0", "table <admins> const\nset skip on lo0") + \
+        "pass in quick on $ext_if proto tcp from <admins> to 192.0.2.10 port 22\n"
+    (finding,) = by_check(lint(tmp_path, text), "lint.empty-table")
+    assert finding.place.line == len(text.splitlines())
+    assert finding.related[0].line == line_of(text, "table <admins>")
+    filled = text.replace("table <admins> const", "table <admins> const { 198.51.100.200 }")
+    assert by_check(lint(tmp_path, filled), "lint.empty-table") == []

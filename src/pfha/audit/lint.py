@@ -7,7 +7,9 @@ says what is wrong with a concrete example packet computed from the rules
 
 1. ``lint.parse``            the file does not load (pfctl would refuse it too);
 2. ``lint.unused-macro``     a macro nobody expands; ``lint.unused-table`` likewise;
-3. ``lint.unknown-interface`` a rule on an interface the node does not have: it never matches;
+3. ``lint.unknown-interface`` a rule on an interface the node does not have, ``lint.skipped-interface``
+   one on a ``set skip`` interface, ``lint.empty-table`` one needing a const empty table: they
+   never match;
 4. ``lint.rdr-shadowed`` / ``lint.nat-shadowed``: translation is first match (pf.conf(5)),
    so a translation rule covered by an earlier one is never used;
 5. ``lint.filter-shadowed``: the filter is last match unless ``quick`` (pf.conf(5)); a rule
@@ -281,6 +283,28 @@ def unknown_interfaces(ctx: Context) -> Iterator[Finding]:
                           f"this rule is on {name}, which {ctx.node.name} does not have (its interfaces: {nodes_ifs}); "
                           "it never matches",
                           f"{fix}, or map the name to a device in the node config", related=related)
+    skipped = {m for name in ctx.ruleset.options.skip for m in (view.members(name) or (name,))}
+    for rule in ctx.ruleset.filter:
+        interface = getattr(rule, "interface", None)
+        if interface is None or interface.negated or (rule.origin.line, "skip") in reported:
+            continue
+        members = set(view.members(interface.name) or (interface.name,))
+        if members and members <= skipped:
+            reported.add((rule.origin.line, "skip"))
+            yield Finding("lint.skipped-interface", Severity.WARNING, ctx.place(rule),
+                          f"this rule is on {interface.name}, which 'set skip' takes out of filtering: it never matches",
+                          f"remove {interface.name} from 'set skip', or delete the rule")
+    for table in ctx.ruleset.tables:
+        if table.const and not table.entries and not table.files and not table.file_entries:
+            for rule in ctx.ruleset.filter + ctx.ruleset.translation:
+                names = {e.host.address.name for e in (rule.src, rule.dst)
+                         if isinstance(e.host.address, ast.TableAddress) and not e.host.negated}
+                if table.name in names and (rule.origin.line, table.name) not in reported:
+                    reported.add((rule.origin.line, table.name))
+                    yield Finding("lint.empty-table", Severity.WARNING, ctx.place(rule),
+                                  f"<{table.name}> is const and empty, so this rule never matches",
+                                  f"give <{table.name}> its entries (or drop const so pfctl -T add can fill it)",
+                                  related=(Place(table.origin.file or ctx.file, table.origin.line),))
     for name in ctx.ruleset.options.skip:
         if name not in known:
             yield Finding("lint.unknown-interface", Severity.INFO, Place(ctx.file),
