@@ -122,7 +122,6 @@ def test_modern_form_vhid_on_the_parent():
     ('ifconfig_em0="10.0.0.1/24"\nifconfig_pfsync0="up syncdev em7"\n', 2, "syncdev 'em7' is not one of"),
     ('ifconfig_em0="10.0.0.1/24"\nifconfig_pfsync0="up"\n', 2, "needs 'syncdev IF'"),
     ('ifconfig_em0="10.0.0.1/24"\ndefaultrouter="gw.example"\n', 2, "not an IP address"),
-    ('ifconfig_em0="10.0.0.1/24"\nthis is not sh\n', 2, "not a name=\"value\" assignment"),
     ('ifconfig_em0="10.0.0.1/24 vhid"\n', 1, "'vhid' needs a value"),
 ])
 def test_errors_name_file_and_line(text, line, words):
@@ -178,3 +177,19 @@ def test_modern_form_round_trips(tmp_path):
     text = dumps(imported.config, imported.origins, imported.notes)
     assert "name =" not in text.split("[[carp.group]]")[1].split("\n\n")[0]
     assert nc.loads(text, tmp_path / "a.toml") == imported.config
+
+
+def test_shell_code_duplicates_ipv6_and_renames_are_noted():
+    text = ('ifconfig_em0="10.0.0.1/24"\n'
+            'ifconfig_em0="10.0.0.2/24"\n'
+            'ifconfig_em0_ipv6="inet6 2001:db8::1 prefixlen 64 accept_rtadv"\n'
+            'ifconfig_em0_name="ext"\n'
+            'if [ -r /etc/rc.conf.local ]; then . /etc/rc.conf.local; fi\n')
+    imported = import_freebsd(text, "rc.conf")
+    (em0,) = imported.config.interfaces
+    assert em0.addresses == (ip("10.0.0.2/24"), ip("2001:db8::1/64"))
+    notes = {(n.origin.line, n.setting): n.message for n in imported.notes}
+    assert notes[(1, "ifconfig_em0")] == "overridden by line 2, as sh would"
+    assert "accept_rtadv" in notes[(3, "ifconfig_em0_ipv6")]
+    assert "renames" in notes[(4, "ifconfig_em0_name")]
+    assert "shell code" in notes[(5, "if")]
