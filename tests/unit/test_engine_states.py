@@ -254,3 +254,20 @@ def test_ipv6_tcp_and_icmp6_states():
     assert (d.action, d.state) == ("pass", "matched")
     # an IPv4 packet never matches an IPv6 state
     assert e.process(P.icmp("192.0.2.9", "192.0.2.2", 0, 0, ident=3), "xl0", "in", 0).action == "block"
+
+
+def test_adaptive_timeouts_shrink_as_the_table_fills():
+    # set limit states 10: pfctl makes adaptive.start 6 and adaptive.end 12
+    e = engine(rule("pass", 1, "in", proto="udp"), limits=(("states", 10),))
+    first = e.process(P.udp(C, 1, S, 53), "xl0", "in", 0).state_entry
+    assert e.states.expires_at(first) == 60  # udp.first, table nearly empty
+    for port in range(2, 10):
+        e.process(P.udp(C, port, S, 53), "xl0", "in", 0)
+    assert len(e.states) == 9
+    assert e.states.expires_at(first) == 60 * (12 - 9) / (12 - 6)  # 30 s
+    assert e.process(P.udp(C, 1, S, 53), "xl0", "in", 31).state == "created"  # the old one had expired
+    # per rule (pfctl gives "max 10" adaptive.start 6, adaptive.end 12): the rule's own states count
+    r = engine(rule("pass", 1, "in", proto="udp", state=ast.StateSpec("keep", (
+        ast.StateOption("max", 10), ast.StateOption("adaptive.start", 6), ast.StateOption("adaptive.end", 12)))))
+    states = [r.process(P.udp(C, p, S, 53), "xl0", "in", 0).state_entry for p in range(1, 10)]
+    assert states[0].adaptive and r.states.expires_at(states[0]) == 30

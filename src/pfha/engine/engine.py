@@ -198,8 +198,12 @@ def _state_policy(spec: ast.StateSpec, defaults: tuple) -> StatePolicy:
             policy.sloppy = True
         elif name == "no-sync":
             policy.no_sync = True
+        elif name in ("adaptive.start", "adaptive.end"):
+            if option.value:
+                policy.timeouts["rule." + name] = option.value
         elif "." in name and option.value is not None:
             policy.timeouts[name] = option.value
+    # ("max n" implies adaptive.start/end of (n / 10) * 6 and * 12: the parser adds them, as pfctl)
     return policy
 
 
@@ -226,7 +230,13 @@ class Engine:
         self.timeouts.update(OPTIMIZATION_PRESETS.get(options.optimization, {}))
         self.timeouts.update(dict(options.timeouts))
         limits = dict(options.limits)
-        self.states = StateTable(limits.get("states", DEFAULT_STATE_LIMIT))
+        explicit = dict(options.timeouts)
+        if "states" in limits and "adaptive.start" not in explicit and "adaptive.end" not in explicit:
+            # pfctl: a states limit without explicit adaptive timeouts sets them to 60% / 120% of it
+            self.timeouts["adaptive.start"] = (limits["states"] // 10) * 6
+            self.timeouts["adaptive.end"] = (limits["states"] // 10) * 12
+        self.states = StateTable(limits.get("states", DEFAULT_STATE_LIMIT),
+                                 (self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]))
         self.if_bound_default = options.state_policy == "if-bound"
         self.state_defaults = options.state_defaults
         self.default_rule = DefaultRule("block" if default_block else "pass")
@@ -238,6 +248,7 @@ class Engine:
         self.filter = self._compile_filter(ruleset.filter, ruleset, "")
         self.translator = self._compile_translation(ruleset)
         self.sticky: dict = {}
+        self.fragments: dict = {}  # (af, src, dst, proto, id) -> [first seen, {offset: Packet}]
         self.log: list[LogRecord] = []
         self.packets_seen = 0
 
@@ -269,26 +280,43 @@ class Engine:
         return RuleList(compiled, path, self.indexed)
 
     def _compile_translation(self, ruleset: ast.Ruleset) -> Translator:
-        binat_out, binat_in, rdr, nat = [], [], [], []
-        for rule in ruleset.translation:
-            if not isinstance(rule, ast.TranslationRule):
-                continue  # nat-anchor / rdr-anchor calls: not modelled (see docs/engine.md)
-            if rule.kind == "nat":
-                nat.append(compile_translation(rule, self.resolver))
-            elif rule.kind == "rdr":
-                rdr.append(compile_translation(rule, self.resolver))
-            else:
-                out = compile_translation(rule, self.resolver)
-                inn = compile_translation(rule, self.resolver, inbound_binat=True)
-                internal = self.resolver.prefixes(rule.src.host.address) or []
-                inn.rule.extra["binat_internal"] = internal
-                inn.rule.counters = out.rule.counters  # one rule, one set of counters
-                binat_out.append(out)
-                binat_in.append(inn)
-        translator = Translator(binat_out, binat_in, rdr, nat)
+        lists: dict[str, list] = {"binat_out": [], "binat_in": [], "rdr": [], "nat": []}
+        self._add_translation(ruleset.translation, ruleset, (), "", lists)
+        translator = Translator(lists["binat_out"], lists["binat_in"], lists["rdr"], lists["nat"])
         for rule_list in translator.lists.values():
             rule_list.indexed = self.indexed
         return translator
+
+    def _add_translation(self, rules: Iterable, ruleset: ast.Ruleset, gates: tuple, path: str,
+                         lists: dict) -> None:
+        """File nat/rdr/binat rules in order; ``nat-anchor``/``rdr-anchor``/``binat-anchor``
+        calls are flattened in place, their own tests kept as gates every inner rule must pass."""
+        for rule in rules:
+            if isinstance(rule, ast.AnchorRule):
+                body = rule.ruleset if rule.ruleset is not None else ruleset.anchor(rule.name)
+                if body is None:
+                    continue
+                gate = compile_common(rule, "anchor", self.resolver, rule.number)
+                sub_path = f"{path}/{rule.name}".strip("/") if rule.name else path
+                self._add_translation(body.translation, body, gates + (gate,), sub_path, lists)
+                continue
+            if not isinstance(rule, ast.TranslationRule):
+                continue
+            if rule.kind in ("nat", "rdr"):
+                compiled = compile_translation(rule, self.resolver)
+                compiled.rule.gates = gates
+                compiled.rule.anchor_path = path
+                lists[rule.kind].append(compiled)
+                continue
+            out = compile_translation(rule, self.resolver)
+            inn = compile_translation(rule, self.resolver, inbound_binat=True)
+            inn.rule.extra["binat_internal"] = self.resolver.prefixes(rule.src.host.address) or []
+            inn.rule.counters = out.rule.counters  # one rule, one set of counters
+            for half in (out, inn):
+                half.rule.gates = gates
+                half.rule.anchor_path = path
+            lists["binat_out"].append(out)
+            lists["binat_in"].append(inn)
 
     # ------------------------------------------------------------------ queries
     def rules(self) -> list:
@@ -331,7 +359,9 @@ class Engine:
         if self.scrub.rules:
             bad = self._normalize(packet, ifname, inbound, now)
             if bad is not None:
-                return bad
+                if bad.reason != "reassembled":
+                    return bad
+                packet = bad.packet  # the last fragment completed the datagram: go on with it
         # ---- state lookup
         if packet.frag_offset == 0:
             decision = self._test_state(packet, ifname, inbound, direction, now, emitted)
@@ -358,6 +388,9 @@ class Engine:
                 packet.ttl = opts.min_ttl
             if opts.set_tos is not None:
                 packet.tos = opts.set_tos
+            if (packet.frag_offset or packet.more_frags) and opts.fragment in (None, "reassemble"):
+                rule.counters.packets[0 if inbound else 1] += 1
+                return self._reassemble(packet, ifname, inbound, rule, now)
             if packet.proto == IPPROTO_TCP and not packet.frag_offset:
                 flags = packet.flags
                 bad = False
@@ -383,6 +416,47 @@ class Engine:
             return None
         return None
 
+    def _reassemble(self, packet: Packet, ifname: str, inbound: bool, rule, now: float) -> Decision:
+        """pf_reassemble: hold fragments until the datagram is whole (``fragment reassemble``).
+
+        A held fragment's decision is ``pass`` with reason ``held``: nothing leaves yet. The
+        fragment that completes the datagram returns reason ``reassembled`` with the whole
+        packet, which :meth:`process` then filters like any other. Fragments older than the
+        ``frag`` timeout are forgotten; overlapping fragments are dropped (``fragment``).
+        """
+        direction = "in" if inbound else "out"
+        key = (packet.af, packet.src, packet.dst, packet.proto, packet.ip_id)
+        queue = self.fragments.get(key)
+        if queue is None or now - queue[0] > self.timeouts.get("frag", 30):
+            queue = self.fragments[key] = [now, {}]
+        parts: dict = queue[1]
+        if packet.frag_offset in parts:
+            del self.fragments[key]
+            return Decision("block", "fragment", rule, None, None, None, False, [], [], packet, ifname, direction)
+        parts[packet.frag_offset] = packet
+        first = parts.get(0)
+        if first is None:
+            return Decision("pass", "held", rule, None, None, None, False, [], [], packet, ifname, direction)
+        header = (20 + len(first.ip_options) + (-len(first.ip_options) % 4)) if first.af == 4 else 40
+        offset = first.size() - header
+        pieces = []
+        last = first
+        while last.more_frags:
+            nxt = parts.get(offset)
+            if nxt is None:
+                return Decision("pass", "held", rule, None, None, None, False, [], [], packet, ifname, direction)
+            pieces.append(nxt.payload)
+            offset += len(nxt.payload)
+            last = nxt
+        del self.fragments[key]
+        whole = first.copy()
+        whole.payload = first.payload + b"".join(pieces)
+        whole.more_frags = False
+        whole.frag_offset = 0
+        whole.wire_len = 0
+        whole.truncated = False
+        return Decision("pass", "reassembled", rule, None, None, None, False, [], [], whole, ifname, direction)
+
     # ------------------------------------------------------------------ states
     def _test_state(self, packet: Packet, ifname: str, inbound: bool, direction: str, now: float,
                     emitted: list) -> Optional[Decision]:
@@ -406,7 +480,9 @@ class Engine:
                 break
         else:
             return None
-        if now >= state.expire + state.timeouts[state.timeout] or state.purged:
+        if now >= state.expire + state.timeouts[state.timeout] or state.purged or (
+                (state.adaptive or len(self.states.states) > self.states.adaptive_start)
+                and self.states.expired(state, now)):
             self.states.remove(state)
             return None
         from_src = state.direction == direction
@@ -501,7 +577,7 @@ class Engine:
         else:
             key = (inner.af, iproto, inner.src, isport, inner.dst, idport)
         state = self.states.lookup(key, inbound, ifname)
-        if state is None or state.expired(now):
+        if state is None or self.states.expired(state, now):
             return None
         if iproto == IPPROTO_TCP and not state.sloppy and state.src.state < PF_TCPS_PROXY_SRC:
             # The quoted segment must lie in its sender's window (pf_test_state_icmp, "BAD ICMP").
@@ -730,6 +806,7 @@ class Engine:
         state = State(self.states.new_id(), wire, stack, direction, ifname if if_bound else None, ifname, rule,
                       nat_rule=tr.rule if tr is not None else None, timeouts=timeouts, creation=now, expire=now,
                       tag=packet.tag, src_nodes=nodes, sloppy=policy.sloppy, no_sync=policy.no_sync)
+        state.adaptive = bool(timeouts.get("rule.adaptive.start"))
         state.log_all = bool(getattr(getattr(rule, "ast", None), "log", None) and rule.ast.log.all)
         if self.states.conflicts(state):
             return "state-insert"

@@ -259,6 +259,7 @@ class CompiledRule:
     probability: Optional[float] = None
     anchor: Optional["RuleList"] = None
     anchor_path: str = ""
+    gates: tuple = ()  # translation rules inside nat-/rdr-anchors: the anchors' own tests
     counters: Counters = field(default_factory=Counters)
     # index keys
     index_port: Optional[int] = None

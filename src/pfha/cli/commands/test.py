@@ -64,7 +64,8 @@ def _lines(args) -> Iterable[tuple[str, str]]:
 
 def run(args) -> int:
     from pfha.engine.report import format_rules_verbose, format_state
-    from pfha.engine.spec import Conversation, SpecError, parse_packet
+    from pfha.engine.packet import PacketError
+    from pfha.engine.spec import Conversation, parse_packet
 
     engine = load_engine(args.file, args.interfaces, args.seed)
     lines = list(_lines(args))
@@ -75,7 +76,7 @@ def run(args) -> int:
     for where, text in lines:
         try:
             spec = parse_packet(text)
-        except SpecError as error:
+        except PacketError as error:
             raise PfhaError(f"{where}: {error}") from None
         conversation.fill(spec)
         conversation.record(spec.packet)
