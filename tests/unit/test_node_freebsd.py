@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pfha.cli import main as cli
 from pfha.errors import SourceError
@@ -193,3 +194,23 @@ def test_shell_code_duplicates_ipv6_and_renames_are_noted():
     assert "accept_rtadv" in notes[(3, "ifconfig_em0_ipv6")]
     assert "renames" in notes[(4, "ifconfig_em0_name")]
     assert "shell code" in notes[(5, "if")]
+
+
+WORDS = ["inet", "inet6", "10.0.0.1", "prefixlen", "100", "10.0.0.9/24", "192.0.2.1", "2001:db8::1", "netmask", "255.255.255.0",
+         "0xffffff00", "bogus", "prefixlen", "64", "x", "vhid", "1", "300", "pass", "foo", "advskew", "advbase",
+         "alias", "up", "carpdev", "em0", "syncdev", "syncpeer", "DHCP", "broadcast", "-defer", "defer"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(WORDS), max_size=8), min_size=1, max_size=4),
+       st.sampled_from(["ifconfig_em0", "ifconfig_carp0", "ifconfig_em0_alias0", "ifconfig_pfsync0"]))
+def test_any_ifconfig_words_import_or_fail_with_a_located_error(values, variable):
+    lines = ['ifconfig_em0="inet 10.0.0.2/24"', 'cloned_interfaces="carp0"']
+    lines += [f'{variable}="{" ".join(words)}"' for words in values]
+    try:
+        imported = import_freebsd("\n".join(lines) + "\n", "rc.conf")
+    except SourceError as error:
+        assert str(error).startswith("rc.conf:"), str(error)
+        return
+    text = dumps(imported.config, imported.origins, imported.notes)
+    assert nc.loads(text, "/x/n.toml") == imported.config

@@ -161,9 +161,12 @@ def _classful_prefix(address: ipaddress.IPv4Address) -> int:
 
 
 def _netmask_prefix(mask: str) -> int:
-    if mask.lower().startswith("0x"):
-        mask = str(ipaddress.IPv4Address(int(mask, 16)))
-    return ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+    try:
+        if mask.lower().startswith("0x"):
+            mask = str(ipaddress.IPv4Address(int(mask, 16)))
+        return ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+    except ValueError:
+        raise _Fail(f"not a netmask: {mask!r}") from None
 
 
 class _Fail(Exception):
@@ -199,7 +202,7 @@ def parse_ifconfig(value: str) -> tuple[IfconfigArgs, list[str]]:
         elif low == "netmask":
             netmask = _netmask_prefix(operand(word))
         elif low == "prefixlen":
-            netmask = int(operand(word))
+            netmask = _int(operand(word), "prefixlen", (0, 128))
         elif low == "vhid":
             args.vhid = _int(operand(word), "vhid", VHID_RANGE)
         elif low == "pass":
@@ -228,7 +231,10 @@ def parse_ifconfig(value: str) -> tuple[IfconfigArgs, list[str]]:
     if args.address is not None:
         args.explicit_mask = netmask is not None or "/" in _address_word(words)
         if netmask is not None:
-            args.address = ipaddress.ip_interface(f"{args.address.ip}/{netmask}")
+            try:
+                args.address = ipaddress.ip_interface(f"{args.address.ip}/{netmask}")
+            except ValueError:
+                raise _Fail(f"prefix length {netmask} does not fit {args.address.ip}") from None
         elif "/" not in _address_word(words) and args.address.version == 4:
             prefix = _classful_prefix(args.address.ip)
             args.address = ipaddress.ip_interface(f"{args.address.ip}/{prefix}")
