@@ -181,3 +181,19 @@ def test_addresses_by_interface_follows_the_bsd_form():
     assert [str(a) for a in unnamed.addresses_by_interface()["em0"]] == ["192.0.2.3/24", "192.0.2.50/32"]
     assert unnamed.own_addresses() == {ipaddress.ip_address("192.0.2.3")}
     assert unnamed.shared_addresses() == {ipaddress.ip_address("192.0.2.50")}
+
+
+@pytest.mark.parametrize("text,key", [
+    ('node = []\ninterfaces = {}\n', "node"),
+    ('interfaces = 3\n[node]\nname = "a"\npf_conf = "p"\n', "interfaces"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = 3\n', "interfaces.xl0"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n[carp]\ngroup = 1\n', "carp.group"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n[[carp.group]]\nvhid = 1\nparent = "xl0"\n'
+     'addresses = "10.0.0.1/24"\n', "carp.group[0].addresses"),
+    ('sync = "xl0"\n[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n', "sync"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n[host]\ndefault_router = 5\n', "host.default_router"),
+])
+def test_wrong_types_are_errors_not_tracebacks(tmp_path, text, key):
+    with pytest.raises(nc.NodeConfigError) as error:
+        nc.loads(text, tmp_path / "n.toml")
+    assert error.value.key == key, str(error.value)
