@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pfha.audit.findings import Finding, Place, Severity
-from pfha.audit.match import TH_SYN, IPAddress, Matcher, Packet, covers
+from pfha.audit.match import TH_SYN, IPAddress, Matcher, Packet, RuleIndex, covers
 from pfha.audit.nodes import NodeSource
 from pfha.audit.proof import Probe
 from pfha.conf import ast
@@ -408,25 +408,28 @@ def filter_shadowed(ctx: Context) -> Iterator[Finding]:
     per_line: dict[int, list[ast.Rule]] = {}
     for rule in rules:
         per_line.setdefault(rule.origin.line, []).append(rule)
-    for index, rule in enumerate(rules):
+    index_of = {id(rule): i for i, rule in enumerate(rules)}
+    by_fields = RuleIndex(rules, ctx.matcher.view)
+
+    def coverers(rule: ast.Rule) -> list[ast.Rule]:
+        """Rules that may cover ``rule``: same or wildcard interface, direction, proto, port."""
+        interface = rule.interface.name if rule.interface and not rule.interface.negated else None
+        return [r for r in by_fields.candidates(interface, rule.direction, rule.proto, _exact_dport(rule))
+                if r is not rule and r.origin.line != rule.origin.line and covers(r, rule)]
+
+    for rule in rules:
         line = rule.origin.line
         if line in reported:
             continue
-        cover = None
-        for earlier in rules[:index]:
-            if earlier.quick and earlier.origin.line != line and covers(earlier, rule):
-                cover = (earlier, "quick")
-                break
+        position = index_of[id(rule)]
+        found = coverers(rule)
+        cover = next(((r, "quick") for r in found if r.quick and index_of[id(r)] < position), None)
         if cover is None and not rule.quick:
-            for later in rules[index + 1:]:
-                if later.origin.line != line and covers(later, rule):
-                    cover = (later, "later")
-                    break
+            cover = next(((r, "later") for r in found if index_of[id(r)] > position), None)
         if cover is None:
             continue
         # Only a whole statement (every expansion) is worth a finding.
-        if not all(any(covers(other, part) and other is not part and other.origin.line != line
-                       for other in rules) for part in per_line[line]):
+        if not all(coverers(part) for part in per_line[line]):
             continue
         reported.add(line)
         other, why = cover
@@ -448,6 +451,10 @@ def filter_shadowed(ctx: Context) -> Iterator[Finding]:
         yield Finding("lint.filter-shadowed", Severity.INFO if same else Severity.WARNING, ctx.place(rule), message,
                       "delete it, or make it quick / move it so that it is the rule that decides",
                       example=example, related=(ctx.place(other),), probes=probes)
+
+
+def _exact_dport(rule) -> int | None:
+    return rule.dst.port.low if rule.dst.port is not None and rule.dst.port.op == "=" else None
 
 
 def _rule_example(ctx: Context, rule: ast.Rule) -> Packet | None:
