@@ -577,7 +577,6 @@ def _meant_rule(ctx: Context, proto: int) -> ast.Rule | None:
 
 def ha_traffic(ctx: Context) -> Iterator[Finding]:
     config = ctx.node.config
-    peer_sync = {p.config.sync.device: p for p in ctx.peers if p.config.sync is not None}
     if config.sync is not None:
         device = config.sync.device
         iface = config.interface(device)
@@ -610,7 +609,6 @@ def ha_traffic(ctx: Context) -> Iterator[Finding]:
         if other is not None:
             probes.append(Packet("in", group.parent, PROTO_CARP, other, CARP_GROUP))
         yield from _ha_findings(ctx, probes, f"CARP adverts for vhid {group.vhid}", PROTO_CARP, group.parent)
-    del peer_sync
 
 
 def _ha_findings(ctx: Context, probes: list[Packet], what: str, proto: int, device: str) -> Iterator[Finding]:
