@@ -524,7 +524,7 @@ def nat_hides_source(ctx: Context) -> Iterator[Finding]:
             ports = proto in (PROTO_TCP, PROTO_UDP)
             packet = Packet("out", rule.interface.name, proto, src, dst,
                             ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
-                            ctx.port(rule.dst.port, 80) if ports else None, TH_SYN if proto == PROTO_TCP else None)
+                            ctx.port(rule.dst.port, 12345) if ports else None, TH_SYN if proto == PROTO_TCP else None)
         example, probes = None, ()
         if packet is not None:
             after, applied, _ = ctx.matcher.translate(packet)
