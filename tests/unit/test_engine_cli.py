@@ -100,3 +100,31 @@ def test_pfha_replay_summary_states_and_pflog(conf, tmp_path, capsys):
     assert linktype == pcap.LINKTYPE_PFLOG and len(records) == 1
     header, packet = split(records[0].data)
     assert header.describe() == "rule 0/0(match): block in on xl0" and records[0].timestamp == 2.0
+
+
+WEB_SCENARIO = """\
+# web from outside to 203.0.113.11: rdr to the LAN server, synproxy on xl0, keep state on xl1
+in on xl0 proto tcp from 198.51.100.9 port 40000 to 203.0.113.11 port 80 flags S mss 1460
+in on xl0 proto tcp from 198.51.100.9 port 40000 to 203.0.113.11 port 80 flags A
+out on xl1 proto tcp from 198.51.100.9 port 40000 to 192.168.1.80 port 80 flags S
+in on xl1 proto tcp from 192.168.1.80 port 80 to 198.51.100.9 port 40000 flags SA
+out on xl0 proto tcp from 192.168.1.80 port 80 to 198.51.100.9 port 40000 flags SA
+in on xl0 proto tcp from 198.51.100.9 port 40000 to 203.0.113.11 port 80 flags PA len 100
+out on xl1 proto tcp from 198.51.100.9 port 40000 to 192.168.1.80 port 80 flags PA len 100
+in on xl1 proto tcp from 192.168.1.80 port 80 to 198.51.100.9 port 40000 flags PA len 300
+out on xl0 proto tcp from 192.168.1.80 port 80 to 198.51.100.9 port 40000 flags PA len 300
+"""
+
+
+def test_pfha_test_scenario_through_the_tutorial_synproxy(shared, tmp_path, capsys):
+    scenario = tmp_path / "web.txt"
+    scenario.write_text(WEB_SCENARIO)
+    conf = shared / "seed" / "configs" / "corrected" / "pf.conf"
+    ifs = ["--if", "xl0=203.0.113.2/24", "--if", "xl1=192.168.1.250/24", "--if", "rl0=10.10.10.250/24",
+           "--if", "carp0=203.0.113.10/24,203.0.113.11/24,203.0.113.12/24", "--if", "lo0=127.0.0.1/8"]
+    lines = run_json(capsys, "test", "-f", str(conf), *ifs, "--json", "--scenario", str(scenario))
+    assert [(d["action"], d["reason"]) for d in lines] == [
+        ("block", "synproxy"), ("block", "synproxy"), ("pass", "match"), ("pass", "match"),
+        ("block", "synproxy"), ("pass", "match"), ("pass", "match"), ("pass", "match"), ("pass", "match")]
+    assert [len(d["emitted"]) for d in lines[:5]] == [1, 1, 0, 0, 2]
+    assert lines[-1]["packet"].startswith("203.0.113.11.80 > 198.51.100.9.40000: tcp PA")

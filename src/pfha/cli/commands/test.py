@@ -83,6 +83,7 @@ def run(args) -> int:
         engine.purge(conversation.now)
         decision = engine.process(spec.packet, spec.ifname, spec.direction, conversation.now)
         conversation.record(decision.packet)
+        conversation.passed(decision.packet, spec.direction, decision.action)
         for emitted in decision.emitted:
             conversation.record(emitted.packet)
         if args.json:
