@@ -170,8 +170,9 @@ def test_unmodelled_conditions_give_no_finding(tmp_path, line):
     assert by_check(lint(tmp_path, text), "lint.forward-blocked") == []
 
 
-def test_parse_error_is_a_finding_with_the_line(tmp_path):
-    a, b = make_pair(tmp_path, GOOD_PF + "pass in on $int_if frm any\n")
+@pytest.mark.parametrize("bad", ["pass in on $int_if frm any\n", "pass in on $nowhere all\n"])
+def test_parse_error_is_a_finding_with_the_line(tmp_path, bad):
+    a, b = make_pair(tmp_path, GOOD_PF + bad)
     findings, ruleset = lint_node(a, [b])
     assert ruleset is None
     (finding,) = findings
