@@ -85,6 +85,9 @@ class CarpBed:
         if client:
             self.hosts["c"] = lab.ns("c")
         self.ports: dict[tuple[str, int], str] = {}
+        for host in self.hosts.values():
+            host.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+            host.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
         self.daemons: list[Daemon] = []
         for k in range(segments):
             bridge = f"br{k}"
@@ -93,8 +96,6 @@ class CarpBed:
             for name, host in self.hosts.items():
                 self.ports[(name, k)] = lab.attach(self.sw, bridge, host, f"eth{k}")
                 host.exec("ip", "addr", "add", f"{self.addr(name, k)}/24", "dev", f"eth{k}")
-        for host in self.hosts.values():
-            host.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
 
     @staticmethod
     def addr(name: str, segment: int = 0) -> str:
