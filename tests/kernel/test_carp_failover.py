@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -155,3 +154,25 @@ def test_status_without_nodes_is_a_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pfha.cli.main", "carp", "status", "--status-dir", str(tmp_path)],
                          capture_output=True, text=True, env=env)
     assert out.returncode != 0 and out.stderr.strip().startswith("pfha: carp: no running") and "Traceback" not in out.stderr
+
+
+def test_ipv6_and_ipv4_vips_move_together_with_unsolicited_na(lab):
+    bed = CarpBed(lab, ipv6=True)
+    try:
+        vip6 = "fd00:99:0::100"
+        a = bed.pfha("a", "--dev", "eth0", "--vhid", "1", "--advskew", "20", *FAST, VIP, f"{vip6}/64")
+        b = bed.pfha("b", "--dev", "eth0", "--vhid", "1", "--advskew", "60", *FAST, VIP, f"{vip6}/64")
+        assert wait_for(lambda: bed.holders(VIP) == ["a"] and bed.holders("fd00:99::100") == ["a"]
+                        and bed.group_state(b) == "BACKUP", 5), (a.log_text(), b.log_text())
+        client = bed.hosts["c"]
+        client.exec("ping", "-6", "-c", "1", "-W", "2", vip6)
+        mac_b = bed.hosts["b"].exec("cat", "/sys/class/net/eth0/address").stdout.strip()
+        bed.set_port("a", False)
+        assert wait_for(lambda: bed.holders("fd00:99::100") == ["b"] and bed.holders(VIP) == ["b"], 3), b.log_text()
+        # The client's neighbour entry moved to b's MAC on the unsolicited NA (Override flag).
+        assert wait_for(lambda: mac_b in client.exec("ip", "-6", "neigh", "show", vip6).stdout, 2)
+        client.exec("ping", "-6", "-c", "1", "-W", "2", vip6)
+        stats = bed.status(b)["node"]["groups"][0]["stats"]
+        assert stats.get("accepted", 0) > 0 and stats.get("ttl", 0) == 0 and stats.get("hmac", 0) == 0, stats
+    finally:
+        bed.close()

@@ -9,7 +9,7 @@ import pytest
 
 from pfha.carp import wire
 from pfha.carp.machine import (
-    TRANSITIONS, AcquireAddresses, Announce, Demotion, Dropped, Node, ReleaseAddresses, SendAdvert,
+    TRANSITIONS, Demotion, Dropped, Node, SendAdvert,
     State, StateChanged, Trigger, Vhid, VhidConfig, diagram,
 )
 from pfha.carp.wire import Advertisement, DropReason

@@ -62,10 +62,13 @@ class CarpRunner:
         for config in configs:
             info = self.infos.get(config.interface) or linux.interface_info(config.interface)
             self.infos[config.interface] = info
-            source = config.source or linux.choose_source(info, [a.ip for a in config.addresses if a.version == 4])
+            source = config.source
+            if source is None and config.ipv4:
+                source = linux.choose_source(info, config.ipv4)
             resolved.append(replace(config, source=source))
         self.node = Node(resolved)
         self.sockets: dict[str, linux.CarpSocket] = {}
+        self.sockets6: dict[str, linux.CarpSocket6] = {}
         self.by_index = {info.index: name for name, info in self.infos.items()}
         self.status_path = status_path or status_dir() / f"{os.getpid()}.json"
         self.limiter = RateLimit()
@@ -83,9 +86,14 @@ class CarpRunner:
         self.netlink = linux.Rtnetlink()
         self.monitor = linux.LinkMonitor()
         for name, info in self.infos.items():
-            source = next(g.config.source for (iface, _), g in self.node.groups.items() if iface == name)
-            sock = self.sockets[name] = linux.CarpSocket(info, source)
-            loop.add_reader(sock.fileno(), self._on_readable, name)
+            groups = [g.config for (iface, _), g in self.node.groups.items() if iface == name]
+            source = next((c.source for c in groups if c.ipv4), None)
+            if source is not None:
+                sock = self.sockets[name] = linux.CarpSocket(info, source)
+                loop.add_reader(sock.fileno(), self._on_readable, name)
+            if any(c.ipv6 for c in groups):
+                sock6 = self.sockets6[name] = linux.CarpSocket6(info)
+                loop.add_reader(sock6.fileno(), self._on_readable6, name)
         loop.add_reader(self.monitor.fileno(), self._on_link_event)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -111,7 +119,7 @@ class CarpRunner:
         assert loop is not None
         if self._timer:
             self._timer.cancel()
-        for sock in self.sockets.values():
+        for sock in [*self.sockets.values(), *self.sockets6.values()]:
             loop.remove_reader(sock.fileno())
             sock.close()
         if self.monitor:
@@ -131,6 +139,13 @@ class CarpRunner:
         assert loop is not None
         for header, payload in self.sockets[name].receive():
             self.node.receive(name, payload, loop.time(), source=header.source, ttl=header.ttl)
+        self._flush()
+
+    def _on_readable6(self, name: str) -> None:
+        loop = self._loop
+        assert loop is not None
+        for source, hops, payload in self.sockets6[name].receive():
+            self.node.receive(name, payload, loop.time(), source=source, ttl=hops)
         self._flush()
 
     def _on_link_event(self) -> None:
@@ -173,7 +188,12 @@ class CarpRunner:
         assert self.netlink is not None
         group = self.node.groups[(action.interface, action.vhid)] if (action.interface, action.vhid) in self.node.groups else None
         if isinstance(action, SendAdvert):
-            ok = self.sockets[action.interface].send(action.payload)
+            # BSD sends one advert per address family the group has addresses in.
+            ok = True
+            if group is not None and group.config.ipv4:
+                ok &= self.sockets[action.interface].send(action.payload)
+            if group is not None and group.config.ipv6:
+                ok &= self.sockets6[action.interface].send(action.payload)
             if group is not None:
                 group.report_send(ok)
         elif isinstance(action, AcquireAddresses | ReleaseAddresses):
@@ -188,6 +208,8 @@ class CarpRunner:
             for address in action.addresses:
                 if address.version == 4:
                     self.sockets[action.interface].announce(address.ip)
+                else:
+                    self.sockets6[action.interface].announce(address.ip)
         elif isinstance(action, StateChanged):
             log.warning("vhid %d on %s: %s", action.vhid, action.interface, action.reason)
             return True

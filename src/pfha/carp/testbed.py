@@ -77,7 +77,8 @@ class CarpBed:
     client .10. ``port(host, k)`` is the switch-side end of a host's link, for link cuts.
     """
 
-    def __init__(self, lab: Lab, *, segments: int = 1, nodes: Sequence[str] = ("a", "b"), client: bool = True) -> None:
+    def __init__(self, lab: Lab, *, segments: int = 1, nodes: Sequence[str] = ("a", "b"), client: bool = True,
+                 ipv6: bool = False) -> None:
         self.lab = lab
         self.tmp = Path(tempfile.mkdtemp(prefix="pfha-carp-"))
         self.sw = lab.ns("sw")
@@ -86,8 +87,12 @@ class CarpBed:
             self.hosts["c"] = lab.ns("c")
         self.ports: dict[tuple[str, int], str] = {}
         for host in self.hosts.values():
-            host.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
-            host.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+            if ipv6:  # addresses usable at once: no duplicate address detection in the lab
+                host.sysctl("net.ipv6.conf.all.accept_dad", 0)
+                host.sysctl("net.ipv6.conf.default.accept_dad", 0)
+            else:
+                host.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+                host.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
         self.daemons: list[Daemon] = []
         for k in range(segments):
             bridge = f"br{k}"
@@ -96,11 +101,18 @@ class CarpBed:
             for name, host in self.hosts.items():
                 self.ports[(name, k)] = lab.attach(self.sw, bridge, host, f"eth{k}")
                 host.exec("ip", "addr", "add", f"{self.addr(name, k)}/24", "dev", f"eth{k}")
+                if ipv6:
+                    host.exec("ip", "addr", "add", f"{self.addr6(name, k)}/64", "dev", f"eth{k}", "nodad")
 
     @staticmethod
     def addr(name: str, segment: int = 0) -> str:
         last = {"a": 1, "b": 2, "c": 10}.get(name, 3)
         return f"10.99.{segment}.{last}"
+
+    @staticmethod
+    def addr6(name: str, segment: int = 0) -> str:
+        last = {"a": 1, "b": 2, "c": 10}.get(name, 3)
+        return f"fd00:99:{segment}::{last}"
 
     def port(self, name: str, segment: int = 0) -> str:
         return self.ports[(name, segment)]
@@ -109,7 +121,7 @@ class CarpBed:
         self.sw.exec("ip", "link", "set", self.port(name, segment), "up" if up else "down")
 
     def has_addr(self, name: str, address: str, segment: int = 0) -> bool:
-        out = self.hosts[name].exec("ip", "-4", "-o", "addr", "show", "dev", f"eth{segment}", check=False).stdout
+        out = self.hosts[name].exec("ip", "-o", "addr", "show", "dev", f"eth{segment}", check=False).stdout
         return f" {address}/" in out
 
     def holders(self, address: str, segment: int = 0, names: Sequence[str] = ("a", "b")) -> list[str]:
