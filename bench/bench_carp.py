@@ -95,6 +95,13 @@ def outage(ping_output: str, failed_at: float) -> float | None:
     return max(gaps) if gaps else None
 
 
+def baseline(ping_output: str, failed_at: float) -> float:
+    """Largest gap between replies *before* the failure: the noise floor of the measurement."""
+    times = [float(m.group(1)) for m in map(_REPLY.match, ping_output.splitlines()) if m]
+    gaps = [b - a for a, b in zip(times, times[1:]) if b <= failed_at]
+    return max(gaps) if gaps else 0.0
+
+
 def reset(bed: CarpBed) -> None:
     """Between trials: every daemon gone, no VIP anywhere, every port up."""
     bed.close()
@@ -105,8 +112,8 @@ def reset(bed: CarpBed) -> None:
     wait_for(lambda: "LOWER_UP" in bed.hosts["a"].exec("ip", "link", "show", "eth0").stdout, 3)
 
 
-def trial(bed: CarpBed, setup: Setup, scenario: str, rng: random.Random) -> tuple[float | None, float | None]:
-    """(client-seen outage, takeover = failure to B's first gratuitous ARP), in seconds."""
+def trial(bed: CarpBed, setup: Setup, scenario: str, rng: random.Random) -> tuple[float | None, float | None, float]:
+    """(client-seen outage, takeover = failure to B's first gratuitous ARP, noise floor), in seconds."""
     a = setup.start(bed, "a", True)
     time.sleep(0.2)
     b = setup.start(bed, "b", False)
@@ -136,7 +143,7 @@ def trial(bed: CarpBed, setup: Setup, scenario: str, rng: random.Random) -> tupl
         out, _ = ping.communicate(timeout=5)
         dump.send_signal(signal.SIGINT)
         arp, _ = dump.communicate(timeout=5)
-    return outage(out, failed_at), first_garp(arp, mac_b, failed_at)
+    return outage(out, failed_at), first_garp(arp, mac_b, failed_at), baseline(out, failed_at)
 
 
 def fmt(values: list[float]) -> str:
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 trials per cell instead of 8")
     parser.add_argument("--trials", type=int, help="trials per cell (default 8, or 2 with --quick)")
     parser.add_argument("--only", help="run only setups whose daemon or timers contain this text")
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="only these failures (repeatable)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     trials = args.trials or (2 if args.quick else 8)
@@ -157,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("CARP failover benchmark skipped: needs root (network namespaces).")
         return 0
+    # Stop cleanly (labs removed) on SIGTERM, and on SIGINT even when started in the background.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = random.Random(args.seed)
     setups = [s for s in SETUPS if not args.only or args.only in s.daemon or args.only in s.timers]
     rows = []
@@ -165,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         with Lab(prefix="bc") as lab:
             bed = CarpBed(lab)
             try:
-                for scenario in SCENARIOS:
-                    values, takeovers, lost = [], [], 0
+                for scenario in args.scenario or SCENARIOS:
+                    values, takeovers, noise, lost = [], [], [], 0
                     for n in range(trials):
                         try:
-                            value, takeover = trial(bed, setup, scenario, rng)
+                            value, takeover, floor = trial(bed, setup, scenario, rng)
+                            noise.append(floor)
                         except RuntimeError as error:
                             print(f"{setup.daemon} {scenario} trial {n}: {error}", file=sys.stderr)
                             value = takeover = None
@@ -183,19 +195,23 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{setup.daemon:10} {setup.timers:40} {scenario:8} {n}: outage "
                               f"{'-' if value is None else f'{value * 1000:.0f} ms'}, takeover "
                               f"{'-' if takeover is None else f'{takeover * 1000:.0f} ms'}", file=sys.stderr, flush=True)
-                    rows.append((setup, scenario, values, takeovers, lost))
+                    rows.append((setup, scenario, values, takeovers, noise, lost))
             finally:
                 bed.close()
     print(f"CARP failover as seen by a client pinging the shared address every 10 ms through a bridge; "
           f"{trials} trials per row, outage in ms (min / median / max); "
           f"run took {time.monotonic() - started:.0f} s.\n")
-    print("| daemon | timers | failure | ping outage min / median / max (ms) | takeover min / median / max (ms) | trials | B's master-down (s) |")
-    print("| --- | --- | --- | --- | --- | ---: | ---: |")
-    for setup, scenario, values, takeovers, lost in rows:
+    print("| daemon | timers | failure | ping outage min / median / max (ms) | takeover min / median / max (ms) "
+          "| trials | B's master-down (s) | ping noise (ms) |")
+    print("| --- | --- | --- | --- | --- | ---: | ---: | ---: |")
+    for setup, scenario, values, takeovers, noise, lost in rows:
         cell = fmt(values) if values else "no recovery"
         took = fmt(takeovers) if takeovers else "-"
         count = f"{len(values)}" + (f" (+{lost} failed)" if lost else "")
-        print(f"| {setup.daemon} | {setup.timers} | {scenario} | {cell} | {took} | {count} | {setup.master_down:.3f} |")
+        floor = f"{statistics.median(noise) * 1000:.0f}" if noise else "-"
+        print(f"| {setup.daemon} | {setup.timers} | {scenario} | {cell} | {took} | {count} | {setup.master_down:.3f} | {floor} |")
+    print("\n*ping noise* = median over the trials of the largest gap between replies in the 2-3 s "
+          "*before* the failure: what the 10 ms ping shows on this shared machine with nothing failing.")
     print("\n*takeover* = failure to B's first gratuitous ARP for the address (tcpdump on the bridge). "
           "After kill -9 the address stays on A, whose kernel keeps answering pings until B's "
           "gratuitous ARP moves the client, so for kill9 the ping outage is near zero and the "

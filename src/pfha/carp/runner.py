@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pfha.carp import linux
+from pfha.carp.wire import Advertisement
 from pfha.carp.machine import (
     AcquireAddresses, Action, Announce, Dropped, Node, ReleaseAddresses, SendAdvert, StateChanged, VhidConfig,
 )
@@ -75,6 +76,11 @@ class CarpRunner:
         self.netlink: linux.Rtnetlink | None = None
         self.monitor: linux.LinkMonitor | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Orderly stop: addresses are released once the new master is heard (or after a grace
+        # period), so clients are answered by someone during the hand-over.
+        self.handover_grace = 0.5
+        self._deferred: list[ReleaseAddresses] | None = None
+        self._handed_over: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -108,11 +114,35 @@ class CarpRunner:
         status_task = asyncio.create_task(self._status_loop())
         try:
             await self._stopping.wait()
-            self.node.shutdown(loop.time())
-            self._flush()
+            await self._bow_out()
         finally:
             status_task.cancel()
             self._close()
+
+    async def _bow_out(self) -> None:
+        """Send the bow-outs, wait for a new master's advert (at most the grace), then release."""
+        assert self._loop is not None
+        self._deferred, self._handed_over = [], asyncio.Event()
+        self.node.shutdown(self._loop.time())
+        self._flush()
+        if self._deferred:
+            try:
+                await asyncio.wait_for(self._handed_over.wait(), self.handover_grace)
+            except asyncio.TimeoutError:
+                log.info("no new master heard within %.1f s of bowing out", self.handover_grace)
+        deferred, self._deferred = self._deferred, None
+        for action in deferred:
+            self._perform(action)
+
+    def _heard(self, name: str, advert: Advertisement | None) -> None:
+        """During the hand-over: a valid advert from another node releases that group's addresses."""
+        if self._deferred is None or advert is None or advert.is_bow_out:
+            return
+        for action in [a for a in self._deferred if (a.interface, a.vhid) == (name, advert.vhid)]:
+            self._deferred.remove(action)
+            self._perform(action)
+        if not self._deferred and self._handed_over is not None:
+            self._handed_over.set()
 
     def _close(self) -> None:
         loop = self._loop
@@ -138,14 +168,14 @@ class CarpRunner:
         loop = self._loop
         assert loop is not None
         for header, payload in self.sockets[name].receive():
-            self.node.receive(name, payload, loop.time(), source=header.source, ttl=header.ttl)
+            self._heard(name, self.node.receive(name, payload, loop.time(), source=header.source, ttl=header.ttl))
         self._flush()
 
     def _on_readable6(self, name: str) -> None:
         loop = self._loop
         assert loop is not None
         for source, hops, payload in self.sockets6[name].receive():
-            self.node.receive(name, payload, loop.time(), source=source, ttl=hops)
+            self._heard(name, self.node.receive(name, payload, loop.time(), source=source, ttl=hops))
         self._flush()
 
     def _on_link_event(self) -> None:
@@ -196,6 +226,8 @@ class CarpRunner:
                 ok &= self.sockets6[action.interface].send(action.payload)
             if group is not None:
                 group.report_send(ok)
+        elif isinstance(action, ReleaseAddresses) and self._deferred is not None:
+            self._deferred.append(action)
         elif isinstance(action, AcquireAddresses | ReleaseAddresses):
             index = self.infos[action.interface].index
             for address in action.addresses:
