@@ -68,10 +68,10 @@ def test_link_down_fails_over_and_back(bed):
 
 
 def test_no_preempt_keeps_the_backup_master(bed):
-    # b's period (40/256 s) must stay under a's master-down (3 x 20/256 s), or a times it out.
-    b = bed.pfha("b", "--dev", "eth0", "--vhid", "1", "--advbase", "0", "--advskew", "40", "--pass", "x", VIP)
+    # b's period (50/256 s) must stay well under a's master-down (3 x 40/256 s), or a times it out.
+    b = bed.pfha("b", "--dev", "eth0", "--vhid", "1", "--advbase", "0", "--advskew", "50", "--pass", "x", VIP)
     assert wait_for(lambda: bed.holders(VIP) == ["b"], 5)
-    a = bed.pfha("a", "--dev", "eth0", "--vhid", "1", "--advbase", "0", "--advskew", "20", "--pass", "x", VIP)
+    a = bed.pfha("a", "--dev", "eth0", "--vhid", "1", "--advbase", "0", "--advskew", "40", "--pass", "x", VIP)
     assert wait_for(lambda: bed.group_state(a) == "BACKUP", 3)
     assert not wait_for(lambda: bed.has_addr("a", VIP), 1.5)
     assert bed.holders(VIP) == ["b"]

@@ -94,6 +94,7 @@ class CarpBed:
                 host.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
                 host.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
         self.daemons: list[Daemon] = []
+        self.started = 0  # daemons ever started here: unique log and pid file names
         for k in range(segments):
             bridge = f"br{k}"
             lab.bridge(self.sw, bridge)
@@ -130,7 +131,8 @@ class CarpBed:
     # -- daemons
 
     def _log(self, label: str) -> Path:
-        return self.tmp / f"{label}-{len(self.daemons)}.log"
+        self.started += 1
+        return self.tmp / f"{label}-{self.started}.log"
 
     def pfha(self, name: str, *args: str, label: str | None = None) -> Daemon:
         """``pfha carp run ARGS`` on ``name``, status under this bed's private run directory."""
@@ -185,9 +187,11 @@ class CarpBed:
             "  priority %d\n  advert_int %s\n  virtual_ipaddress {\n    %s/24 dev eth%d\n  }\n}\n"
             % (name, version, segment, vrid, priority, advert_int, vip, segment)
         )
+        # Fresh pid files per start: keepalived refuses to start over the files a killed one left.
         log = self._log(f"keepalived-{name}")
-        argv = ["keepalived", "-n", "-l", "-D", "-P", "-f", str(conf), "-p", str(self.tmp / f"ka-{name}.pid"),
-                "-r", str(self.tmp / f"ka-{name}-vrrp.pid")]
+        run = self.started
+        argv = ["keepalived", "-n", "-l", "-D", "-P", "-f", str(conf), "-p", str(self.tmp / f"ka-{name}-{run}.pid"),
+                "-r", str(self.tmp / f"ka-{name}-{run}-vrrp.pid")]
         proc = self.hosts[name].popen(*argv, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
         daemon = Daemon("keepalived", self.hosts[name], proc, log)
         self.daemons.append(daemon)
