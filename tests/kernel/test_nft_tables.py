@@ -35,7 +35,7 @@ def pair(lab, tmp_path):
     env = {**os.environ, "PYTHONPATH": testbed.SRC}
 
     def pfctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(fw.argv([sys.executable, "-m", "pfha.nft.pfctl_cli", *args]), env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(fw.argv([sys.executable, "-m", "pfha.cli.pfctl", *args]), env=env, capture_output=True, text=True, timeout=60)
         if check:
             assert out.returncode == 0, out.stderr
         return out

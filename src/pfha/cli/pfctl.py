@@ -199,12 +199,22 @@ def _definitions_only(output: str, messages: tuple[str, ...]) -> str:
 register_action("f", _load_file)
 
 
+def _register_data_plane() -> None:
+    """nft: the kernel actions (-s -F -k -T -e -d, -f loading) register themselves on import."""
+    try:
+        from pfha.nft.pfctl_actions import register
+    except ImportError:  # a checkout without the data plane: parse-only pfctl
+        return
+    register(sys.modules[__name__])
+
+
 def run(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    _register_data_plane()
     try:
         inv = parse_args(argv)
-        if inv.operands:
+        if inv.operands and not inv.has("T"):  # nft: -T add|delete|replace take addresses
             raise UsageError(USAGE)
         todo = [letter for letter in ACTIONS if inv.has(letter)]
         if not todo:

@@ -221,6 +221,16 @@ def flush_states() -> str:
     return f"{conntrack.flush()} states cleared"
 
 
+def flush_tables() -> str:
+    """pfctl -F Tables: every table emptied (the sets stay, rules still refer to them)."""
+    count = 0
+    for table in _metadata()["tables"]:
+        if not table.get("const"):
+            message = table_modify(table["name"], "flush", [])
+            count += 1 if not message.startswith("0 ") else 0
+    return f"{len(_metadata()['tables'])} tables flushed."
+
+
 def flush_all() -> str:
     lines = [flush_rules(), flush_nat(), flush_states()]
     loader.flush()

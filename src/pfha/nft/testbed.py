@@ -77,7 +77,7 @@ class Testbed:
         return proc
 
     def pfctl(self, ns: Namespace, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(ns.argv([sys.executable, "-m", "pfha.nft.pfctl_cli", *args]), env={**os.environ, "PYTHONPATH": SRC},
+        proc = subprocess.run(ns.argv([sys.executable, "-m", "pfha.cli.pfctl", *args]), env={**os.environ, "PYTHONPATH": SRC},
                               capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"pfctl {' '.join(args)} failed: {proc.stderr}")
