@@ -82,9 +82,9 @@ def _rule_comments(compiled, chain: str) -> list[str]:
 def test_filter_order_is_quick_first_then_reversed():
     compiled = compile_ruleset(prototype_ruleset(), VIEW)
     decided = [c.split()[0] for c in _rule_comments(compiled, "filter_in") if c.startswith("@")]
-    assert decided == ["@1", "@2", "@2", "@0"]  # quick, then 2 (tcp+flags / non-tcp), then 0
+    assert decided == ["@1", "@1", "@2", "@2", "@2", "@2", "@0"]  # quick, then 2 (tcp+flags / non-tcp), then 0; x2 ct directions
     decided_out = [c.split()[0] for c in _rule_comments(compiled, "filter_out") if c.startswith("@")]
-    assert decided_out == ["@3", "@3", "@0"]
+    assert decided_out == ["@3", "@3", "@3", "@3", "@0"]
 
 
 def test_state_check_uses_the_right_side_per_pass_and_direction():
@@ -93,10 +93,13 @@ def test_state_check_uses_the_right_side_per_pass_and_direction():
     compiled = compile_ruleset(prototype_ruleset(), VIEW)
     accepts = [r["expr"] for r in chain_rules(compiled, "filter_out") if r.get("comment", "").startswith("state side") and r["expr"][-1] == {"accept": None}]
     assert [(e[0]["match"]["right"], e[1]["match"]["right"]) for e in accepts] == [("original", SIDE_B), ("reply", SIDE_A)]
-    act = chain_rules(compiled, "act1_in")
-    mark = act[0]["expr"][1]["mangle"]["value"]["|"]
+    rule1 = [r["expr"] for r in chain_rules(compiled, "filter_in") if r.get("comment", "").startswith("@1 ")]
+    assert [e[-4]["match"]["right"] for e in rule1] == ["original", "reply"]
+    mark = rule1[0][-2]["mangle"]["value"]["|"]
     assert mark[1] == SIDE_A | (2 << 2)  # rule 1 is stored as id 2 in side A's field
     assert mark[0]["&"][1] & (SIDE_A | A_RULE_MASK) == 0 and mark[0]["&"][1] & (SIDE_B | B_RULE_MASK) == SIDE_B | B_RULE_MASK
+    reply_mark = rule1[1][-2]["mangle"]["value"]["|"]
+    assert reply_mark[1] == SIDE_B | (2 << 17)
 
 
 def test_block_log_prefix_and_nat_proxy_ports():

@@ -841,13 +841,26 @@ class _Compiler:
                 self.block(chain, branch, rule, point, counter, comment)
             return
         log = [self.log_statement(rule, point, Action.PASS)] if rule.log else []
-        action_chain = self.action_chain(rule, point)
+        rid = rule_id(self.index[id(rule)])
         for branch in branches:
             if allow_opts_used and not rule.allow_opts:
                 for opts in ([x.match(x.meta("nfproto"), "ipv4"), x.match(x.payload("ip", "hdrlength"), 5, ">")],
                              [x.match(x.meta("nfproto"), "ipv6"), x.match({"exthdr": {"name": "rt", "field": "type"}}, 0)]):
                     self.emit(chain, branch + opts + [x.DROP], comment + " (ip options)")
-            self.emit(chain, branch + [counter] + log + [x.jump(action_chain)], comment)
+            if rule.state.kind != "none":
+                # Record the state on this pass's side (by ct direction), then accept. Two
+                # exclusive rules rather than a jump: no per-rule chain to create and load.
+                for direction in ("original", "reply"):
+                    flag, shift, mask = side_bits(side_of(point, direction))
+                    self.emit(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log
+                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment)
+            else:
+                # no state: pass statelessly, unless a translation on this pass forces state.
+                status = "dnat" if point == IN else "snat"
+                flag, shift, mask = side_bits(side_of(point, "original"))
+                self.emit(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log
+                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment + " (translation forces state)")
+                self.emit(chain, branch + [counter] + log + [x.ACCEPT], comment)
 
     def block(self, chain: str, branch: Branch, rule: ast.Rule, point: str, counter: dict[str, Any], comment: str) -> None:
         log = [self.log_statement(rule, point, Action.DROP)] if rule.log else []
@@ -868,21 +881,6 @@ class _Compiler:
                 self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv4"), counter] + log + [{"reject": {"type": "icmp", "expr": code4}}], comment + " return-icmp")
                 self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv6"), counter] + log + [{"reject": {"type": "icmpv6", "expr": code6}}], comment + " return-icmp6")
         self.emit(chain, branch + [counter] + log + [x.DROP], comment)
-
-    def action_chain(self, rule: ast.Rule, point: str) -> str:
-        """The chain a passing rule jumps to: record the state, then accept."""
-        name = f"act{self.index[id(rule)]}_{point}"
-        if name in self.rules:
-            return name
-        self.chain(name)
-        if rule.state.kind != "none":
-            for direction in ("original", "reply"):
-                flag, shift, mask = side_bits(side_of(point, direction))
-                self.emit(name, [x.match(x.CT_DIRECTION, direction), x.set_ct_mark(~(flag | mask), flag | (rule_id(self.index[id(rule)]) << shift)), x.ACCEPT])
-        else:
-            self.forced_state(name, point, rule_id(self.index[id(rule)]))
-        self.emit(name, [x.ACCEPT])
-        return name
 
     def forced_state(self, chain: str, point: str, rid: int = 0) -> None:
         """pf always creates state when a translation applied on this pass (§2.2)."""
