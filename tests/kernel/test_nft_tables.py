@@ -9,6 +9,7 @@ import sys
 import pytest
 
 RULES = """
+set timeout { tcp.established 3600, udp.first 17 }
 table <allowed> { 10.20.0.0/16 !10.20.5.0/24 }
 table <fixed> const { 10.20.9.9 }
 block all
@@ -72,6 +73,12 @@ def test_table_match_negation_and_edits(pair):
     pfctl("-t", "allowed", "-T", "flush")
     assert pfctl("-t", "allowed", "-T", "show").stdout.strip() == ""
     assert not probe("10.20.5.5")
+
+
+def test_set_timeout_reaches_conntrack(pair, lab):
+    fw = lab.ns("fw")
+    assert fw.exec("sysctl", "-n", "net.netfilter.nf_conntrack_tcp_timeout_established").stdout.strip() == "3600"
+    assert fw.exec("sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout").stdout.strip() == "17"
 
 
 def test_const_table_refuses_changes(pair):

@@ -146,6 +146,13 @@ def test_what_the_kernel_cannot_do_is_a_warning():
     assert any(w.startswith("pf.conf:12: block return on the out-pass") for w in warnings)
 
 
+def test_set_timeout_becomes_conntrack_sysctls():
+    compiled = compile_ruleset(ast.Ruleset(options=ast.Options(timeouts=(("tcp.established", 3600), ("udp.multiple", 90), ("interval", 5)))), VIEW)
+    assert compiled.metadata["sysctls"] == {"net.netfilter.nf_conntrack_tcp_timeout_established": 3600,
+                                            "net.netfilter.nf_conntrack_udp_timeout_stream": 90}
+    assert any("set timeout interval" in str(w) for w in compiled.warnings)
+
+
 def test_block_return_in_rejects_tcp_with_rst_and_others_with_icmp():
     rs = ast.Ruleset(filter=(rule(0, "block", direction="in", block=ast.BlockReturn("return")),))
     rules = chain_rules(compile_ruleset(rs, VIEW), "filter_in")

@@ -66,6 +66,25 @@ ICMP6_REJECT = {0: "no-route", 1: "admin-prohibited", 3: "addr-unreachable", 4: 
 
 Branch = list[dict[str, Any]]  # AND of expressions; a rule is an OR of branches
 
+# pf's timeouts -> conntrack's (pf-semantics.md §3.4): the closest state of conntrack's machines.
+CONNTRACK_TIMEOUTS = {
+    "tcp.first": ("nf_conntrack_tcp_timeout_syn_sent",),
+    "tcp.opening": ("nf_conntrack_tcp_timeout_syn_recv",),
+    "tcp.established": ("nf_conntrack_tcp_timeout_established",),
+    "tcp.closing": ("nf_conntrack_tcp_timeout_fin_wait", "nf_conntrack_tcp_timeout_close_wait", "nf_conntrack_tcp_timeout_last_ack"),
+    "tcp.finwait": ("nf_conntrack_tcp_timeout_time_wait",),
+    "tcp.closed": ("nf_conntrack_tcp_timeout_close",),
+    "udp.first": ("nf_conntrack_udp_timeout",),
+    "udp.single": ("nf_conntrack_udp_timeout",),
+    "udp.multiple": ("nf_conntrack_udp_timeout_stream",),
+    "icmp.first": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
+    "icmp.error": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
+    "other.first": ("nf_conntrack_generic_timeout",),
+    "other.single": ("nf_conntrack_generic_timeout",),
+    "other.multiple": ("nf_conntrack_generic_timeout",),
+    "frag": ("nf_conntrack_frag6_timeout",),
+}
+
 
 @dataclass(frozen=True)
 class Warning:
@@ -232,6 +251,7 @@ class _Compiler:
     meta_translation: list[dict[str, Any]] = field(default_factory=list)
     meta_tables: list[dict[str, Any]] = field(default_factory=list)
     index: dict[int, int] = field(default_factory=dict)  # id(rule) -> position after flattening
+    sysctls: dict[str, int] = field(default_factory=dict)  # conntrack settings the ruleset asks for
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -285,6 +305,7 @@ class _Compiler:
             "warnings": [str(w) for w in self.warnings],
             "tags": self.tags,
             "log_group": self.log_group,
+            "sysctls": self.sysctls,
         }
 
     # ------------------------------------------------------------------ skip and options
@@ -307,8 +328,15 @@ class _Compiler:
         return result
 
     def unsupported_options(self, options: ast.Options) -> None:
-        if options.timeouts:
-            self.warn("set timeout: conntrack's own timeouts apply (set them with sysctl net.netfilter.nf_conntrack_*)")
+        for name, value in options.timeouts:
+            targets = CONNTRACK_TIMEOUTS.get(name)
+            if targets is None:
+                self.warn(f"set timeout {name}: conntrack has no such timeout, ignored")
+                continue
+            for sysctl in targets:
+                self.sysctls[f"net.netfilter.{sysctl}"] = value
+        if self.sysctls:
+            self.warn("set timeout: applied to conntrack's per-namespace timeouts; its TCP states differ from pf's (docs/fidelity.md)")
         for name, _value in options.limits:
             if name != "states":
                 self.warn(f"set limit {name}: no nftables equivalent, ignored")

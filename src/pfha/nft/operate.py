@@ -38,11 +38,19 @@ def compile_file(path: str, interfaces: Any = None) -> Compiled:
     return compiled
 
 
+def load_compiled(compiled: Compiled) -> None:
+    """One nftables transaction, then the conntrack settings the ruleset asks for (``set
+    timeout``); the settings are only applied once the kernel accepted the rules."""
+    loader.load(compiled.commands, compiled.metadata)
+    if compiled.metadata.get("sysctls"):
+        conntrack.set_timeouts(compiled.metadata["sysctls"])
+
+
 def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) -> list[str]:
     """pfctl -f FILE (or -nf): one transaction; the warnings to print."""
     compiled = compile_file(path, interfaces)
     if not check_only:
-        loader.load(compiled.commands, compiled.metadata)
+        load_compiled(compiled)
     return [f"warning: {w}" for w in compiled.warnings]
 
 

@@ -51,8 +51,8 @@ def load(ruleset: Any, inv: Any) -> int:
     import sys
     import time
 
-    from pfha.nft import loader
     from pfha.nft.compile import compile_ruleset
+    from pfha.nft.operate import load_compiled
 
     compiled = compile_ruleset(ruleset, pfctl.interface_view(inv))
     compiled.metadata["file"] = inv.arg("f")
@@ -60,7 +60,7 @@ def load(ruleset: Any, inv: Any) -> int:
     if not inv.quiet:
         for warning in compiled.warnings:
             sys.stderr.write(f"pfctl: warning: {warning}\n")
-    loader.load(compiled.commands, compiled.metadata)
+    load_compiled(compiled)
     return 0
 
 

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pfha.conf import InterfaceView
     from pfha.nft import loader
-    from pfha.nft.operate import compile_file
+    from pfha.nft.operate import compile_file, load_compiled
 
     view = InterfaceView.from_specs(args.interfaces) if args.interfaces else None
     compiled = compile_file(args.file, view)
@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         loader.check(compiled.commands)
         return 0
-    loader.load(compiled.commands, compiled.metadata)
+    load_compiled(compiled)
     return 0
