@@ -225,6 +225,13 @@ def _iface_net(interface: Any, modifiers: tuple[str, ...]) -> Any:
     return ipaddress.ip_network(interface.ip)
 
 
+def dynamic_networks(address: ast.DynamicAddress, view: InterfaceView, family: str) -> list[Any]:
+    """What ``(if)``, ``(if:network)``... stand for right now, for one family (``ip``/``ip6``),
+    as non-overlapping networks (nft interval sets refuse overlaps)."""
+    nets = [_iface_net(i, address.modifiers) for i in _dynamic_addresses(address, view) if (i.version == 4) == (family == "ip")]
+    return list(ipaddress.collapse_addresses(nets)) if nets else []
+
+
 def _elements(networks: list[Any]) -> list[Any]:
     out: list[Any] = []
     for net in networks:
@@ -252,6 +259,7 @@ class _Compiler:
     meta_tables: list[dict[str, Any]] = field(default_factory=list)
     index: dict[int, int] = field(default_factory=dict)  # id(rule) -> position after flattening
     sysctls: dict[str, int] = field(default_factory=dict)  # conntrack settings the ruleset asks for
+    meta_dynamic: list[dict[str, Any]] = field(default_factory=list)  # (if) sets to keep current
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -306,6 +314,7 @@ class _Compiler:
             "tags": self.tags,
             "log_group": self.log_group,
             "sysctls": self.sysctls,
+            "dynamic": self.meta_dynamic,
         }
 
     # ------------------------------------------------------------------ skip and options
@@ -385,15 +394,14 @@ class _Compiler:
         key = f"({address.interface}{''.join(':' + m for m in address.modifiers)})"
         if (key, family) not in self.sets:
             name = f"dyn{len(self.sets)}_{'v4' if family == 'ip' else 'v6'}"
-            nets = []
-            if self.view is not None:
-                nets = [_iface_net(i, address.modifiers) for i in _dynamic_addresses(address, self.view)
-                        if (i.version == 4) == (family == "ip")]
+            nets = dynamic_networks(address, self.view, family) if self.view is not None else []
             fields: dict[str, Any] = {"name": name, "type": "ipv4_addr" if family == "ip" else "ipv6_addr", "flags": ["interval"]}
             if nets:
-                fields["elem"] = _elements(sorted(set(nets), key=lambda n: (int(n.network_address), n.prefixlen)))
+                fields["elem"] = _elements(nets)
             self.objects.append(x.add("set", **fields))
             self.sets[(key, family)] = name
+            self.meta_dynamic.append({"set": name, "interface": address.interface, "modifiers": list(address.modifiers),
+                                      "af": address.family, "family": family})
         return self.sets[(key, family)]
 
     # ------------------------------------------------------------------ matching

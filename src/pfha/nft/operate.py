@@ -342,3 +342,45 @@ def table_modify(name: str, op: str, addresses: list[str]) -> str:
             batch.append({"add": {"element": {**ref, "elem": _elements(nets)}}})
     nft.run(batch)
     return message
+
+
+# ----------------------------------------------------------------------------- dynamic addresses
+def refresh_dynamic(view: Any = None) -> int:
+    """Bring every ``(if)`` set up to date with the interfaces' addresses now (pf's dynamic
+    addresses: CARP moving a VIP, DHCP renewing); one transaction; the number of sets rewritten.
+    The node daemon calls it on address events (:func:`watch_dynamic`)."""
+    from pfha.conf import InterfaceView, ast
+    from pfha.nft.compile import dynamic_networks
+
+    entries = _metadata().get("dynamic", [])
+    if not entries:
+        return 0
+    view = view if view is not None else InterfaceView.live()
+    nft = loader.Nft()
+    batch: list[dict[str, Any]] = []
+    changed = 0
+    for entry in entries:
+        address = ast.DynamicAddress(entry["interface"], tuple(entry["modifiers"]), family=entry.get("af"))
+        wanted = dynamic_networks(address, view, entry["family"])
+        if sorted(map(str, _set_networks(nft, entry["set"]))) == sorted(map(str, wanted)):
+            continue
+        ref = {"family": FAMILY, "table": TABLE, "name": entry["set"]}
+        batch.append({"flush": {"set": ref}})
+        if wanted:
+            batch.append({"add": {"element": {**ref, "elem": _elements(wanted)}}})
+        changed += 1
+    nft.run(batch)
+    return changed
+
+
+def watch_dynamic(stop: Any = lambda: False) -> None:
+    """Refresh the ``(if)`` sets whenever an address is added or removed (pyroute2 monitor)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.bind()
+        refresh_dynamic()
+        while not stop():
+            events = ipr.get()
+            if any(e.get("event") in ("RTM_NEWADDR", "RTM_DELADDR") for e in events):
+                refresh_dynamic()
