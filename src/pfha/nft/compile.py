@@ -670,6 +670,8 @@ class _Compiler:
             ports = {"port": pool.port_low} if high == pool.port_low else {"port": x.span(pool.port_low, high)}
             if kind == "dnat" and high != pool.port_low and not pool.port_star:
                 self.warn("rdr to a port range: the kernel picks any port of the range, pf keeps the offset", rule)
+            if kind == "snat" and high != pool.port_low:
+                flags = ["random"]  # pf starts its search for a free port at a random place
         elif kind == "snat" and not pool.static_port:
             ports = {"port": x.span(*PROXY_PORTS)}
             flags = ["random"]
