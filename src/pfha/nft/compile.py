@@ -56,6 +56,7 @@ BASE_CHAINS = (
 FILTER_CHAIN = {IN: "filter_in", OUT: "filter_out"}
 NAT_CHAIN = {IN: "nat_pre", OUT: "nat_post"}
 STATUS_CHAIN = "pf_status"
+ANSWER_MARK = 0x80000000  # meta mark bit on packets pf answers with block return
 PROXY_PORTS = (50001, 65535)  # pf's default NAT source ports (pf.conf(5) "nat")
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
 
@@ -276,14 +277,22 @@ class _Compiler:
     # ------------------------------------------------------------------ entry point
     def run(self) -> Compiled:
         options = self.ruleset.options
+        filters = self.flatten(self.ruleset.filter)
+        answers = any(isinstance(r, ast.Rule) and r.action == "block" and r.block and r.block.kind != "drop" and r.direction != OUT
+                      for r in filters)
         for name, kind, hook, prio in BASE_CHAINS:
             policy = "accept"
             self.chain(name, type=kind, hook=hook, prio=prio, policy=policy)
             self.emit(name, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
             self.skip(name, hook, options.skip)
+            if answers and name == "filter_out":
+                # pf never filters its own answers (M_SKIP_FIREWALL); the RST or ICMP error of a
+                # `block return` carries the rejected packet's mark (fwmark_reflect).
+                self.emit(name, [x.match(x.band(x.meta("mark"), ANSWER_MARK), ANSWER_MARK), x.ACCEPT], "block return answers")
+        if answers:
+            self.sysctls.update({"net.ipv4.fwmark_reflect": 1, "net.ipv6.fwmark_reflect": 1})
         self.compile_tables()
         self.unsupported_options(options)
-        filters = self.flatten(self.ruleset.filter)
         self.compile_scrub()
         self.compile_translation()
         has_nostate = any(r.action == "pass" and (r.state.kind == "none" or r.flags == ast.TcpFlags(0, 0)) for r in filters if isinstance(r, ast.Rule))
@@ -344,7 +353,7 @@ class _Compiler:
                 continue
             for sysctl in targets:
                 self.sysctls[f"net.netfilter.{sysctl}"] = value
-        if self.sysctls:
+        if options.timeouts:
             self.warn("set timeout: applied to conntrack's per-namespace timeouts; its TCP states differ from pf's (docs/fidelity.md)")
         for name, _value in options.limits:
             if name != "states":
@@ -904,20 +913,21 @@ class _Compiler:
         log = [self.log_statement(rule, point, Action.DROP)] if rule.log else []
         how = rule.block.kind if rule.block else "drop"
         if how != "drop" and point == IN:
+            mark = {"mangle": {"key": x.meta("mark"), "value": x.bor(x.meta("mark"), ANSWER_MARK)}}
             tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
             not_rst = x.match(x.band(x.payload("tcp", "flags"), 0x04), 0)
-            if how in ("return", "return-rst"):
-                self.emit(chain, branch + [tcp, not_rst, counter] + log + [{"reject": {"type": "tcp reset"}}], comment + " return-rst")
-            if how in ("return", "return-icmp", "return-icmp6"):
-                others = [IPPROTO_ICMP, IPPROTO_ICMPV6] + ([IPPROTO_TCP] if how == "return" else [])
+            if how in ("return", "return-rst") and rule.proto in (None, IPPROTO_TCP):
+                self.emit(chain, branch + [tcp, not_rst, counter] + log + [mark, {"reject": {"type": "tcp reset"}}], comment + " return-rst")
+            others = [IPPROTO_ICMP, IPPROTO_ICMPV6] + ([IPPROTO_TCP] if how == "return" else [])
+            if how in ("return", "return-icmp", "return-icmp6") and rule.proto not in others:
                 code4 = ICMP_REJECT.get(rule.block.icmp_code if rule.block.icmp_code is not None else 3)
                 code6 = ICMP6_REJECT.get(rule.block.icmp6_code if rule.block.icmp6_code is not None else 4)
                 if code4 is None or code6 is None:
                     self.warn("return-icmp code not supported by nftables reject: port-unreachable is sent", rule)
                     code4, code6 = code4 or "port-unreachable", code6 or "port-unreachable"
                 test = [x.match(x.meta("l4proto"), x.anon_set(others), "!=")]
-                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv4"), counter] + log + [{"reject": {"type": "icmp", "expr": code4}}], comment + " return-icmp")
-                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv6"), counter] + log + [{"reject": {"type": "icmpv6", "expr": code6}}], comment + " return-icmp6")
+                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv4"), counter] + log + [mark, {"reject": {"type": "icmp", "expr": code4}}], comment + " return-icmp")
+                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv6"), counter] + log + [mark, {"reject": {"type": "icmpv6", "expr": code6}}], comment + " return-icmp6")
         self.emit(chain, branch + [counter] + log + [x.DROP], comment)
 
     def forced_state(self, chain: str, point: str, rid: int = 0) -> None:

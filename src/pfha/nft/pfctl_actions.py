@@ -60,7 +60,11 @@ def load(ruleset: Any, inv: Any) -> int:
     if not inv.quiet:
         for warning in compiled.warnings:
             sys.stderr.write(f"pfctl: warning: {warning}\n")
-    load_compiled(compiled)
+    try:
+        load_compiled(compiled)
+    except PfhaError as error:
+        sys.stderr.write(f"pfctl: {error}\npfctl: pf rules not loaded\n")
+        return 1
     return 0
 
 

@@ -204,8 +204,9 @@ def probe(proto: str, src: str, dst: str, port: int, timeout: float, sport: int 
             data = sock.recv(4096)
             sock.sendall(b"bye\n")
         else:
-            sock.sendto(b"probe", (dst, port))
-            data, _ = sock.recvfrom(4096)
+            sock.connect((dst, port))  # connected: an ICMP port unreachable becomes REFUSED
+            sock.send(b"probe")
+            data = sock.recv(4096)
         return "OK " + data.decode().strip()
     except socket.timeout:
         return "TIMEOUT"
