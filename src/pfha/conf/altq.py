@@ -41,7 +41,7 @@ def parse_bandwidth(p, text: str) -> tuple[int | None, int | None]:
         try:
             value = int(text[:-1])
         except ValueError:
-            p._error(f"bandwidth number too big" if False else "syntax error")
+            p._syntax()
         if not 0 < value <= 100:
             p._error("bandwidth percent out of range")
         return None, value

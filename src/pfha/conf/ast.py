@@ -601,6 +601,7 @@ class Ruleset:
     definitions: tuple[Definition, ...] = ()
     messages: tuple[Message, ...] = ()
     path: str = ""  # anchor path ("" for the main ruleset)
+    loaded_anchors: tuple[tuple[str, str], ...] = ()  # ``load anchor NAME from FILE``, in order
 
     def table(self, name: str) -> Table | None:
         for table in self.tables:

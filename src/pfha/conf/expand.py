@@ -28,7 +28,6 @@ from pfha.conf.ast import (
     BlockReturn,
     DynamicAddress,
     Endpoint,
-    HostAddress,
     HostMatch,
     IcmpMatch,
     InterfaceMatch,
@@ -113,6 +112,8 @@ def _family_ok(af, src: ResolvedHost, dst: ResolvedHost) -> str | None | bool:
 
 def _state_options(p, spec, opts: tuple[StateOption, ...]) -> tuple[StateOption, ...]:
     """Normalise ``keep state ( ... )`` the way parse.y fills pf_rule."""
+    if not opts:
+        return ()
     out = list(opts)
     names_seen = {o.name for o in out}
     src_limits = names_seen & {"max-src-nodes", "max-src-states", "max-src-conn", "max-src-conn-rate"}
@@ -233,12 +234,16 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     state_opts = _state_options(p, spec, state_opts)
     flags = o.get("flags")
     fragment = bool(o.get("fragment"))
+    if action == "block" and state_kind != "none" and state is not None:
+        p._error("keep state on block rules doesn't make sense", line)
+    if o.get("allow_opts") and action != "pass":
+        p._error("allow-opts can only be specified for pass rules", line)
+    if block is not None and block.kind == "return-rst" and (spec.protos is None or any(x != 6 for x in spec.protos)):
+        p._error("return-rst can only be applied to TCP rules", line)
+    if fragment and (spec.src_ports or spec.dst_ports or flags is not None or spec.icmps):
+        p._error("fragments can be filtered only on IP header fields", line)
     if flags is None and action == "pass" and not fragment and state_kind != "none":
         flags = _FLAGS_S_SA
-    if spec.icmps and spec.protos is None:
-        pass
-    if state_kind == "synproxy" and spec.direction == "out":
-        pass
 
     tagged = o.get("tagged")
     common = dict(
@@ -291,27 +296,27 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     gids = spec.gids or _NONE
     af0 = spec.af
     out = b.filter
-    made = 0
     for iface in interfaces:
         for proto in protos:
-            if proto is not None and proto != 6 and proto != 132 and (spec.src_ports or spec.dst_ports):
-                if proto != 17:
-                    p._error("port only applies to tcp/udp/sctp", line)
+            # pfctl rule_consistent()/filter_consistent(), checked per expanded rule
+            if (spec.src_ports or spec.dst_ports) and proto not in (6, 17, 132):
+                p._error("port only applies to tcp/udp/sctp", line)
+            if spec.icmps and proto not in (1, 58):
+                p._error("icmp-type/code only applies to icmp", line)
             for icmp in icmps:
                 if icmp is not None:
                     want = 58 if icmp[2] else 1
-                    if proto is not None and proto != want:
-                        p._error("icmp-type mismatch" if True else "", line)
+                    if proto != want:
+                        p._error("icmp-type mismatch", line)
                 for src in src_hosts:
                     for dst in dst_hosts:
                         af = _family_ok(af0, src, dst)
                         if af is False:
                             continue
-                        if icmp is not None:
-                            if af is None:
-                                af = "inet6" if icmp[2] else "inet"
-                            elif (af == "inet6") != icmp[2]:
-                                continue
+                        if icmp is not None and af is None:
+                            p._error("must indicate address family with icmp-type/code", line)
+                        if (proto == 1 and af == "inet6") or (proto == 58 and af == "inet"):
+                            p._error("icmp version does not match address family", line)
                         rule_iface = iface
                         scope = src.scope or dst.scope
                         if scope is not None:
@@ -344,7 +349,6 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
                                                 fields["tagged"] = tagged_name
                                             binat = fields.pop("_binat", None)
                                             out.append(Rule(**fields))
-                                            made += 1
                                             if binat is not None:
                                                 out.extend(_binat_reverse(p, b, spec, fields, binat))
     return None
@@ -477,7 +481,7 @@ def expand_translation(p, b, spec) -> None:
     ports = spec.redirect_ports
     if not spec.negated:
         if spec.redirect is None:
-            p._error(f"{kind} rule requires a translation address" if False else "syntax error", line)
+            p._error("syntax error", line)  # parse.y: nat/rdr/binat need "-> target"
         _check_pool_opts(p, kind, ports, spec.pool_opts, line)
         if kind == "nat" and ports is not None and ports[2]:
             p._error("invalid port range", line)
@@ -486,6 +490,9 @@ def expand_translation(p, b, spec) -> None:
     tagged = o.get("tagged")
     for iface in spec.interfaces or _NONE:
         for proto in spec.protos or _NONE:
+            # rdr_consistent(): destination and redirect ports need tcp or udp (nat has no check)
+            if kind == "rdr" and (spec.dst_ports or ports) and proto not in (6, 17):
+                p._error("port only applies to tcp/udp", line)
             for src in spec.src_hosts or (_ANY_HOST,):
                 for dst in spec.dst_hosts or (_ANY_HOST,):
                     af = _family_ok(spec.af, src, dst)
@@ -613,6 +620,8 @@ def expand_anchor(p, b, spec) -> None:
 def build_ruleset(p, b) -> Ruleset:
     anchors = tuple((name, build_ruleset(p, child)) for name, child in b.anchors)
     top = b is p.main
+    if top:
+        anchors += tuple((name, ruleset) for name, _, ruleset in p.loaded)
     return Ruleset(
         options=p.build_options() if top else Ruleset().options,
         macros=tuple(d for d in p.definitions if type(d).__name__ == "Macro") if top else (),
@@ -626,4 +635,5 @@ def build_ruleset(p, b) -> Ruleset:
         definitions=tuple(p.definitions) if top else (),
         messages=tuple(Message(m) for m in p.messages) if top else (),
         path=b.path,
+        loaded_anchors=tuple((name, path) for name, path, _ in p.loaded) if top else (),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pfha.conf.ast import Address, AnyAddress, HostAddress
+from pfha.conf.ast import Address, HostAddress
 from pfha.conf.interfaces import InterfaceView
 
 _V4_MASKS = [0] + [((1 << 32) - 1) ^ ((1 << (32 - b)) - 1) for b in range(1, 33)]
@@ -51,7 +51,7 @@ def host_address(addr, bits: int) -> HostAddress:
 def parse_v4_net(text: str) -> tuple[ipaddress.IPv4Address, int] | None:
     """inet_net_pton(AF_INET, "a.b/bits"): 1-4 decimal octets and an explicit bit count."""
     addr_text, _, bits_text = text.partition("/")
-    if not bits_text.isdigit():
+    if not (bits_text.isascii() and bits_text.isdigit()):
         return None
     bits = int(bits_text)
     parts = addr_text.split(".")
@@ -59,7 +59,7 @@ def parse_v4_net(text: str) -> tuple[ipaddress.IPv4Address, int] | None:
         return None
     octets = []
     for part in parts:
-        if not part.isdigit() or len(part) > 3 or int(part) > 255:
+        if not (part.isascii() and part.isdigit()) or len(part) > 3 or int(part) > 255:
             return None
         octets.append(int(part))
     octets += [0] * (4 - len(octets))
@@ -72,7 +72,7 @@ def parse_v4(text: str) -> ipaddress.IPv4Address | None:
     if len(parts) != 4:
         return None
     try:
-        if not all(p.isdigit() and len(p) <= 3 for p in parts):
+        if not all((p.isascii() and p.isdigit()) and len(p) <= 3 for p in parts):
             return None
         return ipaddress.IPv4Address(text)
     except ValueError:
@@ -103,8 +103,21 @@ def split_modifiers(name: str) -> tuple[str, tuple[str, ...]] | None:
     return name, tuple(reversed(mods))
 
 
+_LITERALS: dict[tuple[str, int | None], ResolvedHost] = {}
+
+
 def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[ResolvedHost]:
     """host(): one written host (``mask`` from a separate ``/N``) -> its addresses."""
+    cached = _LITERALS.get((text, mask))
+    if cached is not None:  # numeric addresses do not depend on the view: memoised
+        return [cached]
+    found = _resolve(text, view, mask)
+    if len(found) == 1 and found[0].interface is None and text not in STATIC_HOSTS and len(_LITERALS) < 65536:
+        _LITERALS[(text, mask)] = found[0]
+    return found
+
+
+def _resolve(text: str, view: InterfaceView, mask: int | None) -> list[ResolvedHost]:
     if mask is not None and mask > 128:
         raise HostError(f"invalid netmask '/{mask}'")
     full = text if mask is None else f"{text}/{mask}"

@@ -77,7 +77,7 @@ class InterfaceView:
                 except ValueError:
                     raise PfhaError(f"bad address {cidr!r} for interface {name}") from None
         loop = set(base.loopback) if base is not None else set()
-        loop.update(n for n in addresses if n.startswith("lo") and n[2:].isdigit())
+        loop.update(n for n in addresses if n.startswith("lo") and (n[2:].isascii() and n[2:].isdigit()))
         groups = _default_groups(addresses)
         if base is not None:
             for g, members in base.groups.items():

@@ -1,10 +1,15 @@
 """pf.conf tokens, as pfctl's yylex() produces them.
 
 Follows parse.y's lexer: ``#`` comments, ``\\``-newline continuations, quoted strings (no macro
-expansion inside), ``$macro`` expansion by pushing the macro's text back into the input (so
-``$if:network`` lexes as one word), numbers only when followed by a character that may end a
-number, the two-character operators ``!= <= >= <> ><``, and newlines as tokens (they end
-statements). Form feeds are blanks.
+expansion inside), ``$macro`` expansion as if the macro's text had been written in its place
+(so ``$if:network`` lexes as one word; text that came from a macro is not expanded again),
+numbers only when followed by a character that may end a number, a ``-`` that does not start a
+number is a token of its own, the operators ``!= <= >= <> >< ->``, and newlines as tokens
+(they end statements). Form feeds are blanks.
+
+The file is lexed one logical line at a time: macros are substituted in the line, then one
+master regular expression splits it. The parser must therefore define a macro before asking
+for the first token of the next line (it does).
 
 Pure: works on text; ``include`` is the parser's business.
 """
@@ -12,20 +17,21 @@ Pure: works on text; ``include`` is the parser's business.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from pfha.conf.errors import ParseError
 
 
-@dataclass(slots=True)
 class Token:
     """One token. ``kind``: ``word`` (unquoted string), ``string`` (quoted), ``number``,
     ``nl`` (end of line), ``eof``, or the operator/punctuation text itself."""
 
-    kind: str
-    value: str
-    line: int
-    number: int = 0
+    __slots__ = ("kind", "value", "line", "number")
+
+    def __init__(self, kind: str, value: str, line: int, number: int = 0) -> None:
+        self.kind = kind
+        self.value = value
+        self.line = line
+        self.number = number
 
     def is_word(self, *words: str) -> bool:
         return self.kind == "word" and self.value in words
@@ -34,17 +40,48 @@ class Token:
         return f"{self.kind}:{self.value!r}@{self.line}"
 
 
-# Characters that may appear in an unquoted string (parse.y: allowed_in_string).
-_NOT_IN_STRING = set("(){}<>!=/#,\"'") | set(" \t\n\r\f\v")
-# Characters that may end a number (parse.y: allowed_to_end_number).
-_ENDS_NUMBER = set(" \t\n\r\f\v),/}><=")
+# One alternation, classified by its first character in Python (cheaper than named groups).
+_TOKEN_RE = re.compile(
+    r"[ \t\f\r\v]*(?:#[^\n]*)?(\\\n|\n"
+    r"|\"(?:[^\"\\]|\\.|\\\n)*\"|'(?:[^'\\]|\\.|\\\n)*'"
+    r"|!=|<=|>=|<>|><|->"
+    r"|-[0-9]+(?=[ \t\n\r\f\v),/}><=]|\Z)"
+    r"|[^(){}<>!=/#,\"'\s\-][^(){}<>!=/#,\"'\s]*"
+    r"|[^ \t\f\r\v])?",
+    re.DOTALL,
+)
+_OPS = frozenset(("!=", "<=", ">=", "<>", "><", "->"))
+_BLANK_START = frozenset(" \t\f\r\v#")
+_PUNCT = frozenset("(){}<>!=/,-")
+# a digit-only word is a number unless what follows cannot end a number (parse.y)
+_NOT_END_NUMBER = frozenset("({!#\"'")
 
-_WORD_RE = re.compile(r"[^(){}<>!=/#,\"'\s$]+")
-# inside a macro's expansion '$' is an ordinary character (parse.y does not expand twice)
-_WORD_DOLLAR_RE = re.compile(r"[^(){}<>!=/#,\"'\s]+")
-_NUMBER_RE = re.compile(r"-?[0-9]+")
-_MACRO_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
-_BLANKS_RE = re.compile(r"(?:[ \t\f\r\v]|\\\n)+")
+# what is not macro-expanded: quoted strings and comments; what is: $name
+_MACRO_SCAN_RE = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\#[^\n]*|\$([A-Za-z0-9_]*)""", re.DOTALL)
+
+MAX_LINE = 1 << 22
+
+
+def _unquote(body: str, quote: str) -> str:
+    if "\\" not in body:
+        return body
+    out = []
+    i = 0
+    n = len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\" and i + 1 < n:
+            nxt = body[i + 1]
+            if nxt == quote or nxt == "\\":
+                out.append(nxt)
+                i += 2
+                continue
+            if nxt == "\n":
+                i += 2
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 class Lexer:
@@ -53,168 +90,113 @@ class Lexer:
     def __init__(self, text: str, filename: str, macros: dict[str, str]) -> None:
         self.filename = filename
         self.macros = macros
-        # the file is lexed one physical line at a time (continuations appended), so a macro
-        # splice only ever copies the current line
         self._lines = text.split("\n")
         self._next_line = 0
-        self._text = ""
-        self._pos = 0
-        self._noexpand_end = 0  # text before this position came from a macro expansion
+        self._tokens: list[Token] = []
+        self._index = 0
         self.line = 1
         self._pending: list[Token] = []
-        self._load_line()
+        #: called with (message, line) for an error in a line; the line is then skipped
+        self.on_error = None
 
-    def _load_line(self) -> bool:
-        """Make the next physical line (and its continuation lines) the current text."""
-        if self._next_line >= len(self._lines):
-            self._text, self._pos = "", 0
-            return False
-        i = self._next_line
-        last = len(self._lines) - 1
-        parts = [self._lines[i]]
-        while parts[-1].endswith("\\") and i < last:
-            i += 1
-            parts.append(self._lines[i])
-        self._next_line = i + 1
-        text = "\n".join(parts)
-        if i < last:
-            text += "\n"
-        self._text, self._pos = text, 0
-        self._noexpand_end = 0
-        return True
-
-    # ------------------------------------------------------------------ errors
     def error(self, message: str, line: int | None = None) -> ParseError:
         return ParseError(message, self.filename, line if line is not None else self.line)
 
-    # ------------------------------------------------------------------ main
     def push_back(self, token: Token) -> None:
         self._pending.append(token)
 
     def next(self) -> Token:
         if self._pending:
             return self._pending.pop()
-        return self._lex()
+        while self._index >= len(self._tokens):
+            if not self._load_line():
+                return Token("eof", "", self.line)
+        tok = self._tokens[self._index]
+        self._index += 1
+        return tok
 
-    def _lex(self) -> Token:  # noqa: C901 - one state machine, kept together like yylex
-        text = self._text
-        while True:
-            m = _BLANKS_RE.match(text, self._pos)
-            if m:
-                self.line += m.group().count("\n")
-                self._pos = m.end()
-            if self._pos >= len(text):
-                if not self._load_line():
-                    return Token("eof", "", self.line)
-                text = self._text
-                continue
-            c = text[self._pos]
-            if c == "#":
-                end = text.find("\n", self._pos)
-                self._pos = len(text) if end < 0 else end
-                continue
-            if c == "$" and self._pos >= self._noexpand_end:
-                self._expand_macro()
-                text = self._text
-                continue
-            break
-        line = self.line
-        pos = self._pos
-        if c == "\n":
-            self._pos += 1
-            self.line += 1
-            return Token("nl", "\n", line)
-        if c in "\"'":
-            return self._quoted(c)
-        two = text[pos:pos + 2]
-        if two in ("!=", "<=", ">=", "<>", "><", "->"):
-            self._pos += 2
-            return Token(two, two, line)
-        if c == "-" or c.isdigit():
-            m = _NUMBER_RE.match(text, pos)
-            if m and m.group() != "-":
-                end = m.end()
-                if end >= len(text) or text[end] in _ENDS_NUMBER:
-                    self._pos = end
-                    return Token("number", m.group(), line, int(m.group()))
-            if c == "-":
-                # a lone '-' (address ranges) unless it starts a word like "-foo"
-                nxt = text[pos + 1:pos + 2]
-                if not nxt or nxt in _NOT_IN_STRING or nxt == "$":
-                    self._pos += 1
-                    return Token("-", "-", line)
-        if c in "(){}<>!=/,":
-            self._pos += 1
-            return Token(c, c, line)
-        m = (_WORD_RE if pos >= self._noexpand_end else _WORD_DOLLAR_RE).match(text, pos)
-        if not m:
-            self._pos += 1
-            return Token(c, c, line)
-        word = m.group()
-        self._pos = m.end()
-        # a macro reference in the middle of a word ("foo$bar") joins the word
-        while self._pos < len(self._text) and self._text[self._pos] == "$" and self._pos >= self._noexpand_end:
-            self._expand_macro()
-            m2 = _WORD_RE.match(self._text, self._pos)
-            if not m2:
-                break
-            word += m2.group()
-            self._pos = m2.end()
-        if len(word) >= 8192:
-            raise self.error("string too long", line)
-        return Token("word", word, line)
+    # ------------------------------------------------------------------ lines
+    def _load_line(self) -> bool:
+        """Tokenize the next logical line (a physical line plus its continuations)."""
+        lines = self._lines
+        if self._next_line >= len(lines):
+            return False
+        i = first = self._next_line
+        last = len(lines) - 1
+        while lines[i].endswith("\\") and i < last:
+            i += 1
+        self._next_line = i + 1
+        text = lines[first] if i == first else "\n".join(lines[first:i + 1])
+        if i < last:
+            text += "\n"
+        line = first + 1
+        self._tokens = []
+        self._index = 0
+        end = i + 1
+        try:
+            if "$" in text:
+                text = self._expand(text, line)
+            self._tokenize(text, line)
+        except ParseError as error:
+            if self.on_error is None:
+                raise
+            self.on_error(error.message, error.line or line)
+            self._tokens = [Token("nl", "\n", end)] if i < last else []
+            self._index = 0
+        finally:
+            self.line = i + 2 if i < last else i + 1
+        return True
 
-    def _expand_macro(self) -> None:
-        """Replace ``$name`` by the macro's value, re-lexed (parse.y pushes it back)."""
-        m = _MACRO_NAME_RE.match(self._text, self._pos + 1)
-        if not m:
-            self._pos += 1  # always make progress, so error recovery cannot loop
-            raise self.error("syntax error")
-        name = m.group()
-        if name not in self.macros:
-            self._pos = m.end()
-            raise self.error(f"macro '{name}' not defined")
-        value = self.macros[name]
-        if "\n" in value:
-            value = value.replace("\n", " ")
-        # splice into the current line only (cheap): the value is lexed as if written here
-        self._text = value + self._text[m.end():]
-        self._pos = 0
-        self._noexpand_end = len(value)
-        if len(self._text) > 1 << 24:
-            raise self.error("macro expansion too large")
+    def _expand(self, text: str, line: int) -> str:
+        macros = self.macros
 
-    def _quoted(self, quote: str) -> Token:
-        text, line = self._text, self.line
-        pos = self._pos + 1
-        out: list[str] = []
-        while True:
-            if pos >= len(text):
-                self._pos = pos
-                raise self.error("reached end of file while parsing quoted string", line)
-            c = text[pos]
-            if c == "\\" and pos + 1 < len(text):
-                nxt = text[pos + 1]
-                if nxt == "\n":
-                    self.line += 1
-                    pos += 2
-                    continue
-                if nxt in (quote, "\\"):
-                    out.append(nxt)
-                    pos += 2
-                    continue
-                out.append(c)
-                pos += 1
+        def substitute(m: re.Match) -> str:
+            if m.group(0)[0] != "$":
+                return m.group(0)
+            name = m.group(1)
+            if not name:
+                raise self.error("syntax error", line)
+            value = macros.get(name)
+            if value is None:
+                raise self.error(f"macro '{name}' not defined", line)
+            return value.replace("\n", " ")
+
+        out = _MACRO_SCAN_RE.sub(substitute, text)
+        if len(out) > MAX_LINE:
+            raise self.error("line too long after macro expansion", line)
+        return out
+
+    def _tokenize(self, text: str, line: int) -> None:
+        append = self._tokens.append
+        pos = 0
+        for m in _TOKEN_RE.finditer(text):
+            piece = m.group(1)
+            if piece is None:
                 continue
-            if c == quote:
-                pos += 1
-                break
+            pos = m.end()
+            c = piece[0]
             if c == "\n":
-                self._pos = pos
-                raise self.error("unterminated quoted string", line)
-            out.append(c)
-            pos += 1
-        self._pos = pos
-        return Token("string", "".join(out), line)
-
-
+                append(Token("nl", "\n", line))
+                line += 1
+            elif c == "\\":
+                if piece == "\\\n":
+                    line += 1  # a continuation
+                else:
+                    append(Token("word", piece, line))
+            elif c == '"' or c == "'":
+                if len(piece) < 2 or piece[-1] != c:
+                    raise self.error("unterminated quoted string", line)
+                append(Token("string", _unquote(piece[1:-1], c), line))
+                if "\n" in piece:
+                    line += piece.count("\n")
+            elif len(piece) == 1 and c in _PUNCT:
+                append(Token(c, c, line))
+            elif piece in _OPS:
+                append(Token(piece, piece, line))
+            elif c == "-" or (piece.isascii() and piece.isdigit()):
+                if c != "-" and text[pos:pos + 1] in _NOT_END_NUMBER and pos < len(text):
+                    append(Token("word", piece, line))
+                else:
+                    append(Token("number", piece, line, int(piece)))
+            else:
+                append(Token("word", piece, line))

@@ -23,7 +23,7 @@ GID_MAX = 0xFFFFFFFF
 
 def port_number(name: str) -> int | None:
     """A port name or number (pfctl getservice(): tcp first, then udp)."""
-    if name.isdigit():
+    if (name.isascii() and name.isdigit()):
         value = int(name)
         return value if value <= 65535 else None
     if name.startswith("0x"):

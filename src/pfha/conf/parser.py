@@ -11,15 +11,14 @@ Reads only the files the ruleset names (``include``, ``table ... file``, ``load 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pfha.conf import ast
 from pfha.conf.ast import (
-    AnchorRule,
     AnyAddress,
     BlockReturn,
     Divert,
@@ -27,36 +26,27 @@ from pfha.conf.ast import (
     EtherRule,
     HostAddress,
     HostMatch,
-    IcmpMatch,
     IdMatch,
     InterfaceMatch,
     Limiter,
     Log,
     MacAddress,
     Macro,
-    Message,
     NoRoute,
     Options,
     Origin,
-    Pool,
-    PoolAddress,
     PortMatch,
     Queue,
     RangeAddress,
-    Route,
     Ruleset,
     ScrubOptions,
-    ScrubRule,
     SetOption,
     SetPrio,
     StateOption,
-    StateSpec,
     Table,
     TableAddress,
     TableEntry,
     TcpFlags,
-    Translation,
-    TranslationRule,
     UrpfFailed,
 )
 from pfha.conf.errors import ParseError
@@ -161,12 +151,20 @@ class Parser:
         self.tok: Token = Token("eof", "", 0)
         self.include_depth = 0
         self.anchor_depth = 0
+        self.load_anchors: list[tuple[str, str, int, str]] = []
+        self.loaded: list[tuple[str, str, Ruleset]] = []
         self.main = _Builder("")
 
     # ============================================================== token plumbing
     def _advance(self) -> Token:
         tok = self.tok
-        self.tok = self.lexer.next()
+        lx = self.lexer
+        i = lx._index
+        if i < len(lx._tokens) and not lx._pending:  # the common case, without a call
+            self.tok = lx._tokens[i]
+            lx._index = i + 1
+        else:
+            self.tok = lx.next()
         return tok
 
     def _word(self, *words: str) -> bool:
@@ -203,12 +201,15 @@ class Parser:
         self._record(message, line, pre=pre)
         raise _Abort()
 
-    def _record(self, message: str, line: int, *, pre: str | None = None) -> None:
+    def _record(self, message: str, line: int, *, pre: str | None = None, summary: str | None = None) -> None:
+        """pfctl prints ``pre`` (a line without position, e.g. from host()) before the
+        ``FILE:LINE: message`` line; the ParseError carries the more useful of the two."""
         name = self.lexer.filename if self.lexer else "pf.conf"
         if pre is not None:
             self.messages.append(pre)
         self.messages.append(f"{name}:{line}: {message}")
-        self.errors.append(ParseError(pre if pre is not None else message, name, line))
+        text = summary if summary is not None else (pre if pre is not None else message)
+        self.errors.append(ParseError(text, name, line))
 
     def _syntax(self) -> None:
         self._error("syntax error")
@@ -223,12 +224,21 @@ class Parser:
         return ""
 
     def _number(self, low: int | None = None, high: int | None = None, what: str = "number") -> int:
-        if self.tok.kind != "number":
+        tok = self.tok
+        if tok.kind == "number":
+            value = tok.number
+        elif tok.kind == "word" and tok.value[:2] in ("0x", "0X"):
+            # hex, as pfctl prints some values (set hostid 0x...); pfctl itself wants decimal
+            try:
+                value = int(tok.value, 16)
+            except ValueError:
+                self._syntax()
+        else:
             self._syntax()
-        tok = self._advance()
-        if (low is not None and tok.number < low) or (high is not None and tok.number > high):
-            self._error(f"illegal {what} value {tok.number}", tok.line)
-        return tok.number
+        self._advance()
+        if (low is not None and value < low) or (high is not None and value > high):
+            self._error(f"illegal {what} value {value}", tok.line)
+        return value
 
     # ============================================================== files
     def parse_file(self, path: str, display: str | None = None) -> None:
@@ -248,6 +258,7 @@ class Parser:
     def parse_text(self, text: str, filename: str) -> None:
         saved = (self.lexer, self.tok)
         self.lexer = Lexer(text, filename, self.macros)
+        self.lexer.on_error = lambda message, line: self._record(message, line)
         try:
             self.tok = self.lexer.next()
         except ParseError as error:
@@ -335,12 +346,17 @@ class Parser:
             self._syntax()
         name = self._advance().value
         self._end_of_statement()
+        # the statement is complete: report problems without skipping the next line
         if self.include_depth >= MAX_INCLUDE_DEPTH:
-            self._error("include depth exceeded", line)
+            self._record(f"failed to include file {name}", line, pre="pfctl: include depth exceeded")
+            return
         try:
             text = self._read(name, name)
         except ParseError as error:
-            self._error(error.message, line)
+            reason = error.message.removeprefix("cannot open ")
+            self._record(f"failed to include file {name}", line, pre=f"pfctl: {reason}",
+                         summary=f"failed to include file {reason}")
+            return
         self.include_depth += 1
         try:
             self.parse_text(text, name)
@@ -352,15 +368,16 @@ class Parser:
         parts: list[str] = []
         while self.tok.kind in ("word", "string", "number"):
             parts.append(self._advance().value)
-        if not parts:
+        if not parts or self.tok.kind not in ("nl", "eof"):
             self._syntax()
-        self._end_of_statement()
         name = name_tok.value
         if not all(c.isalnum() or c == "_" for c in name):
             self._error("syntax error", name_tok.line)
         value = " ".join(parts)
+        # defined before the next line is read: that line may use it
         self.macros[name] = value
         self.definitions.append(Macro(name, value, self._origin(name_tok.line)))
+        self._end_of_statement()
 
     def _origin(self, line: int) -> Origin:
         return Origin(self.lexer.filename, line)
@@ -429,11 +446,11 @@ class Parser:
                 self._syntax()
             nodf = self._accept("no-df")
             self.options["reassemble_no_df"] = nodf
-            text = f"set reassemble {value} {'no-df' if nodf else ''}".rstrip(" ") if False else ""
         elif opt == "fingerprints":
             value = self._string()
+            text = f'set fingerprints "{value}"'
         elif opt == "state-defaults":
-            self.state_defaults = self._state_opt_list()
+            self.state_defaults = self._state_opt_list(parens=self.tok.kind == "(")
             value = self.state_defaults
         elif opt == "keepcounters":
             value = True
@@ -452,7 +469,11 @@ class Parser:
         elif opt == "fail-policy":
             value = self._string()
         elif opt == "require-order":
-            value = self._string() == "yes"
+            answer = self._string()
+            if answer not in ("yes", "no"):
+                self._syntax()
+            value = answer == "yes"
+            text = f"set require-order {answer}"
         else:
             self._error("syntax error", line)
         self._end_of_statement()
@@ -558,7 +579,7 @@ class Parser:
                 word = word.lstrip("!")
                 addr, _, mask = word.partition("/")
                 try:
-                    hosts = resolve(addr, self.view, int(mask) if mask.isdigit() else None)
+                    hosts = resolve(addr, self.view, int(mask) if (mask.isascii() and mask.isdigit()) else None)
                 except HostError as error:
                     self._error(str(error), line)
                 for h in hosts:
@@ -691,7 +712,7 @@ class Parser:
     def _port_value(self, text: str) -> int:
         port = names.port_number(text)
         if port is None:
-            self._error(f'unknown port {text}' if not text.isdigit() else "illegal port value %s" % text)
+            self._error(f'unknown port {text}' if not (text.isascii() and text.isdigit()) else "illegal port value %s" % text)
         return port
 
     def _port_list(self) -> list[PortMatch]:
@@ -775,7 +796,7 @@ class Parser:
                     log = replace(log, user=True)
                 elif word == "to":
                     target = self._string()
-                    if not (target.startswith("pflog") and target[5:].isdigit()):
+                    if not (target.startswith("pflog") and (target[5:].isascii() and target[5:].isdigit())):
                         self._error(f"{target}: not a pflog interface")
                     log = replace(log, to=target if target != "pflog0" else None)
                 else:
@@ -989,6 +1010,10 @@ class Parser:
                 self._advance()
                 self._expect("tagged")
                 o["tagged"] = (self._string(), True)
+                continue
+            if tok.kind == "(" and "state" in o and o["state"][0] != "none" and not o["state"][1]:
+                # pfctl prints "keep state probability 50% (max 10)": read its own output back
+                o["state"] = (o["state"][0], self._state_opt_list())
                 continue
             if tok.kind != "word":
                 return
@@ -1360,8 +1385,9 @@ class Parser:
             return out
         return [item()]
 
-    def _state_opt_list(self) -> tuple[StateOption, ...]:
-        self._expect_kind("(")
+    def _state_opt_list(self, parens: bool = True) -> tuple[StateOption, ...]:
+        if parens:
+            self._expect_kind("(")
         out: list[StateOption] = []
         while True:
             tok = self.tok
@@ -1398,7 +1424,8 @@ class Parser:
                 self._error("syntax error", tok.line)
             if self._accept_kind(","):
                 continue
-            self._expect_kind(")")
+            if parens:
+                self._expect_kind(")")
             return tuple(out)
 
     def _scrub_paren(self) -> ScrubOptions:
@@ -1576,7 +1603,6 @@ class Parser:
             if self._accept("proto"):
                 spec.protos = self._proto_list()
             self._fromto(spec)
-        self._skip_nl_if_brace()
         if self.tok.kind == "{":
             self._advance()
             if self.anchor_depth >= MAX_ANCHOR_DEPTH:
@@ -1599,28 +1625,14 @@ class Parser:
 
         expand_anchor(self, b, spec)
 
-    def _skip_nl_if_brace(self) -> None:
-        # "anchor foo\n{" is not pf syntax; the brace must be on the anchor's line
-        return
-
     def _load(self, b: _Builder, tok: Token) -> None:
         self._expect("anchor")
         name = self._string()
         self._expect("from")
         path = self._string()
-        self._end_of_statement()
-        child = _Builder(path=name)
-        saved = (self.lexer, self.tok, self.main)
-        try:
-            text = self._read(path, path)
-        except ParseError as error:
-            self._error(error.message, tok.line)
-        self.main = child
-        try:
-            self.parse_text(text, path)
-        finally:
-            self.main = saved[2]
-        b.anchors.append((name, child))
+        line = self._end_of_statement()
+        # pfctl loads these after the main ruleset, each as a ruleset of its own
+        self.load_anchors.append((name, path, line, self.lexer.filename))
 
     # ------------------------------------------------------------------ ether
     def _ether(self, b: _Builder, tok: Token) -> None:
@@ -1794,7 +1806,28 @@ _STATEMENTS = {
 
 
 # ==================================================================================== API
+def _load_anchors(parser: Parser) -> None:
+    """``load anchor NAME from FILE``: parsed after the main ruleset, like pfctl_load_anchors()."""
+    for name, path, line, origin_file in parser.load_anchors:
+        sub = Parser(parser.view, parser.include_base)
+        sub.main.path = name
+        try:
+            text = sub._read(path, path)
+        except ParseError as error:
+            parser.messages.append(f"pfctl: {error.message.removeprefix('cannot open ')}")
+            parser.errors.append(ParseError(f"cannot load anchor {name} from {path}", origin_file, line))
+            parser.messages.append(f"{origin_file}:{line}: cannot load anchor {name} from {path}")
+            continue
+        _guarded(sub, text, path)
+        if sub.errors:
+            parser.errors.extend(sub.errors)
+            parser.messages.extend(sub.messages)
+            continue
+        parser.loaded.append((name, path, sub.ruleset()))
+
+
 def _finish(parser: Parser) -> Ruleset:
+    _load_anchors(parser)
     if parser.errors:
         first = parser.errors[0]
         raise ParseError(
@@ -1826,13 +1859,23 @@ def parse_text(text: str, filename: str = "pf.conf", interfaces: InterfaceView |
 
 
 def _guarded(parser: Parser, text: str, filename: str) -> None:
-    """Parse, turning resource exhaustion by hostile input into a clean error."""
+    """Parse, turning resource exhaustion by hostile input into a clean error.
+
+    The cyclic garbage collector is paused meanwhile: parsing allocates many small acyclic
+    objects that all stay alive, and repeated collections over them cost a third of the time
+    on large rulesets (measured in bench/bench_conf.py).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         parser.parse_text(text, filename)
     except RecursionError:
         raise ParseError("ruleset nested too deeply", filename) from None
     except MemoryError:
         raise ParseError("ruleset too large", filename) from None
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=None, display: str | None = None) -> Ruleset:

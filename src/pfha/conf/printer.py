@@ -183,10 +183,6 @@ def format_pool(pool: Pool, af, kind: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- rules
-def _head(rule: RuleBase, word: str) -> list[str]:
-    return [word]
-
-
 def _log(log) -> str:
     if log is None:
         return ""
@@ -206,12 +202,6 @@ def _iface(rule) -> str:
     if rule.interface is None:
         return ""
     return f" on {'! ' if rule.interface.negated else ''}{rule.interface.name}"
-
-
-def _return(block) -> str:
-    if block is None or block.kind == "drop":
-        return " drop"
-    return ""
 
 
 def _block_return(rule: Rule) -> str:
@@ -440,6 +430,7 @@ def _icmp(icmp, af) -> str:
 def _scrub_opts(sc, match: bool) -> str:
     out = []
     if match:
+        # print_rule: " scrub (" options separated by blanks ")", in this order
         inner = []
         if sc.no_df:
             inner.append("no-df")
@@ -447,13 +438,13 @@ def _scrub_opts(sc, match: bool) -> str:
             inner.append("random-id")
         if sc.min_ttl:
             inner.append(f"min-ttl {sc.min_ttl}")
-        if sc.max_mss:
-            inner.append(f"max-mss {sc.max_mss}")
         if sc.set_tos is not None:
             inner.append("set-tos 0x%2.2x" % sc.set_tos)
         if sc.reassemble_tcp:
             inner.append("reassemble tcp")
-        return " scrub (" + ", ".join(inner) + ")" if inner else " scrub ()"
+        if sc.max_mss:
+            inner.append(f"max-mss {sc.max_mss}")
+        return " scrub (" + " ".join(inner) + ")" if inner else ""
     if sc.no_df:
         out.append(" no-df")
     if sc.random_id:
@@ -583,6 +574,12 @@ def format_ruleset(ruleset: Ruleset, verbose: int = 1, messages: bool = True) ->
     for rule in ruleset.ether:
         out.append(format_ether_rule(rule) + "\n")
     _emit_rules(ruleset, verbose, 0, out)
+    for name, path in ruleset.loaded_anchors:
+        # pfctl_load_anchors(): a blank line and a header, then the anchor's own output
+        out.append(f"\nLoading anchor {name} from {path}\n")
+        anchor = ruleset.anchor(name)
+        if anchor is not None:
+            out.append(format_ruleset(anchor, verbose, messages))
     return "".join(out)
 
 

@@ -1,0 +1,111 @@
+"""Parse+print speed of pfha's pf.conf front end (prints a Markdown table, exits 0).
+
+Workloads:
+- a generated 10,000-rule pf.conf (macros, lists, ports by name, tables, nat/rdr, labels),
+  parsed into a Ruleset and printed as ``pfctl -nv`` would;
+- a table of 100,000 addresses, inline and loaded with ``file``.
+Goal (issue 2): >= 50,000 rules/s parse+print.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from pfha.conf import InterfaceView  # noqa: E402
+from pfha.conf.parser import parse_file, parse_text  # noqa: E402
+from pfha.conf.printer import format_ruleset  # noqa: E402
+
+VIEW = InterfaceView.from_specs(["em0=192.0.2.1/24", "em1=10.0.0.1/16", "lo0=127.0.0.1/8"])
+
+
+def ruleset_text(n: int, seed: int = 1) -> str:
+    """n rules after expansion: a mix of what real rulesets hold (one rule per line)."""
+    rnd = random.Random(seed)
+    lines = [
+        'ext_if = "em0"',
+        'int_if = "em1"',
+        'web = "{ www, https }"',
+        "table <bad> persist { 198.51.100.0/24 203.0.113.7 }",
+        "set block-policy drop",
+        "set skip on lo0",
+        "scrub in all",
+        "nat on $ext_if from $int_if:network to any -> ($ext_if)",
+        "block log all",
+    ]
+    count = 1
+    services = ["ssh", "smtp", "domain", "http", "https", "ntp", "imaps", "8080", "3128"]
+    while count < n:
+        i = count
+        a, b = rnd.randrange(256), rnd.randrange(256)
+        kind = i % 6
+        if kind == 0:
+            lines.append(f"pass in quick on $ext_if inet proto tcp from any to 192.0.2.{a} port {rnd.choice(services)} keep state")
+        elif kind == 1:
+            lines.append(f"block in quick on $ext_if from 10.{a}.{b}.0/24 to any label \"r$nr\"")
+        elif kind == 2:
+            lines.append(f"pass out on $int_if proto udp from 10.0.{a}.{b} port > 1023 to any port domain")
+        elif kind == 3:
+            lines.append(f"pass in on $int_if inet proto tcp from $int_if:network to <bad> port {1024 + i % 60000} flags S/SA modulate state")
+        elif kind == 4:
+            lines.append(f"rdr on $ext_if proto tcp from any to 192.0.2.{a} port {2000 + i % 60000} -> 10.0.{a}.{b} port 80")
+        else:
+            lines.append(f"pass in log on $ext_if inet6 proto tcp from 2001:db8::{a:x}:{b:x} to any port ssh keep state (max 100, source-track rule, max-src-conn 10)")
+        count += 1
+    return "\n".join(lines) + "\n"
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Best CPU seconds of a few runs: CPU time, not wall time, because the machine is shared."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def main() -> int:
+    rows = []
+    text = ruleset_text(10_000)
+    ruleset = parse_text(text, "bench.conf", VIEW)
+    nrules = len(ruleset.filter) + len(ruleset.translation) + len(ruleset.scrub)
+    t_parse = timed(lambda: parse_text(text, "bench.conf", VIEW))
+    t_print = timed(lambda: format_ruleset(ruleset))
+    t_both = t_parse + t_print
+    rows.append(("10,000-rule pf.conf: parse", nrules, t_parse, nrules / t_parse))
+    rows.append(("10,000-rule pf.conf: print (pfctl -nv)", nrules, t_print, nrules / t_print))
+    rows.append(("10,000-rule pf.conf: parse+print", nrules, t_both, nrules / t_both))
+
+    rnd = random.Random(2)
+    addrs = [f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(256)}" for _ in range(100_000)]
+    table_text = "table <big> persist { " + " ".join(addrs) + " }\npass in from <big> to any\n"
+    t_table = timed(lambda: format_ruleset(parse_text(table_text, "table.conf", VIEW)), repeat=1)
+    rows.append(("100,000-address table inline: parse+print", 100_000, t_table, 100_000 / t_table))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.txt"
+        path.write_text("\n".join(addrs) + "\n")
+        conf = Path(tmp) / "pf.conf"
+        conf.write_text(f'table <big> persist file "{path}"\npass in from <big> to any\n')
+        t_file = timed(lambda: format_ruleset(parse_file(conf, VIEW)), repeat=1)
+        rows.append(("100,000-address table from file: parse+print", 100_000, t_file, 100_000 / t_file))
+
+    print("| workload | items | CPU seconds | items/s |")
+    print("|---|---:|---:|---:|")
+    for name, items, seconds, rate in rows:
+        print(f"| {name} | {items:,} | {seconds:.3f} | {rate:,.0f} |")
+    goal = rows[2][3]
+    print()
+    print(f"goal >= 50,000 rules/s parse+print: {'met' if goal >= 50_000 else 'NOT met'} ({goal:,.0f} rules/s, "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs shared)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
