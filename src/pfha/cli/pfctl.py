@@ -211,7 +211,6 @@ def _register_data_plane() -> None:
 def run(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    _register_data_plane()
     try:
         inv = parse_args(argv)
         if inv.operands and not inv.has("T"):  # nft: -T add|delete|replace take addresses
@@ -240,6 +239,7 @@ def run(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    _register_data_plane()  # nft: the command (not run(), which tests drive) gets the kernel actions
     return run(sys.argv[1:] if argv is None else argv)
 
 

@@ -55,7 +55,11 @@ def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) ->
 
 
 def _metadata() -> dict[str, Any]:
+    """What the last load saved, if our table is still there (a namespace deleted and its
+    inode reused must not show a stranger's rules)."""
     metadata = loader.load_metadata()
+    if metadata is not None and loader.is_enabled(loader.Nft()) is None:
+        metadata = None
     if metadata is None:
         return {"rules": [], "translation": [], "tables": [], "scrub": []}
     return metadata
