@@ -19,7 +19,7 @@ def test_block_return_answers_and_drop_stays_silent(lab, tmp_path):
     conf.write_text("block all\n"
                     "block return in on xl0 proto { tcp, udp } from any to any port 9\n"
                     "block return-icmp(host-unr) in on xl0 proto udp from any to any port 10\n")
-    env = {**os.environ, "PYTHONPATH": testbed.SRC}
+    env = {**os.environ, "PYTHONPATH": testbed.SRC, "PFHA_STATE_DIR": str(tmp_path)}
     subprocess.run(fw.argv([sys.executable, "-m", "pfha.cli.pfctl", "-f", str(conf)]), env=env, check=True, timeout=60)
 
     def probe(proto: str, port: int) -> str:

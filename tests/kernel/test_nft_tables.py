@@ -33,7 +33,7 @@ def pair(lab, tmp_path):
     fw.exec("ip", "route", "add", "10.21.0.0/16", "dev", "xl0")
     conf = tmp_path / "pf.conf"
     conf.write_text(RULES)
-    env = {**os.environ, "PYTHONPATH": testbed.SRC}
+    env = {**os.environ, "PYTHONPATH": testbed.SRC, "PFHA_STATE_DIR": str(tmp_path)}
 
     def pfctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(fw.argv([sys.executable, "-m", "pfha.cli.pfctl", *args]), env=env, capture_output=True, text=True, timeout=60)
@@ -102,7 +102,7 @@ def test_dynamic_interface_address_follows_changes(lab, tmp_path):
     peer.exec("ip", "addr", "add", "10.30.0.2/24", "dev", "eth0")
     conf = tmp_path / "dyn.conf"
     conf.write_text("block all\npass in on xl0 proto tcp from any to (xl0) port 7000\n")
-    env = {**os.environ, "PYTHONPATH": testbed.SRC}
+    env = {**os.environ, "PYTHONPATH": testbed.SRC, "PFHA_STATE_DIR": str(tmp_path)}
     server = fw.popen(sys.executable, "-m", "pfha.nft.testbed", "serve", "tcp:0.0.0.0:7000", env=env, stdout=subprocess.PIPE, text=True)
     assert server.stdout.readline().strip() == "ready"
     subprocess.run(fw.argv([sys.executable, "-m", "pfha.cli.pfctl", "-f", str(conf)]), env=env, check=True, timeout=60)
