@@ -238,7 +238,17 @@ def run(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -
         return 130
 
 
+def _raw_streams() -> None:
+    """Undecodable bytes of a pf.conf (read with surrogateescape) go back out unchanged."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _raw_streams()
     _register_data_plane()  # nft: the command (not run(), which tests drive) gets the kernel actions
     return run(sys.argv[1:] if argv is None else argv)
 

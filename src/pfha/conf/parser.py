@@ -438,8 +438,12 @@ class Parser:
             self._expect("on")
             ifs = self._interface_list()
             for i in ifs:
+                if i.negated:
+                    self._error("skip on ! <interface> is not supported", line)
                 self.skip.append(i.name)
             value = tuple(i.name for i in ifs)
+            # pfctl -v: "set skip on {" then " name" per interface, then " }"
+            text = "set skip on {" + "".join(f" {n}" for n in value) + " }"
         elif opt == "reassemble":
             value = self._string()
             if value not in ("yes", "no"):
@@ -1881,7 +1885,7 @@ def _guarded(parser: Parser, text: str, filename: str) -> None:
 def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=None, display: str | None = None) -> Ruleset:
     """Parse a pf.conf file. Errors name the file as given (pfctl prints the -f argument)."""
     parser = Parser(interfaces if interfaces is not None else InterfaceView.empty(), include_base)
-    name = display if display is not None else str(path)
+    name = display if display is not None else ("stdin" if str(path) == "-" else str(path))  # as pushfile()
     try:
         raw = Path(path).read_bytes() if str(path) != "-" else __import__("sys").stdin.buffer.read()
     except OSError as error:

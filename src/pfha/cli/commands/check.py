@@ -34,7 +34,9 @@ def run(args) -> int:
     from pfha.conf.errors import ParseError
     from pfha.conf.parser import parse_file
     from pfha.conf.printer import format_ruleset
+    from pfha.cli.pfctl import _raw_streams
 
+    _raw_streams()
     if args.freebsd_lo0:
         base = InterfaceView.freebsd_defaults()
     elif args.interfaces:
