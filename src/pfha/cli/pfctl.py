@@ -200,7 +200,7 @@ register_action("f", _load_file)
 
 
 def _register_data_plane() -> None:
-    """nft: the kernel actions (-s -F -k -T -e -d, -f loading) register themselves on import."""
+    """nft: add the kernel actions (-s -F -k -T -e -d, and loading for -f) to the dispatch."""
     try:
         from pfha.nft.pfctl_actions import register
     except ImportError:  # a checkout without the data plane: parse-only pfctl
