@@ -114,12 +114,13 @@ RANDOM_CASES = [
     ("tcp", "198.51.100.7", "203.0.113.10", 8000), ("tcp", "198.51.100.7", "203.0.113.10", 25),
     ("udp", "198.51.100.7", "203.0.113.10", 53), ("tcp", "198.51.100.7", "192.168.1.80", 80),
 ]
-HOSTS = ["any", "192.168.1.0/24", "198.51.100.0/24", "203.0.113.10", "192.168.1.80", "198.51.100.80", "! 192.168.1.0/24"]
+HOSTS = ["any", "192.168.1.0/24", "198.51.100.0/24", "203.0.113.10", "192.168.1.80", "198.51.100.80", "! 192.168.1.0/24",
+         "<nets>", "! <nets>"]
 
 
 @st.composite
 def rule_text(draw) -> str:
-    action = draw(st.sampled_from(["pass", "block"]))
+    action = draw(st.sampled_from(["pass", "block", "block return"]))
     parts = [action]
     parts += [draw(st.sampled_from(["", "in", "out"]))]
     parts += [draw(st.sampled_from(["", "quick"]))]
@@ -135,12 +136,14 @@ def rule_text(draw) -> str:
             parts.append(f"port {port}")
     if action == "pass":
         parts.append(draw(st.sampled_from(["", "", "no state"])))
+    if action == "block return" and "out" in parts:
+        parts[0] = "block"  # out-pass return is a documented approximation (drop)
     return " ".join(p for p in parts if p)
 
 
 @st.composite
 def ruleset_text(draw) -> str:
-    lines = ["set skip on lo0"]
+    lines = ["set skip on lo0", "table <nets> { 198.51.100.0/24 !198.51.100.80 192.168.1.80 }"]
     if draw(st.booleans()):
         static = " static-port" if draw(st.booleans()) else ""
         lines.append(f"nat on xl0 from 192.168.1.0/24 to any -> 203.0.113.10{static}")

@@ -92,7 +92,7 @@ def test_refused_load_changes_nothing(bed):
     )
     from pfha.nft import testbed
 
-    out = subprocess.run(bed.fw.argv([sys.executable, "-c", code]), env={**os.environ, "PYTHONPATH": testbed.SRC},
+    out = subprocess.run(bed.fw.argv([sys.executable, "-c", code]), env=bed.env,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("refused:"), out.stderr
     assert bed.fw.exec("nft", "list", "table", "inet", "pfha").stdout == before

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 RULES = """
+set timeout { tcp.established 3600, udp.first 17 }
 table <allowed> { 10.20.0.0/16 !10.20.5.0/24 }
 table <fixed> const { 10.20.9.9 }
 block all
@@ -32,10 +33,10 @@ def pair(lab, tmp_path):
     fw.exec("ip", "route", "add", "10.21.0.0/16", "dev", "xl0")
     conf = tmp_path / "pf.conf"
     conf.write_text(RULES)
-    env = {**os.environ, "PYTHONPATH": testbed.SRC}
+    env = {**os.environ, "PYTHONPATH": testbed.SRC, "PFHA_STATE_DIR": str(tmp_path)}
 
     def pfctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(fw.argv([sys.executable, "-m", "pfha.nft.pfctl_cli", *args]), env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(fw.argv([sys.executable, "-m", "pfha.cli.pfctl", *args]), env=env, capture_output=True, text=True, timeout=60)
         if check:
             assert out.returncode == 0, out.stderr
         return out
@@ -74,6 +75,12 @@ def test_table_match_negation_and_edits(pair):
     assert not probe("10.20.5.5")
 
 
+def test_set_timeout_reaches_conntrack(pair, lab):
+    fw = lab.ns("fw")
+    assert fw.exec("sysctl", "-n", "net.netfilter.nf_conntrack_tcp_timeout_established").stdout.strip() == "3600"
+    assert fw.exec("sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout").stdout.strip() == "17"
+
+
 def test_const_table_refuses_changes(pair):
     pfctl, probe = pair
     assert probe("10.20.9.9", 7001)
@@ -82,3 +89,33 @@ def test_const_table_refuses_changes(pair):
     assert probe("10.20.9.9", 7001)
     out = pfctl("-t", "nosuch", "-T", "show", check=False)
     assert out.returncode != 0 and "Table does not exist" in out.stderr
+
+
+def test_dynamic_interface_address_follows_changes(lab, tmp_path):
+    """`(xl0)` is pf's dynamic address: a VIP added later (CARP taking over) is matched once
+    the sets are refreshed, without reloading the ruleset."""
+    from pfha.nft import testbed
+
+    fw, peer = lab.ns("fw"), lab.ns("peer")
+    lab.link(fw, "xl0", peer, "eth0")
+    fw.exec("ip", "addr", "add", "10.30.0.1/24", "dev", "xl0")
+    peer.exec("ip", "addr", "add", "10.30.0.2/24", "dev", "eth0")
+    conf = tmp_path / "dyn.conf"
+    conf.write_text("block all\npass in on xl0 proto tcp from any to (xl0) port 7000\n")
+    env = {**os.environ, "PYTHONPATH": testbed.SRC, "PFHA_STATE_DIR": str(tmp_path)}
+    server = fw.popen(sys.executable, "-m", "pfha.nft.testbed", "serve", "tcp:0.0.0.0:7000", env=env, stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready"
+    subprocess.run(fw.argv([sys.executable, "-m", "pfha.cli.pfctl", "-f", str(conf)]), env=env, check=True, timeout=60)
+
+    def probe(dst: str) -> bool:
+        out = subprocess.run(peer.argv([sys.executable, "-m", "pfha.nft.testbed", "probe", "tcp", "10.30.0.2", dst, "7000", "1"]),
+                             env=env, capture_output=True, text=True, timeout=30).stdout
+        return out.startswith("OK")
+
+    assert probe("10.30.0.1")
+    fw.exec("ip", "addr", "add", "10.30.0.10/24", "dev", "xl0")
+    assert not probe("10.30.0.10")  # not in the set yet: block all
+    code = "from pfha.nft.operate import refresh_dynamic; print(refresh_dynamic())"
+    out = subprocess.run(fw.argv([sys.executable, "-c", code]), env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "1", out.stderr
+    assert probe("10.30.0.10") and probe("10.30.0.1")

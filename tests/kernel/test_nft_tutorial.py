@@ -34,7 +34,7 @@ def bed(tmp_path_factory):
         log = tmp_path_factory.mktemp("pflog") / "pflog"
         ready = log.with_suffix(".ready")
         bed.pflogd = bed.fw.popen(sys.executable, "-m", "pfha.cli.main", "pflogd", "-f", str(log), "-s", "0", "--ready-file", str(ready),
-                                  env={**os.environ, "PYTHONPATH": testbed.SRC}, stderr=subprocess.PIPE, text=True)
+                                  env=bed.env, stderr=subprocess.PIPE, text=True)
         bed.processes.append(bed.pflogd)
         deadline = time.monotonic() + 10
         while not ready.exists():

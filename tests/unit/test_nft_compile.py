@@ -82,9 +82,9 @@ def _rule_comments(compiled, chain: str) -> list[str]:
 def test_filter_order_is_quick_first_then_reversed():
     compiled = compile_ruleset(prototype_ruleset(), VIEW)
     decided = [c.split()[0] for c in _rule_comments(compiled, "filter_in") if c.startswith("@")]
-    assert decided == ["@1", "@2", "@2", "@0"]  # quick, then 2 (tcp+flags / non-tcp), then 0
+    assert decided == ["@1", "@1", "@2", "@2", "@2", "@2", "@0"]  # quick, then 2 (tcp+flags / non-tcp), then 0; x2 ct directions
     decided_out = [c.split()[0] for c in _rule_comments(compiled, "filter_out") if c.startswith("@")]
-    assert decided_out == ["@3", "@3", "@0"]
+    assert decided_out == ["@3", "@3", "@3", "@3", "@0"]
 
 
 def test_state_check_uses_the_right_side_per_pass_and_direction():
@@ -93,10 +93,13 @@ def test_state_check_uses_the_right_side_per_pass_and_direction():
     compiled = compile_ruleset(prototype_ruleset(), VIEW)
     accepts = [r["expr"] for r in chain_rules(compiled, "filter_out") if r.get("comment", "").startswith("state side") and r["expr"][-1] == {"accept": None}]
     assert [(e[0]["match"]["right"], e[1]["match"]["right"]) for e in accepts] == [("original", SIDE_B), ("reply", SIDE_A)]
-    act = chain_rules(compiled, "act1_in")
-    mark = act[0]["expr"][1]["mangle"]["value"]["|"]
+    rule1 = [r["expr"] for r in chain_rules(compiled, "filter_in") if r.get("comment", "").startswith("@1 ")]
+    assert [e[-4]["match"]["right"] for e in rule1] == ["original", "reply"]
+    mark = rule1[0][-2]["mangle"]["value"]["|"]
     assert mark[1] == SIDE_A | (2 << 2)  # rule 1 is stored as id 2 in side A's field
     assert mark[0]["&"][1] & (SIDE_A | A_RULE_MASK) == 0 and mark[0]["&"][1] & (SIDE_B | B_RULE_MASK) == SIDE_B | B_RULE_MASK
+    reply_mark = rule1[1][-2]["mangle"]["value"]["|"]
+    assert reply_mark[1] == SIDE_B | (2 << 17)
 
 
 def test_block_log_prefix_and_nat_proxy_ports():
@@ -141,6 +144,13 @@ def test_what_the_kernel_cannot_do_is_a_warning():
     assert any(w.startswith("pf.conf:10: modulate state") for w in warnings)
     assert any(w.startswith("pf.conf:11: synproxy state") for w in warnings)
     assert any(w.startswith("pf.conf:12: block return on the out-pass") for w in warnings)
+
+
+def test_set_timeout_becomes_conntrack_sysctls():
+    compiled = compile_ruleset(ast.Ruleset(options=ast.Options(timeouts=(("tcp.established", 3600), ("udp.multiple", 90), ("interval", 5)))), VIEW)
+    assert compiled.metadata["sysctls"] == {"net.netfilter.nf_conntrack_tcp_timeout_established": 3600,
+                                            "net.netfilter.nf_conntrack_udp_timeout_stream": 90}
+    assert any("set timeout interval" in str(w) for w in compiled.warnings)
 
 
 def test_block_return_in_rejects_tcp_with_rst_and_others_with_icmp():
@@ -202,3 +212,22 @@ rules_st = st.lists(st.fixed_dictionaries({
 def test_reordering_gives_pfs_decision(raw, packet):
     rules = [_R(r, nr=i) for i, r in enumerate(raw)]
     assert _first_match(first_match_order(rules), packet) == _pf_last_match(rules, packet)
+
+
+prefixes = st.builds(lambda a, n: ipaddress.ip_network((a & ~((1 << (32 - n)) - 1) & 0xFFFFFFFF, n)),
+                     st.integers(0x0A000000, 0x0A00FFFF), st.integers(16, 32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(prefixes, st.booleans()), max_size=12), st.lists(st.integers(0x0A000000, 0x0A00FFFF), min_size=1, max_size=20))
+def test_table_networks_match_a_longest_prefix_lookup(items, probes):
+    entries = [ast.TableEntry(ast.HostAddress(net.network_address, net.prefixlen), negated=neg) for net, neg in items]
+    v4, _ = _table_networks(entries, None)
+    last = {net: neg for net, neg in items}
+    for value in probes:
+        address = ipaddress.ip_address(value)
+        matching = [net for net in last if address in net]
+        expected = bool(matching) and not last[max(matching, key=lambda n: n.prefixlen)]
+        assert any(address in n for n in v4) == expected
+    for a, b in zip(v4, v4[1:]):
+        assert not a.overlaps(b)

@@ -199,12 +199,21 @@ def _definitions_only(output: str, messages: tuple[str, ...]) -> str:
 register_action("f", _load_file)
 
 
+def _register_data_plane() -> None:
+    """nft: add the kernel actions (-s -F -k -T -e -d, and loading for -f) to the dispatch."""
+    try:
+        from pfha.nft.pfctl_actions import register
+    except ImportError:  # a checkout without the data plane: parse-only pfctl
+        return
+    register(sys.modules[__name__])
+
+
 def run(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:
         inv = parse_args(argv)
-        if inv.operands:
+        if inv.operands and not inv.has("T"):  # nft: -T add|delete|replace take addresses
             raise UsageError(USAGE)
         todo = [letter for letter in ACTIONS if inv.has(letter)]
         if not todo:
@@ -240,6 +249,7 @@ def _raw_streams() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _raw_streams()
+    _register_data_plane()  # nft: the command (not run(), which tests drive) gets the kernel actions
     return run(sys.argv[1:] if argv is None else argv)
 
 

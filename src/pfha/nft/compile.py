@@ -56,6 +56,7 @@ BASE_CHAINS = (
 FILTER_CHAIN = {IN: "filter_in", OUT: "filter_out"}
 NAT_CHAIN = {IN: "nat_pre", OUT: "nat_post"}
 STATUS_CHAIN = "pf_status"
+ANSWER_MARK = 0x80000000  # meta mark bit on packets pf answers with block return
 PROXY_PORTS = (50001, 65535)  # pf's default NAT source ports (pf.conf(5) "nat")
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
 
@@ -65,6 +66,25 @@ ICMP_REJECT = {0: "net-unreachable", 1: "host-unreachable", 2: "prot-unreachable
 ICMP6_REJECT = {0: "no-route", 1: "admin-prohibited", 3: "addr-unreachable", 4: "port-unreachable"}
 
 Branch = list[dict[str, Any]]  # AND of expressions; a rule is an OR of branches
+
+# pf's timeouts -> conntrack's (pf-semantics.md §3.4): the closest state of conntrack's machines.
+CONNTRACK_TIMEOUTS = {
+    "tcp.first": ("nf_conntrack_tcp_timeout_syn_sent",),
+    "tcp.opening": ("nf_conntrack_tcp_timeout_syn_recv",),
+    "tcp.established": ("nf_conntrack_tcp_timeout_established",),
+    "tcp.closing": ("nf_conntrack_tcp_timeout_fin_wait", "nf_conntrack_tcp_timeout_close_wait", "nf_conntrack_tcp_timeout_last_ack"),
+    "tcp.finwait": ("nf_conntrack_tcp_timeout_time_wait",),
+    "tcp.closed": ("nf_conntrack_tcp_timeout_close",),
+    "udp.first": ("nf_conntrack_udp_timeout",),
+    "udp.single": ("nf_conntrack_udp_timeout",),
+    "udp.multiple": ("nf_conntrack_udp_timeout_stream",),
+    "icmp.first": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
+    "icmp.error": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
+    "other.first": ("nf_conntrack_generic_timeout",),
+    "other.single": ("nf_conntrack_generic_timeout",),
+    "other.multiple": ("nf_conntrack_generic_timeout",),
+    "frag": ("nf_conntrack_frag6_timeout",),
+}
 
 
 @dataclass(frozen=True)
@@ -131,31 +151,48 @@ def _af_family(af: str | None) -> str | None:
 # ---------------------------------------------------------------------------------- tables
 def _table_networks(entries: Iterable[ast.TableEntry], view: InterfaceView | None) -> tuple[list[Any], list[Any]]:
     """The effective (v4, v6) networks of a table: longest prefix wins, so negated entries
-    punch holes in the broader ones they sit in (pf's radix-tree semantics)."""
-    by_family: dict[int, list[tuple[int, bool, Any]]] = {4: [], 6: []}
+    punch holes in the broader ones they sit in (pf's radix-tree semantics). Prefixes nest or
+    are disjoint, so one sorted walk with a stack of enclosing prefixes resolves them
+    (n log n: tables of 100,000 entries are common). The result never overlaps (nft interval
+    sets refuse overlaps) and keeps each written prefix whole where nothing punches it."""
+    polarity: dict[Any, bool] = {}
     for entry in entries:
         for network in _entry_networks(entry.address, view):
-            by_family[network.version].append((network.prefixlen, entry.negated, network))
-    result = []
+            polarity[network] = entry.negated  # a repeated prefix: the last one written wins
+    result: dict[int, list[Any]] = {4: [], 6: []}
     for version in (4, 6):
-        kept: list[Any] = []
-        for _len, negated, network in sorted(by_family[version], key=lambda t: t[0]):
-            if negated:
-                kept = [piece for net in kept for piece in _exclude(net, network)]
-            else:
-                kept = [net for net in kept if not net.subnet_of(network)]
-                if not any(network.subnet_of(net) for net in kept):
-                    kept.append(network)
-        result.append(sorted(kept, key=lambda n: (int(n.network_address), n.prefixlen)))
-    return result[0], result[1]
+        nodes = sorted(((n, neg) for n, neg in polarity.items() if n.version == version),
+                       key=lambda t: (int(t[0].network_address), t[0].prefixlen))
+        stack: list[tuple[Any, bool, list[tuple[int, int]]]] = []
+        out = result[version]
+        for network, negated in nodes:
+            while stack and not network.subnet_of(stack[-1][0]):
+                _close(stack.pop(), out)
+            if stack:
+                stack[-1][2].append((int(network.network_address), int(network.broadcast_address)))
+            stack.append((network, negated, []))
+        while stack:
+            _close(stack.pop(), out)
+        out.sort(key=lambda n: (int(n.network_address), n.prefixlen))
+    return result[4], result[6]
 
 
-def _exclude(net: Any, hole: Any) -> list[Any]:
-    if not net.overlaps(hole):
-        return [net]
-    if net.subnet_of(hole):
-        return []
-    return list(net.address_exclude(hole))
+def _close(node: tuple[Any, bool, list[tuple[int, int]]], out: list[Any]) -> None:
+    """Emit what a positive prefix covers itself: its range minus its children's."""
+    network, negated, children = node
+    if negated:
+        return
+    if not children:
+        out.append(network)
+        return
+    make = ipaddress.IPv4Address if network.version == 4 else ipaddress.IPv6Address
+    cursor, end = int(network.network_address), int(network.broadcast_address)
+    for child_start, child_end in children:
+        if child_start > cursor:
+            out.extend(ipaddress.summarize_address_range(make(cursor), make(child_start - 1)))
+        cursor = max(cursor, child_end + 1)
+    if cursor <= end:
+        out.extend(ipaddress.summarize_address_range(make(cursor), make(end)))
 
 
 def _entry_networks(address: Any, view: InterfaceView | None) -> list[Any]:
@@ -189,6 +226,13 @@ def _iface_net(interface: Any, modifiers: tuple[str, ...]) -> Any:
     return ipaddress.ip_network(interface.ip)
 
 
+def dynamic_networks(address: ast.DynamicAddress, view: InterfaceView, family: str) -> list[Any]:
+    """What ``(if)``, ``(if:network)``... stand for right now, for one family (``ip``/``ip6``),
+    as non-overlapping networks (nft interval sets refuse overlaps)."""
+    nets = [_iface_net(i, address.modifiers) for i in _dynamic_addresses(address, view) if (i.version == 4) == (family == "ip")]
+    return list(ipaddress.collapse_addresses(nets)) if nets else []
+
+
 def _elements(networks: list[Any]) -> list[Any]:
     out: list[Any] = []
     for net in networks:
@@ -215,6 +259,8 @@ class _Compiler:
     meta_translation: list[dict[str, Any]] = field(default_factory=list)
     meta_tables: list[dict[str, Any]] = field(default_factory=list)
     index: dict[int, int] = field(default_factory=dict)  # id(rule) -> position after flattening
+    sysctls: dict[str, int] = field(default_factory=dict)  # conntrack settings the ruleset asks for
+    meta_dynamic: list[dict[str, Any]] = field(default_factory=list)  # (if) sets to keep current
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -231,14 +277,22 @@ class _Compiler:
     # ------------------------------------------------------------------ entry point
     def run(self) -> Compiled:
         options = self.ruleset.options
+        filters = self.flatten(self.ruleset.filter)
+        answers = any(isinstance(r, ast.Rule) and r.action == "block" and r.block and r.block.kind != "drop" and r.direction != OUT
+                      for r in filters)
         for name, kind, hook, prio in BASE_CHAINS:
             policy = "accept"
             self.chain(name, type=kind, hook=hook, prio=prio, policy=policy)
             self.emit(name, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
             self.skip(name, hook, options.skip)
+            if answers and name == "filter_out":
+                # pf never filters its own answers (M_SKIP_FIREWALL); the RST or ICMP error of a
+                # `block return` carries the rejected packet's mark (fwmark_reflect).
+                self.emit(name, [x.match(x.band(x.meta("mark"), ANSWER_MARK), ANSWER_MARK), x.ACCEPT], "block return answers")
+        if answers:
+            self.sysctls.update({"net.ipv4.fwmark_reflect": 1, "net.ipv6.fwmark_reflect": 1})
         self.compile_tables()
         self.unsupported_options(options)
-        filters = self.flatten(self.ruleset.filter)
         self.compile_scrub()
         self.compile_translation()
         has_nostate = any(r.action == "pass" and (r.state.kind == "none" or r.flags == ast.TcpFlags(0, 0)) for r in filters if isinstance(r, ast.Rule))
@@ -268,6 +322,8 @@ class _Compiler:
             "warnings": [str(w) for w in self.warnings],
             "tags": self.tags,
             "log_group": self.log_group,
+            "sysctls": self.sysctls,
+            "dynamic": self.meta_dynamic,
         }
 
     # ------------------------------------------------------------------ skip and options
@@ -290,8 +346,15 @@ class _Compiler:
         return result
 
     def unsupported_options(self, options: ast.Options) -> None:
+        for name, value in options.timeouts:
+            targets = CONNTRACK_TIMEOUTS.get(name)
+            if targets is None:
+                self.warn(f"set timeout {name}: conntrack has no such timeout, ignored")
+                continue
+            for sysctl in targets:
+                self.sysctls[f"net.netfilter.{sysctl}"] = value
         if options.timeouts:
-            self.warn("set timeout: conntrack's own timeouts apply (set them with sysctl net.netfilter.nf_conntrack_*)")
+            self.warn("set timeout: applied to conntrack's per-namespace timeouts; its TCP states differ from pf's (docs/fidelity.md)")
         for name, _value in options.limits:
             if name != "states":
                 self.warn(f"set limit {name}: no nftables equivalent, ignored")
@@ -340,15 +403,14 @@ class _Compiler:
         key = f"({address.interface}{''.join(':' + m for m in address.modifiers)})"
         if (key, family) not in self.sets:
             name = f"dyn{len(self.sets)}_{'v4' if family == 'ip' else 'v6'}"
-            nets = []
-            if self.view is not None:
-                nets = [_iface_net(i, address.modifiers) for i in _dynamic_addresses(address, self.view)
-                        if (i.version == 4) == (family == "ip")]
+            nets = dynamic_networks(address, self.view, family) if self.view is not None else []
             fields: dict[str, Any] = {"name": name, "type": "ipv4_addr" if family == "ip" else "ipv6_addr", "flags": ["interval"]}
             if nets:
-                fields["elem"] = _elements(sorted(set(nets), key=lambda n: (int(n.network_address), n.prefixlen)))
+                fields["elem"] = _elements(nets)
             self.objects.append(x.add("set", **fields))
             self.sets[(key, family)] = name
+            self.meta_dynamic.append({"set": name, "interface": address.interface, "modifiers": list(address.modifiers),
+                                      "af": address.family, "family": family})
         return self.sets[(key, family)]
 
     # ------------------------------------------------------------------ matching
@@ -617,6 +679,8 @@ class _Compiler:
             ports = {"port": pool.port_low} if high == pool.port_low else {"port": x.span(pool.port_low, high)}
             if kind == "dnat" and high != pool.port_low and not pool.port_star:
                 self.warn("rdr to a port range: the kernel picks any port of the range, pf keeps the offset", rule)
+            if kind == "snat" and high != pool.port_low:
+                flags = ["random"]  # pf starts its search for a free port at a random place
         elif kind == "snat" and not pool.static_port:
             ports = {"port": x.span(*PROXY_PORTS)}
             flags = ["random"]
@@ -824,48 +888,47 @@ class _Compiler:
                 self.block(chain, branch, rule, point, counter, comment)
             return
         log = [self.log_statement(rule, point, Action.PASS)] if rule.log else []
-        action_chain = self.action_chain(rule, point)
+        rid = rule_id(self.index[id(rule)])
         for branch in branches:
             if allow_opts_used and not rule.allow_opts:
                 for opts in ([x.match(x.meta("nfproto"), "ipv4"), x.match(x.payload("ip", "hdrlength"), 5, ">")],
                              [x.match(x.meta("nfproto"), "ipv6"), x.match({"exthdr": {"name": "rt", "field": "type"}}, 0)]):
                     self.emit(chain, branch + opts + [x.DROP], comment + " (ip options)")
-            self.emit(chain, branch + [counter] + log + [x.jump(action_chain)], comment)
+            if rule.state.kind != "none":
+                # Record the state on this pass's side (by ct direction), then accept. Two
+                # exclusive rules rather than a jump: no per-rule chain to create and load.
+                for direction in ("original", "reply"):
+                    flag, shift, mask = side_bits(side_of(point, direction))
+                    self.emit(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log
+                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment)
+            else:
+                # no state: pass statelessly, unless a translation on this pass forces state.
+                status = "dnat" if point == IN else "snat"
+                flag, shift, mask = side_bits(side_of(point, "original"))
+                self.emit(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log
+                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment + " (translation forces state)")
+                self.emit(chain, branch + [counter] + log + [x.ACCEPT], comment)
 
     def block(self, chain: str, branch: Branch, rule: ast.Rule, point: str, counter: dict[str, Any], comment: str) -> None:
         log = [self.log_statement(rule, point, Action.DROP)] if rule.log else []
         how = rule.block.kind if rule.block else "drop"
         if how != "drop" and point == IN:
+            mark = {"mangle": {"key": x.meta("mark"), "value": x.bor(x.meta("mark"), ANSWER_MARK)}}
             tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
             not_rst = x.match(x.band(x.payload("tcp", "flags"), 0x04), 0)
-            if how in ("return", "return-rst"):
-                self.emit(chain, branch + [tcp, not_rst, counter] + log + [{"reject": {"type": "tcp reset"}}], comment + " return-rst")
-            if how in ("return", "return-icmp", "return-icmp6"):
-                others = [IPPROTO_ICMP, IPPROTO_ICMPV6] + ([IPPROTO_TCP] if how == "return" else [])
+            if how in ("return", "return-rst") and rule.proto in (None, IPPROTO_TCP):
+                self.emit(chain, branch + [tcp, not_rst, counter] + log + [mark, {"reject": {"type": "tcp reset"}}], comment + " return-rst")
+            others = [IPPROTO_ICMP, IPPROTO_ICMPV6] + ([IPPROTO_TCP] if how == "return" else [])
+            if how in ("return", "return-icmp", "return-icmp6") and rule.proto not in others:
                 code4 = ICMP_REJECT.get(rule.block.icmp_code if rule.block.icmp_code is not None else 3)
                 code6 = ICMP6_REJECT.get(rule.block.icmp6_code if rule.block.icmp6_code is not None else 4)
                 if code4 is None or code6 is None:
                     self.warn("return-icmp code not supported by nftables reject: port-unreachable is sent", rule)
                     code4, code6 = code4 or "port-unreachable", code6 or "port-unreachable"
                 test = [x.match(x.meta("l4proto"), x.anon_set(others), "!=")]
-                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv4"), counter] + log + [{"reject": {"type": "icmp", "expr": code4}}], comment + " return-icmp")
-                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv6"), counter] + log + [{"reject": {"type": "icmpv6", "expr": code6}}], comment + " return-icmp6")
+                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv4"), counter] + log + [mark, {"reject": {"type": "icmp", "expr": code4}}], comment + " return-icmp")
+                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv6"), counter] + log + [mark, {"reject": {"type": "icmpv6", "expr": code6}}], comment + " return-icmp6")
         self.emit(chain, branch + [counter] + log + [x.DROP], comment)
-
-    def action_chain(self, rule: ast.Rule, point: str) -> str:
-        """The chain a passing rule jumps to: record the state, then accept."""
-        name = f"act{self.index[id(rule)]}_{point}"
-        if name in self.rules:
-            return name
-        self.chain(name)
-        if rule.state.kind != "none":
-            for direction in ("original", "reply"):
-                flag, shift, mask = side_bits(side_of(point, direction))
-                self.emit(name, [x.match(x.CT_DIRECTION, direction), x.set_ct_mark(~(flag | mask), flag | (rule_id(self.index[id(rule)]) << shift)), x.ACCEPT])
-        else:
-            self.forced_state(name, point, rule_id(self.index[id(rule)]))
-        self.emit(name, [x.ACCEPT])
-        return name
 
     def forced_state(self, chain: str, point: str, rid: int = 0) -> None:
         """pf always creates state when a translation applied on this pass (§2.2)."""

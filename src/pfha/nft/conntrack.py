@@ -130,3 +130,14 @@ def flush() -> int:
         finally:
             sock.close()
     return count
+
+
+def set_timeouts(sysctls: dict[str, int]) -> None:
+    """Apply ``set timeout`` (compiled to conntrack sysctls) in the current network namespace."""
+    for key, value in sysctls.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as out:
+                out.write(f"{int(value)}\n")
+        except OSError as error:
+            raise ConntrackError(f"{key}: {error.strerror}") from None

@@ -38,16 +38,28 @@ def compile_file(path: str, interfaces: Any = None) -> Compiled:
     return compiled
 
 
+def load_compiled(compiled: Compiled) -> None:
+    """One nftables transaction, then the conntrack settings the ruleset asks for (``set
+    timeout``); the settings are only applied once the kernel accepted the rules."""
+    loader.load(compiled.commands, compiled.metadata)
+    if compiled.metadata.get("sysctls"):
+        conntrack.set_timeouts(compiled.metadata["sysctls"])
+
+
 def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) -> list[str]:
     """pfctl -f FILE (or -nf): one transaction; the warnings to print."""
     compiled = compile_file(path, interfaces)
     if not check_only:
-        loader.load(compiled.commands, compiled.metadata)
+        load_compiled(compiled)
     return [f"warning: {w}" for w in compiled.warnings]
 
 
 def _metadata() -> dict[str, Any]:
+    """What the last load saved, if our table is still there (a namespace deleted and its
+    inode reused must not show a stranger's rules)."""
     metadata = loader.load_metadata()
+    if metadata is not None and loader.is_enabled(loader.Nft()) is None:
+        metadata = None
     if metadata is None:
         return {"rules": [], "translation": [], "tables": [], "scrub": []}
     return metadata
@@ -221,6 +233,16 @@ def flush_states() -> str:
     return f"{conntrack.flush()} states cleared"
 
 
+def flush_tables() -> str:
+    """pfctl -F Tables: every table emptied (the sets stay, rules still refer to them)."""
+    count = 0
+    for table in _metadata()["tables"]:
+        if not table.get("const"):
+            message = table_modify(table["name"], "flush", [])
+            count += 1 if not message.startswith("0 ") else 0
+    return f"{len(_metadata()['tables'])} tables flushed."
+
+
 def flush_all() -> str:
     lines = [flush_rules(), flush_nat(), flush_states()]
     loader.flush()
@@ -324,3 +346,45 @@ def table_modify(name: str, op: str, addresses: list[str]) -> str:
             batch.append({"add": {"element": {**ref, "elem": _elements(nets)}}})
     nft.run(batch)
     return message
+
+
+# ----------------------------------------------------------------------------- dynamic addresses
+def refresh_dynamic(view: Any = None) -> int:
+    """Bring every ``(if)`` set up to date with the interfaces' addresses now (pf's dynamic
+    addresses: CARP moving a VIP, DHCP renewing); one transaction; the number of sets rewritten.
+    The node daemon calls it on address events (:func:`watch_dynamic`)."""
+    from pfha.conf import InterfaceView, ast
+    from pfha.nft.compile import dynamic_networks
+
+    entries = _metadata().get("dynamic", [])
+    if not entries:
+        return 0
+    view = view if view is not None else InterfaceView.live()
+    nft = loader.Nft()
+    batch: list[dict[str, Any]] = []
+    changed = 0
+    for entry in entries:
+        address = ast.DynamicAddress(entry["interface"], tuple(entry["modifiers"]), family=entry.get("af"))
+        wanted = dynamic_networks(address, view, entry["family"])
+        if sorted(map(str, _set_networks(nft, entry["set"]))) == sorted(map(str, wanted)):
+            continue
+        ref = {"family": FAMILY, "table": TABLE, "name": entry["set"]}
+        batch.append({"flush": {"set": ref}})
+        if wanted:
+            batch.append({"add": {"element": {**ref, "elem": _elements(wanted)}}})
+        changed += 1
+    nft.run(batch)
+    return changed
+
+
+def watch_dynamic(stop: Any = lambda: False) -> None:
+    """Refresh the ``(if)`` sets whenever an address is added or removed (pyroute2 monitor)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.bind()
+        refresh_dynamic()
+        while not stop():
+            events = ipr.get()
+            if any(e.get("event") in ("RTM_NEWADDR", "RTM_DELADDR") for e in events):
+                refresh_dynamic()

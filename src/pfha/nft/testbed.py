@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,21 +65,27 @@ class Testbed:
     lan: Namespace
     sync: Namespace
     processes: list[subprocess.Popen] = field(default_factory=list)
+    state_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="pfha-nft-state-"))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Child processes' environment: this source tree, and pfctl metadata kept with the lab."""
+        return {**os.environ, "PYTHONPATH": SRC, "PFHA_STATE_DIR": self.state_dir}
 
     def python(self, ns: Namespace, *args: str, **kwargs) -> subprocess.Popen:
-        proc = ns.popen(sys.executable, "-m", "pfha.nft.testbed", *args, env={**os.environ, "PYTHONPATH": SRC}, **kwargs)
+        proc = ns.popen(sys.executable, "-m", "pfha.nft.testbed", *args, env=self.env, **kwargs)
         self.processes.append(proc)
         return proc
 
     def pfha(self, ns: Namespace, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(ns.argv([sys.executable, "-m", "pfha.cli.main", *args]), env={**os.environ, "PYTHONPATH": SRC},
+        proc = subprocess.run(ns.argv([sys.executable, "-m", "pfha.cli.main", *args]), env=self.env,
                               capture_output=True, text=True, input=input, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"pfha {' '.join(args)} failed: {proc.stderr}")
         return proc
 
     def pfctl(self, ns: Namespace, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(ns.argv([sys.executable, "-m", "pfha.nft.pfctl_cli", *args]), env={**os.environ, "PYTHONPATH": SRC},
+        proc = subprocess.run(ns.argv([sys.executable, "-m", "pfha.cli.pfctl", *args]), env=self.env,
                               capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"pfctl {' '.join(args)} failed: {proc.stderr}")
@@ -94,7 +102,7 @@ class Testbed:
     def probe(self, ns: Namespace, proto: str, src: str, dst: str, port: int, timeout: float = 1.5, sport: int = 0) -> str:
         """``OK <what the server saw>``, ``TIMEOUT``, ``REFUSED``..."""
         out = subprocess.run(ns.argv([sys.executable, "-m", "pfha.nft.testbed", "probe", proto, src, dst, str(port), str(timeout), str(sport)]),
-                             env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=timeout + 20)
+                             env=self.env, capture_output=True, text=True, timeout=timeout + 20)
         return out.stdout.strip() or out.stderr.strip()
 
     def close(self) -> None:
@@ -107,6 +115,7 @@ class Testbed:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.lab.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 def build(prefix: str = "nft") -> Testbed:
@@ -204,8 +213,9 @@ def probe(proto: str, src: str, dst: str, port: int, timeout: float, sport: int 
             data = sock.recv(4096)
             sock.sendall(b"bye\n")
         else:
-            sock.sendto(b"probe", (dst, port))
-            data, _ = sock.recvfrom(4096)
+            sock.connect((dst, port))  # connected: an ICMP port unreachable becomes REFUSED
+            sock.send(b"probe")
+            data = sock.recv(4096)
         return "OK " + data.decode().strip()
     except socket.timeout:
         return "TIMEOUT"

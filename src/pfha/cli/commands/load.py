@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--dry-run", action="store_true", help="parse and compile only; never touch the kernel")
     parser.add_argument("--check", action="store_true", help="also let the kernel validate the batch without committing it")
     parser.add_argument("--json", action="store_true", help="print the nftables JSON instead of loading it")
+    parser.add_argument("--follow-addresses", action="store_true",
+                        help="after loading, keep (if) addresses current as interfaces change, until interrupted")
     parser.add_argument("--if", dest="interfaces", action="append", default=[], metavar="NAME=CIDR[,CIDR]",
                         help="interface addresses to compile against instead of the live ones (repeatable)")
 
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pfha.conf import InterfaceView
     from pfha.nft import loader
-    from pfha.nft.operate import compile_file
+    from pfha.nft.operate import compile_file, load_compiled, watch_dynamic
 
     view = InterfaceView.from_specs(args.interfaces) if args.interfaces else None
     compiled = compile_file(args.file, view)
@@ -37,5 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         loader.check(compiled.commands)
         return 0
-    loader.load(compiled.commands, compiled.metadata)
+    load_compiled(compiled)
+    if args.follow_addresses:
+        watch_dynamic()
     return 0

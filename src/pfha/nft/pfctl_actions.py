@@ -1,0 +1,162 @@
+"""pfctl's kernel actions, registered with the pfctl front end (src/pfha/cli/pfctl.py).
+
+``-f`` (load), ``-e``/``-d``, ``-s rules|nat|states|info|Tables|labels|all`` (with ``-v``
+counters mapped back from nftables), ``-F rules|nat|states|Tables|all``, ``-k HOST [-k HOST]``
+and ``-t TABLE -T add|delete|replace|show|flush``. Each handler does one thing through
+:mod:`pfha.nft.operate` and writes what pfctl writes: listings on stdout, confirmations and
+warnings on stderr.
+
+The front end calls :func:`register` with itself (it may run as ``__main__``); handlers touch
+the kernel only when they run. Errors are printed as pfctl prints them: ``pfctl: message``.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any, Callable, TextIO
+
+from pfha.errors import PfhaError
+
+pfctl: Any = None  # the front-end module the handlers were registered with
+
+SHOW = {"r": "rules", "rules": "rules", "n": "nat", "nat": "nat", "s": "states", "states": "states", "i": "info", "info": "info",
+        "T": "Tables", "Tables": "Tables", "l": "labels", "labels": "labels", "a": "all", "all": "all"}
+FLUSH = {"r": "rules", "rules": "rules", "n": "nat", "nat": "nat", "s": "states", "states": "states", "T": "Tables",
+         "Tables": "Tables", "a": "all", "all": "all"}
+TABLE_COMMANDS = ("add", "delete", "replace", "show", "flush", "kill")
+
+
+def _pfctl_errors(handler: Callable) -> Callable:
+    @functools.wraps(handler)
+    def wrapped(inv: Any, out: TextIO, err: TextIO) -> int:
+        try:
+            return handler(inv, out, err)
+        except PfhaError as error:
+            text = str(error)
+            err.write(text if text.startswith("pfctl:") else f"pfctl: {text}")
+            err.write("\n")
+            return 1
+
+    return wrapped
+
+
+def _write(stream: TextIO, text: str) -> None:
+    if text:
+        stream.write(text + "\n")
+
+
+def load(ruleset: Any, inv: Any) -> int:
+    """-f without -n: compile and load in one transaction; warnings on stderr."""
+    import sys
+    import time
+
+    from pfha.nft.compile import compile_ruleset
+    from pfha.nft.operate import load_compiled
+
+    compiled = compile_ruleset(ruleset, pfctl.interface_view(inv))
+    compiled.metadata["file"] = inv.arg("f")
+    compiled.metadata["loaded_at"] = time.time()
+    if not inv.quiet:
+        for warning in compiled.warnings:
+            sys.stderr.write(f"pfctl: warning: {warning}\n")
+    try:
+        load_compiled(compiled)
+    except PfhaError as error:
+        sys.stderr.write(f"pfctl: {error}\npfctl: pf rules not loaded\n")
+        return 1
+    return 0
+
+
+@_pfctl_errors
+def show(inv: Any, out: TextIO, err: TextIO) -> int:
+    from pfha.nft import operate
+
+    what = SHOW.get(inv.arg("s") or "")
+    if what is None:
+        raise PfhaError(f"pfctl: Unknown show modifier '{inv.arg('s')}'")
+    parts = [("TRANSLATION RULES:", "nat"), ("FILTER RULES:", "rules"), ("STATES:", "states"), ("INFO:", "info"),
+             ("TABLES:", "Tables")] if what == "all" else [("", what)]
+    for title, part in parts:
+        if title:
+            out.write(title + "\n")
+        text = {"rules": lambda: operate.show_rules(inv.verbose), "nat": lambda: operate.show_nat(inv.verbose),
+                "states": lambda: operate.show_states(inv.verbose), "info": lambda: operate.show_info(inv.verbose),
+                "Tables": lambda: operate.show_tables(inv.verbose), "labels": operate.show_labels}[part]()
+        _write(out, text)
+        if title:
+            out.write("\n")
+    return 0
+
+
+@_pfctl_errors
+def flush(inv: Any, out: TextIO, err: TextIO) -> int:
+    from pfha.nft import operate
+
+    what = FLUSH.get(inv.arg("F") or "")
+    if what is None:
+        raise PfhaError(f"pfctl: Unknown flush modifier '{inv.arg('F')}'")
+    action = {"rules": operate.flush_rules, "nat": operate.flush_nat, "states": operate.flush_states,
+              "Tables": operate.flush_tables, "all": operate.flush_all}[what]
+    message = action()
+    if not inv.quiet:
+        _write(err, message)
+    return 0
+
+
+@_pfctl_errors
+def kill(inv: Any, out: TextIO, err: TextIO) -> int:
+    from pfha.nft import operate
+
+    message = operate.kill_states(inv.flags["k"])
+    if not inv.quiet:
+        _write(err, message)
+    return 0
+
+
+@_pfctl_errors
+def table(inv: Any, out: TextIO, err: TextIO) -> int:
+    from pfha.nft import operate
+
+    name, command = inv.arg("t"), inv.arg("T")
+    if not name:
+        raise PfhaError("pfctl: -T needs -t TABLE")
+    if command not in TABLE_COMMANDS:
+        raise PfhaError(f"pfctl: Unknown command '{command}'")
+    if command == "show":
+        _write(out, operate.table_show(name))
+        return 0
+    message = operate.table_modify(name, "flush" if command in ("flush", "kill") else command, inv.operands)
+    if not inv.quiet:
+        _write(err, message)
+    return 0
+
+
+@_pfctl_errors
+def enable(inv: Any, out: TextIO, err: TextIO) -> int:
+    from pfha.nft import operate
+
+    _write(err, operate.enable())
+    return 0
+
+
+@_pfctl_errors
+def disable(inv: Any, out: TextIO, err: TextIO) -> int:
+    from pfha.nft import operate
+
+    _write(err, operate.disable())
+    return 0
+
+
+def register(front_end: ModuleType) -> None:
+    """Add the kernel actions to pfctl's dispatch (``front_end`` is pfha.cli.pfctl)."""
+    global pfctl
+    pfctl = front_end
+    pfctl.register_action("s", show)
+    pfctl.register_action("F", flush)
+    pfctl.register_action("k", kill)
+    pfctl.register_action("T", table)
+    pfctl.register_action("e", enable)
+    pfctl.register_action("d", disable)
+    if load not in pfctl.LOADERS:
+        pfctl.LOADERS.append(load)
