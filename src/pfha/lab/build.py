@@ -64,6 +64,7 @@ class LabState:
     name: str
     config: str = ""
     daemons: bool = False
+    without: list[str] = field(default_factory=list)  # node parts left out (pfha node run --without)
     namespaces: list[str] = field(default_factory=list)
     processes: dict[str, int] = field(default_factory=dict)  # "host/what" -> pid
     failed: dict[str, str] = field(default_factory=dict)  # host -> how
@@ -265,7 +266,11 @@ class RunningLab:
         config = self.node_config(host)
         if not config.exists():
             raise LabError(f"{host}: no node config at {config}")
-        return self.start(f"{host}/node", host, [sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config)])
+        argv = [sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config),
+                "--control", str(self.control_socket(host)), "--log-format", "json"]
+        if self.state.without:
+            argv += ["--without", ",".join(self.state.without)]
+        return self.start(f"{host}/node", host, argv)
 
     # -- status ---------------------------------------------------------------------------
 
@@ -393,12 +398,12 @@ def wait_services(running: RunningLab, timeout: float = 15.0) -> None:
 
 
 def up(name: str = "tut", *, config: str = "corrected", daemons: bool = True, topology: Topology | None = None,
-       log: Callable[[str], None] = lambda _m: None) -> RunningLab:
+       without: Sequence[str] = (), log: Callable[[str], None] = lambda _m: None) -> RunningLab:
     """Build the lab ``name``; on any failure, remove what was made and re-raise."""
     topology = topology or tutorial()
     if (state_dir(name) / "state.json").exists() or any(n.startswith(ns_prefix(name) + "-") for n in _netns_list()):
         raise LabError(f"lab {name!r} exists already; 'pfha lab down --name {name}' first")
-    state = LabState(name=name, config=config, daemons=daemons)
+    state = LabState(name=name, config=config, daemons=daemons, without=list(without))
     state.save()
     try:
         log(f"building {len(topology.hosts)} hosts and {len(topology.segments)} segments in namespaces {ns_prefix(name)}-*")

@@ -10,6 +10,7 @@ This module never copies the seed into the project: it reads it where it lies.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -45,23 +46,25 @@ def config_dir(config: str) -> Path:
 
 
 def write_node_configs(running: RunningLab, config: str) -> dict[str, Path]:
-    """Import each firewall's rc.conf (+ sysctl.conf) into a node config in the lab's state."""
-    try:
-        from pfha.node import freebsd
-    except ImportError:
-        raise LabError("the lab's node daemons need pfha.node.freebsd (the rc.conf import), which is not "
-                       "in this build yet; use 'pfha lab up --no-daemons'") from None
+    """Import each firewall's rc.conf (+ sysctl.conf) into a node config in the lab's state.
+
+    Interface names stay the tutorial's (the lab names its devices xl0, xl1, rl0); pf.conf is
+    read where it lies; only the pflog file moves into the lab's state (two nodes, one disk).
+    """
+    from pfha.node.config import Pflog
+    from pfha.node.freebsd import import_files
+    from pfha.node.toml_out import dumps
+
     source = config_dir(config)
+    sysctl = source / "sysctl.conf" if (source / "sysctl.conf").exists() else None
     written = {}
     for host, rc_name in CONFIG_FILES.items():
+        imported = import_files(source / rc_name, sysctl, pf_conf=str(source / "pf.conf"))
+        node = dataclasses.replace(imported.config, pflog=Pflog(file=running.host_dir(host) / "pflog",
+                                                                enabled=imported.config.pflog.enabled))
         path = running.node_config(host)
-        text = freebsd.lab_node_config(
-            rc_conf=source / rc_name,
-            sysctl_conf=source / "sysctl.conf" if (source / "sysctl.conf").exists() else None,
-            pf_conf=source / "pf.conf",
-            state_dir=running.host_dir(host),
-        )
-        path.write_text(text)
+        path.write_text(dumps(node, imported.origins, imported.notes,
+                              header=f"lab {running.name}: {host}, imported from {source / rc_name} by pfha lab up"))
         written[host] = path
     return written
 
@@ -69,7 +72,7 @@ def write_node_configs(running: RunningLab, config: str) -> dict[str, Path]:
 def start(running: RunningLab, config: str, log: Callable[[str], None] = lambda _m: None) -> None:
     configs = write_node_configs(running, config)
     for host, path in configs.items():
-        log(f"{host}: pfha node run -c {path}")
+        log(f"{host}: pfha node run -c {path}" + (f" --without {','.join(running.state.without)}" if running.state.without else ""))
         running.start_node(host)
     wait_ready(running, log=log)
 
@@ -96,7 +99,8 @@ def wait_ready(running: RunningLab, timeout: float = 30.0, log: Callable[[str], 
         dead = [h for h, s in statuses.items() if s.get("daemon") == "not running"]
         if dead:
             raise LabError(f"{', '.join(dead)}: pfha node exited (see {running.dir}/{dead[0]}/node.log)")
-        if all("error" not in s for s in statuses.values()) and masters(statuses):
+        carp_off = "carp" in running.state.without
+        if all("error" not in s for s in statuses.values()) and (carp_off or masters(statuses)):
             return
         time.sleep(0.2)
     raise LabError(f"the nodes did not become ready within {timeout:.0f} s (see {running.dir}/fw*/node.log)")

@@ -14,7 +14,8 @@ Addresses are those of ``shared/seed/configs/README.md`` (one address per tutori
             fw1 xl0 203.0.113.2 ---------------- fw2 xl0 203.0.113.3     carp0 vhid 1: .10 .11 .12
             fw1 rl0 10.10.10.250 --- wire ---- fw2 rl0 10.10.10.251      carp2 vhid 3: 10.10.10.1
             fw1 xl1 192.168.1.250 --------------- fw2 xl1 192.168.1.251  carp1 vhid 2: 192.168.1.1
-                                    |  (sw-lan bridge)
+                                    |  (sw-lan bridge)     (rl0 is a /8: rc.conf gives no netmask,
+                                                           so FreeBSD takes the classful one)
               192.168.1.0/24 LAN: client .10, srv80 .80, srv81 .81, srv82 .82, chat .119
 """
 
@@ -129,7 +130,7 @@ NTP = (Service("ntp", "udp", 123, ECHO),)
 # Not in the ruleset: a port nothing allows, so the matrix can check that "block log all" bites.
 UNLISTED = (Service("unlisted", "tcp", 2222),)
 
-LAN_NET, EXT_NET, INET_NET, SYNC_NET = "192.168.1.0/24", "203.0.113.0/24", "198.51.100.0/24", "10.10.10.0/24"
+LAN_NET, EXT_NET, INET_NET, SYNC_NET = "192.168.1.0/24", "203.0.113.0/24", "198.51.100.0/24", "10.0.0.0/8"
 CARP_LAN = "192.168.1.1"
 CARP_EXT = ("203.0.113.10", "203.0.113.11", "203.0.113.12")
 CARP_SYNC = "10.10.10.1"
@@ -140,7 +141,7 @@ def _firewall(name: str, ext: str, lan: str, sync: str) -> Host:
     return Host(
         name,
         "firewall",
-        (Interface("xl0", f"{ext}/24"), Interface("xl1", f"{lan}/24"), Interface("rl0", f"{sync}/24")),
+        (Interface("xl0", f"{ext}/24"), Interface("xl1", f"{lan}/24"), Interface("rl0", f"{sync}/8")),
         gateway=ISP_GW,
         services=FIREWALL_SSH,
     )
@@ -179,6 +180,6 @@ def tutorial() -> Topology:
     carp = (
         *(CarpAddress("carp0", 1, "xl0", f"{ip}/24") for ip in CARP_EXT),
         CarpAddress("carp1", 2, "xl1", f"{CARP_LAN}/24"),
-        CarpAddress("carp2", 3, "rl0", f"{CARP_SYNC}/24"),
+        CarpAddress("carp2", 3, "rl0", f"{CARP_SYNC}/8"),
     )
     return Topology(hosts, segments, carp=carp)

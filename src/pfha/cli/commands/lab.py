@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up = sub.add_parser("up", help="build the topology and start the services and node daemons")
     up.add_argument("--config", default="corrected", help="as-published, corrected (default) or a directory with pf.conf, rc.conf.primary, rc.conf.secondary [, sysctl.conf]")
     up.add_argument("--no-daemons", action="store_true", help="no pfha node: fw1 holds the shared addresses, forwarding on, no filtering")
+    up.add_argument("--without", default="", help="node parts to leave out (pfha node run --without), e.g. sync")
     sub.add_parser("down", help="remove everything the lab made (also after a crash)")
     status = sub.add_parser("status", help="hosts, addresses, processes and the firewalls' CARP/sync state")
     status.add_argument("--json", action="store_true")
@@ -41,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     action = args.lab_command
     if action == "up":
-        running = build.up(args.name, config=args.config, daemons=not args.no_daemons, log=_say)
+        running = build.up(args.name, config=args.config, daemons=not args.no_daemons,
+                           without=[p for p in args.without.split(",") if p], log=_say)
         _say(f"lab {running.name!r} is up: 'pfha lab status', 'pfha lab exec client -- ping 192.168.1.1', 'pfha lab down'")
         return 0
     if action == "down":

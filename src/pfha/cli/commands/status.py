@@ -1,0 +1,61 @@
+"""``pfha status``: what a running node says about itself over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from pfha.node import control
+
+NAME = "status"
+HELP = "show a running node's CARP, sync, state, ruleset and pflog status"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="the raw status as JSON")
+    parser.add_argument("-s", "--socket", type=Path, default=control.DEFAULT_SOCKET,
+                        help=f"the node's control socket (default {control.DEFAULT_SOCKET})")
+
+
+def run(args: argparse.Namespace) -> int:
+    status = control.request(args.socket, "status")
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(render(status))
+    return 0
+
+
+def _ago(stamp: float | None) -> str:
+    return "-" if stamp is None else f"{time.strftime('%H:%M:%S', time.localtime(stamp))} ({time.time() - stamp:.0f}s ago)"
+
+
+def render(status: dict) -> str:
+    lines = [f"node {status['node']} (pid {status['pid']}, up {status['uptime']}s, pfha {status['version']})"]
+    if status.get("without"):
+        lines.append(f"  left out: {', '.join(status['without'])}")
+    carp = status["carp"]
+    lines.append(f"carp: {carp.get('state')}" + (f", demoted for: {', '.join(carp['demoted'])}" if carp.get("demoted") else ""))
+    for vhid in carp.get("vhids", []):
+        lines.append(f"  vhid {vhid.get('vhid')} on {vhid.get('interface')}: {vhid.get('state')}"
+                     f" (advbase {vhid.get('advbase')}, advskew {vhid.get('advskew')}) - {vhid.get('reason', '')}")
+    sync = status["sync"]
+    lines.append("sync: " + ", ".join(f"{k} {v}" for k, v in sync.items() if k not in ("counters", "bulk_done_at") and v is not None))
+    if sync.get("counters"):
+        lines.append("  counters: " + ", ".join(f"{k} {v}" for k, v in sync["counters"].items()))
+    lines.append(f"  first bulk update done: {_ago(sync.get('bulk_done_at'))}")
+    lines.append(f"states: {status['states']}")
+    ruleset = status["ruleset"]
+    if ruleset.get("state") == "loaded":
+        lines.append(f"ruleset: {ruleset['source']} hash {ruleset['hash'][:16]} loaded {_ago(ruleset['loaded_at'])}")
+    else:
+        lines.append(f"ruleset: {ruleset.get('state')}")
+    pflog = status["pflog"]
+    lines.append(f"pflog: {pflog.get('state')} {pflog.get('file') or ''}"
+                 + (f" ({pflog['written']} written, {pflog['dropped']} dropped)" if "written" in pflog else ""))
+    if status.get("last_reload"):
+        reload = status["last_reload"]
+        lines.append(f"last reload: {'ok' if reload['ok'] else 'FAILED'} {_ago(reload['at'])}: {reload['message']}")
+    return "\n".join(lines)
