@@ -206,10 +206,9 @@ class RunningLab:
         if where:
             self.exec(where[0], ["ip", "link", "set", where[1], state])
             return
-        for segment in self.topology.segments:  # a direct wire: take the other end down
-            if (host, interface) in segment.ports:
-                (other, other_if), = [p for p in segment.ports if p != (host, interface)]
-                self.exec(other, ["ip", "link", "set", other_if, state])
+        for segment in self.topology.segments:  # a direct wire: this end goes down, the far
+            if (host, interface) in segment.ports:  # end loses carrier
+                self.exec(host, ["ip", "link", "set", interface, state])
                 return
         raise LabError(f"{host} has no cable on {interface}")
 

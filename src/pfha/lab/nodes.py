@@ -62,11 +62,23 @@ def write_node_configs(running: RunningLab, config: str) -> dict[str, Path]:
         imported = import_files(source / rc_name, sysctl, pf_conf=str(source / "pf.conf"))
         node = dataclasses.replace(imported.config, pflog=Pflog(file=running.host_dir(host) / "pflog",
                                                                 enabled=imported.config.pflog.enabled))
+        if node.sync is not None and node.sync.key is None and node.sync.key_file is None:
+            # pfsync has no authentication, pfha's sync always has: one lab secret for both nodes
+            node = dataclasses.replace(node, sync=dataclasses.replace(node.sync, key_file=sync_key(running)))
         path = running.node_config(host)
         path.write_text(dumps(node, imported.origins, imported.notes,
                               header=f"lab {running.name}: {host}, imported from {source / rc_name} by pfha lab up"))
         written[host] = path
     return written
+
+
+def sync_key(running: RunningLab) -> Path:
+    path = running.dir / "sync.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(os.urandom(32).hex() + "\n")
+    return path
 
 
 def start(running: RunningLab, config: str, log: Callable[[str], None] = lambda _m: None) -> None:

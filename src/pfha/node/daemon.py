@@ -62,8 +62,8 @@ class Node:
         self.bulk_done_at: float | None = None
         self.ruleset = self._part("ruleset", RulesetPart)
         self.pflog = self._part("pflog", PflogPart)
-        self.carp = self._part("carp", CarpPart)
-        self.sync = self._part("sync", lambda: SyncPart(self._bulk_done))
+        self.carp = self._part("carp", lambda: CarpPart(control_path.parent))
+        self.sync = self._part("sync", lambda: SyncPart(self._bulk_done, control_path.parent))
         self._reloading = asyncio.Lock()
 
     def _part(self, name: str, make) -> Part:
@@ -98,13 +98,17 @@ class Node:
             await self.carp.start(config)
         await self.sync.start(config)
         await self.control.start()
-        for sig, action in ((signal.SIGTERM, self.stopping.set), (signal.SIGINT, self.stopping.set),
-                            (signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))):
-            loop.add_signal_handler(sig, action)
+        self._install_signals(loop)
         log.info("node running", extra=fields(node=config.name, control=str(self.control.path)))
         await self.stopping.wait()
         await self.shutdown()
         return 0
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The node's handlers, installed last: a component's runner may have set its own."""
+        for sig, action in ((signal.SIGTERM, self.stopping.set), (signal.SIGINT, self.stopping.set),
+                            (signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))):
+            loop.add_signal_handler(sig, action)
 
     async def shutdown(self) -> None:
         log.info("node stopping: carp bows out, sync and pflogd stop, the ruleset stays loaded")
@@ -141,6 +145,7 @@ class Node:
                 await self.carp.reconfigure(config)
                 await self.sync.reconfigure(config)
                 await self.pflog.reconfigure(config)
+                self._install_signals(asyncio.get_running_loop())  # a restarted runner may have taken them
             except (PfhaError, OSError) as error:
                 return self._reload_result(started, False, f"reload partly failed, the ruleset is unchanged "
                                            f"unless reported loaded: {error}")

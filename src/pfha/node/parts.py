@@ -15,6 +15,7 @@ ruleset that did not compile, and never leave CARP undemoted before the first bu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pfha.errors import PfhaError
@@ -232,61 +234,167 @@ class PflogPart(Part):
 # --- CARP ----------------------------------------------------------------------------------
 
 DEMOTE_SYNC = "pfsync bulk update"
+DEMOTE_SYNC_AMOUNT = 32  # OpenBSD's pfsync demotion while the bulk update is outstanding
+
+
+def vhid_configs(config: NodeConfig) -> list:
+    """The node config's CARP groups as pfha.carp's VhidConfig (parent -> Linux device)."""
+    from pfha.carp import wire
+    from pfha.carp.machine import VhidConfig
+
+    out = []
+    for group in config.carp:
+        parent = config.interface(group.parent)
+        password = group.password
+        if password is None and group.password_file is not None:
+            try:
+                password = group.password_file.read_text().strip()
+            except OSError as error:
+                raise PartError(f"carp vhid {group.vhid}: {group.password_file}: {error.strerror}") from None
+        try:
+            out.append(VhidConfig(vhid=group.vhid, interface=parent.device if parent else group.parent,
+                                  addresses=tuple(group.addresses), key=wire.carp_key(password or ""),
+                                  advbase=group.advbase, advskew=group.advskew, preempt=group.preempt))
+        except ValueError as error:
+            raise PartError(f"carp vhid {group.vhid}: {error}") from None
+    return out
+
+
+def _runner_class():
+    """pfha.carp's runner, plus what the node needs to say *why* a vhid is in its state."""
+    runner = require("carp", "pfha.carp.runner", "CarpRunner")
+    from pfha.carp.machine import StateChanged
+
+    class NodeCarpRunner(runner.CarpRunner):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.reasons: dict[tuple[str, int], tuple[str, float]] = {}
+
+        def _perform(self, action) -> bool:
+            if isinstance(action, StateChanged):
+                self.reasons[(action.interface, action.vhid)] = (action.reason, time.time())
+                log.info("carp state", extra=fields(vhid=action.vhid, interface=action.interface, old=action.old.value,
+                                                    new=action.new.value, reason=action.reason))
+            return super()._perform(action)
+
+    return NodeCarpRunner
 
 
 class CarpPart(Part):
-    """The vhids of the node config, run by pfha.carp's Linux runner.
+    """The vhids of the node config, run by pfha.carp's Linux runner in the node's loop.
 
-    Demotion reasons are kept here by name (``pfsync bulk update``...) so that the status can
-    say *why* a node is demoted; the runner only sees whether the node is demoted.
+    Demotion causes are pfha.carp's own (link loss, send errors); this part adds pfsync's
+    "bulk update outstanding" cause, held until sync says the first bulk is done.
     """
 
     name = "carp"
 
-    def __init__(self) -> None:
+    def __init__(self, run_dir: Path | None = None) -> None:
         super().__init__()
         self.runner = None
-        self.demotions: set[str] = set()
-
-    def _module(self):
-        return require(self.name, "pfha.carp.runner", "CarpRunner")
+        self.task: asyncio.Task | None = None
+        self.configs: list = []
+        self.run_dir = run_dir
+        self.pending: dict[str, int] = {}
 
     def check(self) -> None:
-        self._module()
+        _runner_class()
 
     async def start(self, config: NodeConfig, demoted_for: tuple[str, ...] = ()) -> None:
         if not config.carp:
             return
-        self.demotions.update(demoted_for)
-        module = self._module()
-        self.runner = module.CarpRunner.from_node_config(config, demoted=bool(self.demotions))
-        await self.runner.start()
+        self.configs = vhid_configs(config)
+        status_path = self.run_dir / "carp.json" if self.run_dir else None
+        self.runner = _runner_class()(self.configs, status_path=status_path)
+        for reason in demoted_for:
+            self.runner.node.demotion.demote(reason, DEMOTE_SYNC_AMOUNT)
+        self.task = asyncio.create_task(self.runner.run(), name="carp")
+        # Let the runner set itself up (sockets, first transitions) before going on.
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if self.runner._stopping is not None or self.task.done():
+                break
+        if self.task.done():
+            self.task.result()  # raises what stopped it
 
     def set_demoted(self, reason: str, on: bool) -> None:
-        before = bool(self.demotions)
-        (self.demotions.add if on else self.demotions.discard)(reason)
-        if self.runner is not None and before != bool(self.demotions):
-            self.runner.set_demoted(bool(self.demotions))
-        log.info("carp demotion", extra=fields(reason=reason, demoted=on, reasons=sorted(self.demotions)))
+        if self.runner is None:
+            return
+        demotion = self.runner.node.demotion
+        if on:
+            demotion.demote(reason, DEMOTE_SYNC_AMOUNT)
+        else:
+            demotion.undemote(reason)
+        log.info("carp demotion", extra=fields(reason=reason, demoted=on, total=demotion.value))
 
     async def reconfigure(self, config: NodeConfig) -> None:
+        """Same groups (interface, vhid): new timing, key or preempt in place, no flap.
+        Groups added or removed: CARP restarts (the node bows out and comes back)."""
+        new = vhid_configs(config)
         if self.runner is None:
-            await self.start(config)
-        else:
-            await self.runner.reconfigure(config)
+            if new:
+                await self.start(config)
+            return
+        old_keys = {(c.interface, c.vhid) for c in self.configs}
+        new_keys = {(c.interface, c.vhid) for c in new}
+        if old_keys == new_keys and all(c.addresses == self.runner.node.groups[(c.interface, c.vhid)].config.addresses for c in new):
+            for c in new:
+                group = self.runner.node.groups[(c.interface, c.vhid)]
+                group.config = dataclasses.replace(c, source=group.config.source)
+            self.configs = new
+            return
+        log.warning("carp groups changed: restarting carp (this node bows out and comes back)")
+        demotions = tuple(r for r in self.runner.node.demotion.reasons if r == DEMOTE_SYNC)
+        await self.stop()
+        await self.start(config, demotions)
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.stop()  # bows out: the backup takes over at once
-            self.runner = None
+        if self.runner is not None and self.task is not None:
+            if self.runner._stopping is not None:
+                self.runner._stopping.set()  # the runner bows out and releases the addresses
+            try:
+                await asyncio.wait_for(self.task, 10)
+            except asyncio.TimeoutError:
+                log.error("carp did not stop within 10 s")
+            self.runner, self.task = None, None
 
     def status(self) -> dict:
         if self.runner is None:
             return {"state": "off", "vhids": []}
-        return {"state": "running", "demoted": sorted(self.demotions), "vhids": self.runner.status()}
+        node = self.runner.node.status()
+        vhids = []
+        for group in node["groups"]:
+            reason, since = self.reasons_for(group["interface"], group["vhid"])
+            vhids.append({**group, "reason": reason, "since": since})
+        return {"state": "running" if self.task and not self.task.done() else "stopped",
+                "demotion": node["demotion"], "demoted": sorted(node["demotion_reasons"]), "vhids": vhids}
+
+    def reasons_for(self, interface: str, vhid: int) -> tuple[str, float | None]:
+        return self.runner.reasons.get((interface, vhid), ("", None))
 
 
 # --- state sync ----------------------------------------------------------------------------
+
+
+def sync_keyring(config: NodeConfig):
+    """pfsync has no authentication; pfha's sync always authenticates (pfsync.md §5.3)."""
+    from pfha.sync import wire
+
+    sync = config.sync
+    if sync.key is not None:
+        data = sync.key.encode()
+    elif sync.key_file is not None:
+        try:
+            data = sync.key_file.read_bytes()
+        except OSError as error:
+            raise PartError(f"sync: {sync.key_file}: {error.strerror}") from None
+    else:
+        raise PartError("sync: no key: set sync.key_file (the same secret file on both nodes); pfha's state "
+                        "sync authenticates every message, where pfsync had no authentication at all")
+    try:
+        return wire.read_key_file(data)
+    except ValueError as error:
+        raise PartError(f"sync: bad key: {error}") from None
 
 
 class SyncPart(Part):
@@ -295,26 +403,51 @@ class SyncPart(Part):
 
     name = "sync"
 
-    def __init__(self, on_bulk_done: Callable[[bool], None]) -> None:
+    def __init__(self, on_bulk_done: Callable[[bool], None], run_dir: Path | None = None) -> None:
         super().__init__()
         self.runner = None
+        self.task: asyncio.Task | None = None
         self.on_bulk_done = on_bulk_done
+        self.run_dir = run_dir
         self.config_key: object = None
-
-    def _module(self):
-        return require(self.name, "pfha.sync.runner", "SyncRunner")
+        self.closers: list = []
 
     def check(self) -> None:
-        self._module()
+        require(self.name, "pfha.sync.runner", "Runner")
+        require(self.name, "pfha.sync.peer", "Peer", "Config")
+        require(self.name, "pfha.sync.conntrack", "EventSource", "KernelTable")
+        require(self.name, "pfha.sync.transport", "Transport")
 
     async def start(self, config: NodeConfig) -> None:
         if config.sync is None:
             self.on_bulk_done(True)
             return
-        module = self._module()
-        self.runner = module.SyncRunner.from_node_config(config, on_bulk_done=self.on_bulk_done)
+        import random
+
+        from pfha.sync.conntrack import EventSource, KernelTable
+        from pfha.sync.peer import Config, Peer
+        from pfha.sync.runner import Runner
+        from pfha.sync.transport import Transport
+
+        keyring = sync_keyring(config)
+        device = config.interface(config.sync.device)
+        dev = device.device if device else config.sync.device
+        transport = Transport(dev, str(config.sync.peer) if config.sync.peer else None)
+        intake, kernel = EventSource(), KernelTable()
+        self.closers = [transport, intake, kernel]
+        loop = asyncio.get_running_loop()
+        peer = Peer(Config(node_id=random.SystemRandom().randrange(1, 1 << 32), keyring=keyring),
+                    epoch=time.time_ns() // 1_000_000, now=loop.time())
+        status_path = self.run_dir / "sync.json" if self.run_dir else None
+        self.runner = Runner(peer, transport, intake, kernel, status_path, on_bulk_complete=self._bulk_complete,
+                             log=lambda line: log.info("sync", extra=fields(detail=line)))
         self.config_key = config.sync
-        await self.runner.start()
+        self.task = asyncio.create_task(self.runner.run(), name="sync")
+        await asyncio.sleep(0)
+
+    def _bulk_complete(self, event) -> None:
+        if getattr(event, "initial", True):
+            self.on_bulk_done(bool(event.succeeded))
 
     async def reconfigure(self, config: NodeConfig) -> None:
         if config.sync == self.config_key:
@@ -324,10 +457,17 @@ class SyncPart(Part):
 
     async def stop(self) -> None:
         if self.runner is not None:
-            await self.runner.stop()
-            self.runner = None
+            self.runner.stop()
+            try:
+                await asyncio.wait_for(self.task, 5)
+            except asyncio.TimeoutError:
+                log.error("sync did not stop within 5 s")
+            for closer in self.closers:
+                closer.close()
+            self.runner, self.task, self.closers = None, None, []
 
     def status(self) -> dict:
         if self.runner is None:
             return {"state": "off"}
-        return self.runner.status()
+        running = self.task is not None and not self.task.done()
+        return {"state": "running" if running else "stopped", **self.runner.status()}
