@@ -99,7 +99,7 @@ def test_cli_status_and_exec(running):
     assert "192.168.1.80/24" in status["hosts"]["srv80"]["addresses"]["eth0"]
     out = subprocess.run([sys.executable, "-m", "pfha.cli.main", "lab", "--name", running.name, "exec", "fw2", "--",
                           "ip", "-4", "-br", "addr", "show", "dev", "rl0"], capture_output=True, text=True, env=env, timeout=60)
-    assert "10.10.10.251/24" in out.stdout
+    assert "10.10.10.251/8" in out.stdout
 
 
 def build_env():
