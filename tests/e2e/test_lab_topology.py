@@ -31,7 +31,7 @@ def test_lan_reaches_its_servers_and_gateway(running):
                "tcp:192.168.1.82:80", "tcp:192.168.1.119:8080"]
     results = running.probe("client", targets)
     assert [r.ok for r in results] == [True] * len(targets), results
-    assert results[0].answer == "pfha-lab srv80 25"
+    assert results[0].answer == "pfha-lab srv80 25 from 192.168.1.10"
     running.exec("client", ["ping", "-c", "1", "-W", "2", "192.168.1.1"])
 
 
@@ -40,14 +40,14 @@ def test_internet_hosts_and_shared_addresses(running):
                                       "tcp:203.0.113.10:8081", "tcp:203.0.113.3:8081"])
     assert all(r.ok for r in results), results
     # the static master (fw1) holds every shared address
-    assert results[3].answer == "pfha-lab fw1 8081"
+    assert results[3].answer == "pfha-lab fw1 8081 from 198.51.100.200"
 
 
 def test_fw1_forwards_lan_traffic(running):
     # 203.0.113.3 is fw2's external address: the LAN client reaches it through its gateway
     # 192.168.1.1 (fw1), which must forward out of xl0.
     (result,) = running.probe("client", ["tcp:203.0.113.3:8081"])
-    assert result.ok and result.answer == "pfha-lab fw2 8081"
+    assert result.ok and result.answer == "pfha-lab fw2 8081 from 192.168.1.10"
 
 
 def test_heartbeat_wire_and_cable_cut(running):

@@ -5,8 +5,9 @@ targets at once and prints one JSON line per target; ``fetch`` runs a paced bulk
 reports how it ended. They are started with ``ip netns exec NS python -m pfha.lab.services ...``
 so that each socket lives in the namespace it belongs to.
 
-The TCP protocol is deliberately tiny: the server greets with ``pfha-lab HOST PORT`` on connect
-(so a probe learns *which* server answered, e.g. which member of an rdr pool), then reads one
+The TCP protocol is deliberately tiny: the server greets with ``pfha-lab HOST PORT from ADDRESS`` on connect
+plus the client address it saw (so a probe learns *which* server answered, e.g. which member
+of an rdr pool, and what source address NAT gave it), then reads one
 optional command line: ``BULK NBYTES RATE`` streams NBYTES at RATE bytes/s. UDP port 53 answers
 real DNS queries with one A record; other UDP services echo.
 
@@ -123,7 +124,9 @@ def _tcp_handler(host: str, port: int, kind: str, answer_ip: str):
             if kind == "dns":
                 await _dns_over_tcp(reader, writer, answer_ip)
                 return
-            writer.write(f"{GREETING} {host} {port}\n".encode())
+            peer = writer.get_extra_info("peername") or ("?", 0)
+            # Who answered, and the source address it saw: NAT shows here (203.0.113.10, not .2).
+            writer.write(f"{GREETING} {host} {port} from {peer[0]}\n".encode())
             await writer.drain()
             try:
                 line = await asyncio.wait_for(reader.readline(), 30)
