@@ -1,0 +1,146 @@
+"""``pfha sync run|status``: state sync in the foreground (pfsync for Linux), and its status.
+
+    pfha sync run --dev rl0 [--peer ADDR] --key-file FILE [--mark-mask 0x3] [--collapse-ms 5]
+                  [--node-id HEX] [--status-file PATH] [--liberal]
+    pfha sync status [--json] [--status-file PATH | --status-dir DIR]
+
+``run`` keeps a JSON status file (default ``/run/pfha/sync/<dev>.json``, rewritten every 0.5 s
+and at every bulk update); ``status`` reads it. See docs/sync.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+from pfha.errors import PfhaError
+
+NAME = "sync"
+HELP = "synchronise conntrack states with the peer firewall (pfsync for Linux), or show its status"
+STATUS_DIR = Path("/run/pfha/sync")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="sync_command", metavar="{run,status}")
+    run = sub.add_parser("run", help="run the sync daemon in the foreground until SIGTERM/SIGINT")
+    run.add_argument("--dev", "-i", required=True, help="sync device (pfsync's syncdev)")
+    run.add_argument("--peer", help="unicast to this IPv4 address (pfsync's syncpeer); default multicast 224.0.0.240")
+    run.add_argument("--key-file", required=True, type=Path,
+                     help="shared key: one line of hex (>= 16 bytes), or lines 'ID:HEX' for rotation")
+    run.add_argument("--mark-mask", type=_int, default=0x3,
+                     help="sync entries with ct mark & MASK != 0 (default 0x3: states pf rules created; 0 = all)")
+    run.add_argument("--collapse-ms", type=float, default=5.0, help="collapse window for updates (default 5 ms)")
+    run.add_argument("--node-id", type=lambda t: int(t, 16), help="creator id, hex (default random)")
+    run.add_argument("--no-bulk", action="store_true", help="do not ask the peer for its table at start")
+    run.add_argument("--bulk-retry", type=float, default=2.0, help="seconds between bulk requests (default 2)")
+    run.add_argument("--bulk-tries", type=int, default=12, help="give up the bulk update after N tries (default 12)")
+    run.add_argument("--liberal", action="store_true", help="install TCP states with BE_LIBERAL (no window checks)")
+    run.add_argument("--status-file", type=Path, help="JSON status (default /run/pfha/sync/<dev>.json)")
+    status = sub.add_parser("status", help="peer, last message, states sent and received, lag, rejects")
+    status.add_argument("--json", action="store_true", help="print the raw JSON status")
+    status.add_argument("--status-file", type=Path, help="one status file")
+    status.add_argument("--status-dir", type=Path, default=STATUS_DIR, help=f"directory of status files (default {STATUS_DIR})")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sync_command == "run":
+        return _run(args)
+    if args.sync_command == "status":
+        return _status(args)
+    raise PfhaError("usage: pfha sync {run,status} ...")
+
+
+def _keyring(path: Path):
+    from pfha.sync import wire
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise PfhaError(f"{path}: {error.strerror}") from None
+    if os.stat(path).st_mode & 0o077:
+        print(f"pfha sync: warning: {path} is readable by others; chmod 600 it", flush=True)
+    try:
+        return wire.read_key_file(data)
+    except ValueError as error:
+        raise PfhaError(f"{path}: {error}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pfha.sync.conntrack import EventSource, KernelTable
+    from pfha.sync.peer import Config, Peer
+    from pfha.sync.runner import Runner
+    from pfha.sync.transport import Transport
+
+    keyring = _keyring(args.key_file)
+    node_id = args.node_id if args.node_id is not None else random.SystemRandom().randrange(1, 1 << 32)
+    transport = Transport(args.dev, args.peer)
+    intake = EventSource(mark_mask=args.mark_mask)
+    kernel = KernelTable(liberal=args.liberal)
+    status_path = args.status_file or STATUS_DIR / f"{args.dev}.json"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        config = Config(node_id=node_id, keyring=keyring, collapse_window=args.collapse_ms / 1000,
+                        request_bulk_on_start=not args.no_bulk, bulk_retry=args.bulk_retry,
+                        bulk_max_tries=args.bulk_tries)
+        peer = Peer(config, epoch=time.time_ns() // 1_000_000, now=loop.time())
+        runner = Runner(peer, transport, intake, kernel, status_path)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        await runner.run()
+
+    try:
+        asyncio.run(main())
+    finally:
+        transport.close()
+        intake.close()
+        kernel.close()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    paths = [args.status_file] if args.status_file else sorted(args.status_dir.glob("*.json"))
+    if not paths:
+        raise PfhaError(f"no sync status in {args.status_dir} (is 'pfha sync run' running?)")
+    statuses = []
+    for path in paths:
+        try:
+            statuses.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            raise PfhaError(f"{path}: {error}") from None
+    if args.json:
+        print(json.dumps(statuses if len(statuses) > 1 else statuses[0], indent=1, sort_keys=True))
+        return 0
+    for status in statuses:
+        print(_format(status))
+    return 0
+
+
+def _format(status: dict) -> str:
+    counters = status["counters"]
+    age = time.time() - status.get("time", time.time())
+    lines = [f"pfsync: syncdev {status['device']} -> {status['destination']} node {status['node']}"
+             f"{'' if age < 5 else f' (status {age:.0f}s old: daemon stopped?)'}",
+             f"  states {status['states']}  sent {counters['states_sent']}  received {counters['states_received']}"
+             f"  deletes sent {counters['deletes_sent']} received {counters['deletes_received']}",
+             f"  lag {status['lag_s']}s  unacknowledged {status['unacknowledged']}  queued {status['queued']}"
+             f"  retransmits {counters['retransmits']}",
+             f"  bulk update: {'done' if status['bulk']['done'] else 'in progress'}",
+             f"  last message: {'never' if status['last_message_s'] is None else str(status['last_message_s']) + 's ago'}",
+             f"  rejects: {', '.join(f'{k} {v}' for k, v in sorted(counters['rejects'].items())) or 'none'}"]
+    for peer in status["peers"]:
+        lines.append(f"  peer {peer['node']} {'up' if peer['alive'] else 'DOWN'} last heard {peer['last_heard_s']}s ago")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""The asyncio glue: kernel events and sync datagrams into the core, its output back out.
+
+Used by ``pfha sync run`` (foreground) and, later, by the node daemon, which passes
+``on_bulk_complete`` to lift the CARP demotion once the start-up bulk update is in.
+
+The loop's clock (``loop.time()``, monotonic) is the core's ``now``. Received states are written
+to the kernel in batches per wake-up; kernel events are read in batches. Nothing here decides
+anything about the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pfha.sync import wire
+from pfha.sync.conntrack import KIND_DESTROY, KIND_NEW, EventSource, KernelTable
+from pfha.sync.peer import (BulkUpdateComplete, BulkUpdateStarted, Peer, PeerRestarted,
+                            StateDeleted, StateReceived)
+from pfha.sync.transport import Transport
+
+STATUS_INTERVAL = 0.5
+
+
+class Runner:
+    def __init__(self, peer: Peer, transport: Transport, intake: EventSource, kernel: KernelTable,
+                 status_path: Path | None = None,
+                 on_bulk_complete: Callable[[BulkUpdateComplete], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.peer, self.transport, self.intake, self.kernel = peer, transport, intake, kernel
+        self.status_path = status_path
+        self.on_bulk_complete = on_bulk_complete
+        self.log = log or (lambda line: print(f"pfha sync: {line}", file=sys.stderr, flush=True))
+        self.counters = {"events": 0, "own_events": 0, "overruns": 0, "resyncs": 0}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = asyncio.Event()
+
+    def load_kernel_table(self) -> int:
+        """States already in the kernel at start are ours to give in a bulk update (not sent)."""
+        events = self.kernel.dump(self.intake.mark_mask)
+        for event in events:
+            self.peer.local_load(event.record)
+        return len(events)
+
+    async def run(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        loaded = self.load_kernel_table()
+        self.log(f"node {self.peer.config.node_id:08x} epoch {self.peer.epoch} on {self.transport.dev} "
+                 f"to {self.transport.destination}; {loaded} local states loaded")
+        loop.add_reader(self.transport.fileno(), self._on_datagrams)
+        loop.add_reader(self.intake.fileno(), self._on_kernel_events)
+        status = loop.create_task(self._write_status_forever())
+        self._service()
+        try:
+            await self._stopped.wait()
+        finally:
+            status.cancel()
+            loop.remove_reader(self.transport.fileno())
+            loop.remove_reader(self.intake.fileno())
+            if self._timer:
+                self._timer.cancel()
+            self.write_status()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _on_datagrams(self) -> None:
+        now = self._now()
+        for payload, ok in self.transport.receive():
+            if ok:
+                self.peer.receive(payload, now)
+            else:
+                self.peer.count_reject(wire.RejectReason.TTL)
+        self._service()
+
+    def _on_kernel_events(self) -> None:
+        events, overrun = self.intake.read()
+        now = self._now()
+        own = self.kernel.pid
+        peer = self.peer
+        for event in events:
+            if event.pid == own:
+                self.counters["own_events"] += 1
+            elif event.kind == KIND_DESTROY:
+                peer.local_delete(wire.state_key(event.record), now)
+            else:
+                peer.local_update(event.record, now, event.kind == KIND_NEW)
+        self.counters["events"] += len(events)
+        if overrun:
+            # the kernel dropped events: resend our whole table from a dump (pfsync.md §5.4 step 8)
+            self.counters["overruns"] += 1
+            self.counters["resyncs"] += 1
+            for event in self.kernel.dump(self.intake.mark_mask):
+                peer.local_update(event.record, now)
+            self.log("conntrack event overrun: resynchronised from a dump")
+        self._service()
+
+    def _service(self) -> None:
+        """Run due timers, send what is due, apply what arrived, re-arm the timer."""
+        peer, now = self.peer, self._now()
+        for _ in range(64):
+            deadline = peer.next_deadline()
+            if deadline is not None and deadline <= now:
+                peer.handle_timer(now)
+            datagrams = peer.datagrams_to_send(now)
+            if datagrams:
+                self.transport.send(datagrams)
+            self._apply_events()
+            deadline = peer.next_deadline()
+            if deadline is None or deadline > now:
+                break
+        if self._timer:
+            self._timer.cancel()
+        if deadline is not None:
+            assert self._loop is not None
+            self._timer = self._loop.call_at(max(deadline, now + 0.0005), self._service)
+
+    def _apply_events(self) -> None:
+        installs: list[tuple[bytes, bool]] = []
+        deletes: list[bytes] = []
+        while (event := self.peer.next_event()) is not None:
+            if isinstance(event, StateReceived):
+                installs.append((event.record, event.known))
+            elif isinstance(event, StateDeleted):
+                deletes.append(event.key)
+            else:
+                if installs or deletes:  # keep the kernel in step before reporting
+                    self._write_kernel(installs, deletes)
+                    installs, deletes = [], []
+                self._report(event)
+        self._write_kernel(installs, deletes)
+
+    def _write_kernel(self, installs: list[tuple[bytes, bool]], deletes: list[bytes]) -> None:
+        if installs:
+            self.kernel.install(installs)
+        if deletes:
+            self.kernel.delete(deletes)
+
+    def _report(self, event: object) -> None:
+        if isinstance(event, BulkUpdateComplete):
+            verdict = "complete" if event.succeeded else "given up after the last try"
+            self.log(f"bulk update {verdict}: {event.states} states")
+            self.write_status()
+            if self.on_bulk_complete:
+                self.on_bulk_complete(event)
+        elif isinstance(event, BulkUpdateStarted):
+            self.log(f"bulk update from {event.node:08x} started")
+        elif isinstance(event, PeerRestarted):
+            self.log(f"peer {event.node:08x} restarted (epoch {event.epoch})")
+
+    def status(self) -> dict:
+        data = self.peer.status(self._now())
+        data.update({
+            "time": time.time(), "pid": os.getpid(), "device": self.transport.dev,
+            "destination": self.transport.destination, "mark_mask": self.intake.mark_mask,
+            "intake": dict(self.counters, kernel_overruns=self.intake.overruns),
+            "kernel": dict(self.kernel.counters, last_error=self.kernel.last_error),
+            "transport": {"send_errors": self.transport.send_errors, "bad_ttl": self.transport.bad_ttl,
+                          "wrong_source": self.transport.wrong_source},
+        })
+        return data
+
+    def write_status(self) -> None:
+        if self.status_path is None:
+            return
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_path.with_name(self.status_path.name + ".tmp")
+        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        tmp.replace(self.status_path)
+
+    async def _write_status_forever(self) -> None:
+        while True:
+            self.write_status()
+            await asyncio.sleep(STATUS_INTERVAL)
