@@ -1,0 +1,885 @@
+"""Compile a parsed pf ruleset into nftables JSON: pf's semantics on Linux's netfilter.
+
+The layout (pf-semantics.md §3, verified by the prototype):
+
+- one ``inet pfha`` table and four base chains around conntrack's NAT hooks, so each pf pass
+  sees what pf sees: ``nat_pre`` (rdr, binat in; nat -100), ``filter_in`` (pf's in-pass,
+  after rdr; filter -99), ``nat_post`` (nat, binat out; nat 100), ``filter_out`` (pf's
+  out-pass, after nat; filter 101);
+- pf states are ct-mark bits: side A = the state made by a connection's original packet on
+  an in-pass (it also matches the replies' out-pass), side B = the state made on an out-pass.
+  A forwarded flow therefore needs two pf states, as in pf. The mark also holds the creating
+  rule of each side, so state-matched packets are charged to it (``pfctl -vsr``);
+- filter rules run first-match over [quick rules in file order] + [other rules reversed],
+  which equals pf's last-match/quick decision (§3.3); a forward *prelude* applies the sticky
+  ``tag`` side effects of every match;
+- translation rules are first-match in the NAT chains; a translation forces state;
+- ``log`` sends the packet to NFLOG with a ``pf:...`` prefix that pflogd turns into a pfloghdr.
+
+What the kernel cannot express is approximated and reported in :attr:`Compiled.warnings`
+(also listed in docs/fidelity.md) - never dropped silently.
+
+Pure: takes the Ruleset and an interface view, returns JSON and warnings. Never touches the OS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pfha.conf import ast
+from pfha.conf.interfaces import InterfaceView
+from pfha.nft import expr as x
+from pfha.pflog.format import Action, Direction
+from pfha.pflog.prefix import LogPrefix
+
+# ---------------------------------------------------------------------------------- ct mark
+SIDE_A = 0x1
+SIDE_B = 0x2
+RULE_BITS = 15
+MAX_RULE_ID = (1 << RULE_BITS) - 1
+A_SHIFT = 2
+B_SHIFT = A_SHIFT + RULE_BITS
+A_RULE_MASK = MAX_RULE_ID << A_SHIFT
+B_RULE_MASK = MAX_RULE_ID << B_SHIFT
+
+IN, OUT = "in", "out"
+BASE_CHAINS = (
+    ("nat_pre", "nat", "prerouting", -100),
+    ("filter_in", "filter", "prerouting", -99),
+    ("nat_post", "nat", "postrouting", 100),
+    ("filter_out", "filter", "postrouting", 101),
+)
+FILTER_CHAIN = {IN: "filter_in", OUT: "filter_out"}
+NAT_CHAIN = {IN: "nat_pre", OUT: "nat_post"}
+STATUS_CHAIN = "pf_status"
+PROXY_PORTS = (50001, 65535)  # pf's default NAT source ports (pf.conf(5) "nat")
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
+
+# nft's names for the ICMP unreachable codes it can send (reject with icmp ...).
+ICMP_REJECT = {0: "net-unreachable", 1: "host-unreachable", 2: "prot-unreachable", 3: "port-unreachable",
+               9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
+ICMP6_REJECT = {0: "no-route", 1: "admin-prohibited", 3: "addr-unreachable", 4: "port-unreachable"}
+
+Branch = list[dict[str, Any]]  # AND of expressions; a rule is an OR of branches
+
+
+@dataclass(frozen=True)
+class Warning:
+    """Something the kernel cannot do as pf does; ``where`` is ``file:line`` or ''."""
+
+    message: str
+    where: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+@dataclass
+class Compiled:
+    """nftables commands (the table's content), warnings, and what pfctl needs to read it back."""
+
+    commands: list[dict[str, Any]]
+    warnings: list[Warning]
+    metadata: dict[str, Any]
+
+    def document(self) -> dict[str, Any]:
+        return {"nftables": self.commands}
+
+
+def side_of(point: str, ct_direction: str) -> str:
+    """(in-pass, original) and (out-pass, reply) are side A; the others side B (§3.2)."""
+    return "A" if (point == IN) == (ct_direction == "original") else "B"
+
+
+def side_bits(side: str) -> tuple[int, int, int]:
+    """(flag bit, rule-id shift, rule-id mask) of a side."""
+    return (SIDE_A, A_SHIFT, A_RULE_MASK) if side == "A" else (SIDE_B, B_SHIFT, B_RULE_MASK)
+
+
+def rule_id(number: int) -> int:
+    """The id a rule is stored under in the ct mark (0: no rule, e.g. the default rule)."""
+    return number + 1 if number + 1 <= MAX_RULE_ID else 0
+
+
+def first_match_order(rules: Iterable[Any]) -> list[Any]:
+    """pf's last-match + quick as first-match (pf-semantics.md §3.3)."""
+    rules = list(rules)
+    return [r for r in rules if r.quick] + [r for r in reversed(rules) if not r.quick]
+
+
+def _where(rule: Any) -> str:
+    origin = getattr(rule, "origin", None)
+    return f"{origin.file}:{origin.line}" if origin else ""
+
+
+def _family_of(addr: ipaddress._BaseAddress) -> str:
+    return "ip" if addr.version == 4 else "ip6"
+
+
+def _nfproto(family: str) -> str:
+    return "ipv4" if family == "ip" else "ipv6"
+
+
+def _af_family(af: str | None) -> str | None:
+    return None if af is None else ("ip" if af == "inet" else "ip6")
+
+
+# ---------------------------------------------------------------------------------- tables
+def _table_networks(entries: Iterable[ast.TableEntry], view: InterfaceView | None) -> tuple[list[Any], list[Any]]:
+    """The effective (v4, v6) networks of a table: longest prefix wins, so negated entries
+    punch holes in the broader ones they sit in (pf's radix-tree semantics)."""
+    by_family: dict[int, list[tuple[int, bool, Any]]] = {4: [], 6: []}
+    for entry in entries:
+        for network in _entry_networks(entry.address, view):
+            by_family[network.version].append((network.prefixlen, entry.negated, network))
+    result = []
+    for version in (4, 6):
+        kept: list[Any] = []
+        for _len, negated, network in sorted(by_family[version], key=lambda t: t[0]):
+            if negated:
+                kept = [piece for net in kept for piece in _exclude(net, network)]
+            else:
+                kept = [net for net in kept if not net.subnet_of(network)]
+                if not any(network.subnet_of(net) for net in kept):
+                    kept.append(network)
+        result.append(sorted(kept, key=lambda n: (int(n.network_address), n.prefixlen)))
+    return result[0], result[1]
+
+
+def _exclude(net: Any, hole: Any) -> list[Any]:
+    if not net.overlaps(hole):
+        return [net]
+    if net.subnet_of(hole):
+        return []
+    return list(net.address_exclude(hole))
+
+
+def _entry_networks(address: Any, view: InterfaceView | None) -> list[Any]:
+    if isinstance(address, ast.HostAddress):
+        return [address.network]
+    if isinstance(address, ast.RangeAddress):
+        return list(ipaddress.summarize_address_range(address.start, address.end))
+    if isinstance(address, ast.DynamicAddress) and view is not None:
+        return [_iface_net(i, address.modifiers) for i in _dynamic_addresses(address, view)]
+    return []
+
+
+def _dynamic_addresses(address: ast.DynamicAddress, view: InterfaceView) -> list[Any]:
+    addrs = list(view.addrs(address.interface))
+    if address.family:
+        addrs = [a for a in addrs if (a.version == 4) == (address.family == "inet")]
+    if "0" in address.modifiers:
+        firsts = []
+        for version in (4, 6):
+            same = [a for a in addrs if a.version == version and not a.ip.is_link_local]
+            firsts += same[:1]
+        addrs = firsts
+    return addrs
+
+
+def _iface_net(interface: Any, modifiers: tuple[str, ...]) -> Any:
+    if "network" in modifiers:
+        return interface.network
+    if "broadcast" in modifiers and interface.version == 4:
+        return ipaddress.ip_network(interface.network.broadcast_address)
+    return ipaddress.ip_network(interface.ip)
+
+
+def _elements(networks: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for net in networks:
+        full = 32 if net.version == 4 else 128
+        out.append(str(net.network_address) if net.prefixlen == full else x.prefix(str(net.network_address), net.prefixlen))
+    return out
+
+
+# ---------------------------------------------------------------------------------- compiler
+@dataclass
+class _Compiler:
+    ruleset: ast.Ruleset
+    view: InterfaceView | None
+    log_group: int = 0
+    warnings: list[Warning] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list)  # counters, sets, maps
+    chains: list[dict[str, Any]] = field(default_factory=list)
+    rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sets: dict[tuple[str, str], str] = field(default_factory=dict)  # (key, family) -> set name
+    tags: dict[str, int] = field(default_factory=dict)
+    stateful: dict[int, str] = field(default_factory=dict)  # filter rule nr -> counter name
+    log_all: list[ast.Rule] = field(default_factory=list)
+    meta_rules: list[dict[str, Any]] = field(default_factory=list)
+    meta_translation: list[dict[str, Any]] = field(default_factory=list)
+    meta_tables: list[dict[str, Any]] = field(default_factory=list)
+    index: dict[int, int] = field(default_factory=dict)  # id(rule) -> position after flattening
+
+    def warn(self, message: str, rule: Any = None) -> None:
+        warning = Warning(message, _where(rule) if rule is not None else "")
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
+    def emit(self, chain: str, exprs: list[dict[str, Any]], comment: str | None = None) -> None:
+        self.rules.setdefault(chain, []).append(x.rule(chain, exprs, comment))
+
+    def chain(self, name: str, **base: Any) -> None:
+        self.chains.append(x.add("chain", name=name, **base))
+        self.rules.setdefault(name, [])
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> Compiled:
+        options = self.ruleset.options
+        for name, kind, hook, prio in BASE_CHAINS:
+            policy = "accept"
+            self.chain(name, type=kind, hook=hook, prio=prio, policy=policy)
+            self.emit(name, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
+            self.skip(name, hook, options.skip)
+        self.compile_tables()
+        self.unsupported_options(options)
+        filters = self.flatten(self.ruleset.filter)
+        self.compile_scrub()
+        self.compile_translation()
+        has_nostate = any(r.action == "pass" and (r.state.kind == "none" or r.flags == ast.TcpFlags(0, 0)) for r in filters if isinstance(r, ast.Rule))
+        allow_opts_used = any(isinstance(r, ast.Rule) and r.allow_opts for r in filters)
+        self.log_all = [r for r in filters if isinstance(r, ast.Rule) and r.log and r.log.all and r.action == "pass"]
+        for point in (IN, OUT):
+            chain = FILTER_CHAIN[point]
+            if not allow_opts_used:
+                self.ip_options_drop(chain, None)
+            if not has_nostate:
+                # pf drops packets that fail its state checks without evaluating rules
+                # ("state-mismatch"); conntrack calls them invalid and strips their ct.
+                self.emit(chain, [x.match(x.CT_STATE, "invalid"), x.DROP], "state mismatch (conntrack: invalid)")
+        self.compile_filter(filters, allow_opts_used)
+        metadata = self.metadata()
+        commands = self.objects + self.chains + [r for name in self.rules for r in self.rules[name]]
+        return Compiled(commands, self.warnings, metadata)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "rules": self.meta_rules,
+            "translation": self.meta_translation,
+            "tables": self.meta_tables,
+            "skip": list(self.ruleset.options.skip),
+            "warnings": [str(w) for w in self.warnings],
+            "tags": self.tags,
+            "log_group": self.log_group,
+        }
+
+    # ------------------------------------------------------------------ skip and options
+    def skip(self, chain: str, hook: str, names: tuple[str, ...]) -> None:
+        if not names:
+            return
+        key = "iifname" if hook == "prerouting" else "oifname"
+        interfaces = sorted(self.skip_interfaces(names))
+        right: Any = interfaces[0] if len(interfaces) == 1 else x.anon_set(interfaces)
+        self.emit(chain, [x.match(x.meta(key), right), x.ACCEPT], "set skip on " + " ".join(names))
+
+    def skip_interfaces(self, names: tuple[str, ...]) -> set[str]:
+        result: set[str] = set()
+        for name in names:
+            members = self.view.members(name) if self.view else ()
+            result.update(members or (name,))
+            # FreeBSD's loopback is lo0 (and the group lo); Linux has one loopback called lo.
+            if name == "lo" or (name.startswith("lo") and name[2:].isdigit()) or (self.view and self.view.is_loopback(name)):
+                result.add("lo")
+        return result
+
+    def unsupported_options(self, options: ast.Options) -> None:
+        if options.timeouts:
+            self.warn("set timeout: conntrack's own timeouts apply (set them with sysctl net.netfilter.nf_conntrack_*)")
+        for name, _value in options.limits:
+            if name != "states":
+                self.warn(f"set limit {name}: no nftables equivalent, ignored")
+        if options.state_policy == "if-bound":
+            self.warn("set state-policy if-bound: states are floating (matched on any interface)")
+        if options.optimization not in ("normal", "default"):
+            self.warn(f"set optimization {options.optimization}: conntrack timeouts are not changed")
+
+    # ------------------------------------------------------------------ tables
+    def compile_tables(self) -> None:
+        for index, table in enumerate(self.ruleset.tables):
+            entries = tuple(table.entries) + tuple(table.file_entries)
+            v4, v6 = _table_networks(entries, self.view)
+            names = {}
+            for family, nets, nft_type in (("ip", v4, "ipv4_addr"), ("ip6", v6, "ipv6_addr")):
+                name = f"tbl{index}_{'v4' if family == 'ip' else 'v6'}"
+                fields: dict[str, Any] = {"name": name, "type": nft_type, "flags": ["interval"]}
+                if table.counters:
+                    fields["stmt"] = [{"counter": None}]
+                if nets:
+                    fields["elem"] = _elements(nets)
+                self.objects.append(x.add("set", **fields))
+                self.sets[(f"<{table.name}>", family)] = name
+                names[family] = name
+            if any(isinstance(e.address, ast.DynamicAddress) for e in entries):
+                self.warn(f"table <{table.name}>: interface entries are resolved once, at load time", table)
+            self.meta_tables.append({
+                "name": table.name, "sets": names, "const": table.const, "persist": table.persist,
+                "counters": table.counters,
+            })
+
+    def set_for(self, address: Any, family: str) -> str:
+        """The named set holding a table or dynamic interface address for ``family``."""
+        if isinstance(address, ast.TableAddress):
+            key = f"<{address.name}>"
+            if (key, family) not in self.sets:
+                # pf creates an empty table for a name referenced but never defined.
+                index = len(self.meta_tables)
+                for fam, nft_type in (("ip", "ipv4_addr"), ("ip6", "ipv6_addr")):
+                    name = f"tbl{index}_{'v4' if fam == 'ip' else 'v6'}"
+                    self.objects.append(x.add("set", name=name, type=nft_type, flags=["interval"]))
+                    self.sets[(key, fam)] = name
+                self.meta_tables.append({"name": address.name, "sets": {"ip": f"tbl{index}_v4", "ip6": f"tbl{index}_v6"},
+                                         "const": False, "persist": False, "counters": False})
+            return self.sets[(key, family)]
+        key = f"({address.interface}{''.join(':' + m for m in address.modifiers)})"
+        if (key, family) not in self.sets:
+            name = f"dyn{len(self.sets)}_{'v4' if family == 'ip' else 'v6'}"
+            nets = []
+            if self.view is not None:
+                nets = [_iface_net(i, address.modifiers) for i in _dynamic_addresses(address, self.view)
+                        if (i.version == 4) == (family == "ip")]
+            fields: dict[str, Any] = {"name": name, "type": "ipv4_addr" if family == "ip" else "ipv6_addr", "flags": ["interval"]}
+            if nets:
+                fields["elem"] = _elements(sorted(set(nets), key=lambda n: (int(n.network_address), n.prefixlen)))
+            self.objects.append(x.add("set", **fields))
+            self.sets[(key, family)] = name
+        return self.sets[(key, family)]
+
+    # ------------------------------------------------------------------ matching
+    def interface_match(self, match: ast.InterfaceMatch | None, point: str) -> list[Branch]:
+        if match is None or match.name == "any":
+            return [[]]
+        key = "iifname" if point == IN else "oifname"
+        members = (self.view.members(match.name) if self.view else ()) or (match.name,)
+        if match.name in ("lo0",) and (self.view is None or not self.view.exists("lo0")):
+            members = ("lo",)
+        right: Any = members[0] if len(members) == 1 else x.anon_set(sorted(members))
+        return [[x.match(x.meta(key), right, "!=" if match.negated else "==")]]
+
+    def host_branches(self, host: ast.HostMatch, side: str, rule: Any) -> list[tuple[str | None, Branch]]:
+        """Alternatives (family, exprs) for one address test; side is ``saddr`` or ``daddr``."""
+        address, op = host.address, "!=" if host.negated else "=="
+        if isinstance(address, ast.AnyAddress):
+            return [(None, [])]
+        if isinstance(address, ast.HostAddress):
+            family = _family_of(address.address)
+            full = 32 if family == "ip" else 128
+            right: Any = str(address.address) if address.prefixlen == full else x.prefix(str(address.address), address.prefixlen)
+            return [(family, [x.match(x.payload(family, side), right, op)])]
+        if isinstance(address, ast.RangeAddress):
+            family = _family_of(address.start)
+            return [(family, [x.match(x.payload(family, side), x.span(str(address.start), str(address.end)), op)])]
+        if isinstance(address, ast.DynamicAddress) and address.interface == "self" and not address.modifiers:
+            families = [_af_family(address.family)] if address.family else ["ip", "ip6"]
+            return [(f, [x.match(x.meta("nfproto"), _nfproto(f)),
+                         x.match({"fib": {"result": "type", "flags": [side]}}, "local", op)]) for f in families]
+        if isinstance(address, (ast.TableAddress, ast.DynamicAddress)):
+            families = [_af_family(address.family)] if isinstance(address, ast.DynamicAddress) and address.family else ["ip", "ip6"]
+            return [(f, [x.match(x.payload(f, side), "@" + self.set_for(address, f), op)]) for f in families]
+        if isinstance(address, ast.NoRoute):
+            return [(None, [x.match({"fib": {"result": "oif", "flags": [side]}}, False, "!=" if host.negated else "==")])]
+        if isinstance(address, ast.UrpfFailed):
+            return [(None, [x.match({"fib": {"result": "oif", "flags": ["saddr", "iif"]}}, False, "!=" if host.negated else "==")])]
+        self.warn(f"address {address!r} cannot be compiled: rule never matches", rule)
+        return []
+
+    def port_match(self, port: ast.PortMatch | None, field_name: str, proto: str) -> list[Branch]:
+        if port is None:
+            return [[]]
+        left = x.payload(proto, field_name)
+        low, high = port.low, port.high
+        ops = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+        if port.op in ops:
+            return [[x.match(left, low, ops[port.op])]]
+        if port.op == ":":
+            return [[x.match(left, x.span(low, high))]]
+        if port.op == "><":  # strictly between
+            if high is None or high - low < 2:
+                return []
+            return [[x.match(left, x.span(low + 1, high - 1))]]
+        if port.op == "<>":  # outside
+            return [[x.match(left, x.span(low, high), "!=")]]
+        raise ValueError(f"unknown port operator {port.op}")
+
+    def rule_branches(self, rule: Any, point: str, *, with_flags: bool = True, family: str | None = None) -> list[Branch]:
+        """The OR of ANDs that tests everything a pf rule tests on this pass (``family``
+        narrows it, e.g. to the family of a translation's target)."""
+        branches: list[tuple[str | None, Branch]] = [(None, [])]
+        rule_family = _af_family(rule.af) or family
+        for side, endpoint in (("saddr", rule.src), ("daddr", rule.dst)):
+            alternatives = self.host_branches(endpoint.host, side, rule)
+            combined = []
+            for (fam_a, a), (fam_b, b) in itertools.product(branches, alternatives):
+                if fam_a and fam_b and fam_a != fam_b:
+                    continue
+                combined.append((fam_a or fam_b, a + b))
+            branches = combined
+            if endpoint.os:
+                self.warn(f"os \"{endpoint.os}\": passive OS fingerprints are not compiled; the test is ignored", rule)
+        if rule_family:
+            branches = [(f, b) for f, b in branches if f in (None, rule_family)]
+        out: list[Branch] = []
+        iface = self.interface_match(rule.interface, point)
+        proto = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}.get(rule.proto or -1, "th")
+        for family, exprs in branches:
+            head: Branch = []
+            head += iface[0]
+            fam = family or rule_family
+            if fam:
+                head.append(x.match(x.meta("nfproto"), _nfproto(fam)))
+            if rule.proto is not None:
+                head.append(x.match(x.meta("l4proto"), rule.proto))
+            body = head + exprs
+            ports = [p + q for p in self.port_match(rule.src.port, "sport", proto) for q in self.port_match(rule.dst.port, "dport", proto)]
+            for extra in ports:
+                out.append(body + extra)
+        extra_tests = self.extra_tests(rule, with_flags)
+        return [b + e for b in out for e in extra_tests]
+
+    def extra_tests(self, rule: Any, with_flags: bool) -> list[Branch]:
+        tests: list[Branch] = [[]]
+        if isinstance(rule, ast.Rule):
+            if rule.icmp is not None:
+                key = "icmpv6" if rule.icmp.v6 else "icmp"
+                exprs = [x.match(x.payload(key, "type"), rule.icmp.type)]
+                if rule.icmp.code is not None:
+                    exprs.append(x.match(x.payload(key, "code"), rule.icmp.code))
+                tests = [t + exprs for t in tests]
+            if rule.tos is not None:
+                fam = _af_family(rule.af) or "ip"
+                tests = [t + [x.match(x.payload(fam, "dscp"), rule.tos >> 2)] for t in tests]
+            if rule.uid is not None or rule.gid is not None:
+                self.warn("user/group: only matches packets of local sockets (meta skuid/skgid)", rule)
+                for key, idm in (("skuid", rule.uid), ("skgid", rule.gid)):
+                    if idm is not None:
+                        tests = [t + b for t in tests for b in self.port_like(x.meta(key), idm)]
+            if rule.probability is not None and rule.probability < 1:
+                tests = [t + [x.match({"numgen": {"mode": "random", "mod": 10000}}, int(round(rule.probability * 10000)), "<")] for t in tests]
+            if with_flags and rule.flags is not None and rule.flags.mask:
+                flags = x.match(x.band(x.payload("tcp", "flags"), rule.flags.mask), rule.flags.set)
+                if rule.proto == IPPROTO_TCP:
+                    tests = [t + [flags] for t in tests]
+                else:  # pf tests flags on TCP packets only
+                    tests = [t + variant for t in tests for variant in (
+                        [x.match(x.meta("l4proto"), IPPROTO_TCP), flags],
+                        [x.match(x.meta("l4proto"), IPPROTO_TCP, "!=")])]
+            if rule.fragment:
+                self.warn("fragment: Linux reassembles before filtering, so rules never see fragments", rule)
+        if rule.tagged is not None:
+            value = self.tag_value(rule.tagged)
+            tests = [t + [x.match(x.band(x.meta("mark"), 0xFFFF), value, "!=" if rule.tagged_negated else "==")] for t in tests]
+        return tests
+
+    def port_like(self, left: Any, idm: Any) -> list[Branch]:
+        port = ast.PortMatch(idm.op, idm.low, idm.high)
+        return [[x.match(left, b[0]["match"]["right"], b[0]["match"]["op"])] for b in self.port_match(port, "dport", "tcp")]
+
+    def tag_value(self, name: str) -> int:
+        if name not in self.tags:
+            self.tags[name] = len(self.tags) + 1
+        return self.tags[name]
+
+    # ------------------------------------------------------------------ anchors
+    def flatten(self, rules: tuple[Any, ...]) -> list[Any]:
+        """Anchors are flattened in place (pf-semantics.md §3.3); unconditional only."""
+        out: list[Any] = []
+        for rule in rules:
+            if isinstance(rule, ast.AnchorRule):
+                body = rule.ruleset or self.ruleset.anchor(rule.name)
+                if body is None or not body.filter:
+                    self.warn(f"anchor \"{rule.name}\" is empty at load time; runtime anchors (pfctl -a) are not supported", rule)
+                    continue
+                if rule.quick or rule.interface or rule.direction or rule.proto or rule.src != ast.ANY_ENDPOINT or rule.dst != ast.ANY_ENDPOINT:
+                    self.warn(f"anchor \"{rule.name}\": conditions and quick on the anchor call are ignored; its rules are inlined", rule)
+                out.extend(self.flatten(body.filter))
+            elif isinstance(rule, ast.Rule):
+                out.append(rule)
+        return out
+
+    # ------------------------------------------------------------------ scrub
+    def compile_scrub(self) -> None:
+        scrubs = [r for r in self.ruleset.scrub if isinstance(r, ast.ScrubRule)]
+        for point in (IN, OUT):
+            applicable = [r for r in scrubs if r.direction in (None, point)]
+            if not applicable:
+                continue
+            dispatch = f"scrub_{point}"
+            self.chain(dispatch)
+            for index, rule in enumerate(applicable):
+                target = f"scrub_{point}_{index}"
+                if not rule.negated:
+                    self.chain(target)
+                    self.scrub_body(target, rule, point)
+                for branch in self.rule_branches(rule, point):
+                    self.emit(dispatch, branch + [x.RETURN if rule.negated else x.goto(target)], _where(rule))
+            self.emit(FILTER_CHAIN[point], [x.jump(dispatch)], "scrub (first match)")
+
+    def scrub_body(self, chain: str, rule: ast.ScrubRule, point: str) -> None:
+        """pf_normalize_tcp's flag checks and the scrub options nft can express."""
+        options = rule.options
+        flags = x.payload("tcp", "flags")
+        tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
+        syn, ack, rst, fin, psh, urg = 0x02, 0x10, 0x04, 0x01, 0x08, 0x20
+        self.emit(chain, [tcp, x.match(x.band(flags, syn | rst), syn | rst), x.DROP], "scrub: SYN+RST")
+        self.emit(chain, [tcp, x.match(x.band(flags, syn | ack | rst), 0), x.DROP], "scrub: no SYN, ACK or RST")
+        self.emit(chain, [tcp, x.match(x.band(flags, ack), 0), x.match(x.band(flags, fin | psh | urg), 0, "!="), x.DROP], "scrub: FIN/PSH/URG without ACK")
+        if options.no_df:
+            self.emit(chain, [x.match(x.meta("nfproto"), "ipv4"), {"mangle": {"key": x.payload("ip", "frag-off"), "value": x.band(x.payload("ip", "frag-off"), 0xBFFF)}}], "scrub no-df")
+        if options.random_id:
+            self.emit(chain, [x.match(x.meta("nfproto"), "ipv4"), {"mangle": {"key": x.payload("ip", "id"), "value": {"numgen": {"mode": "random", "mod": 65536}}}}], "scrub random-id")
+        if options.min_ttl:
+            self.emit(chain, [x.match(x.payload("ip", "ttl"), options.min_ttl, "<"), {"mangle": {"key": x.payload("ip", "ttl"), "value": options.min_ttl}}], "scrub min-ttl")
+            self.emit(chain, [x.match(x.payload("ip6", "hoplimit"), options.min_ttl, "<"), {"mangle": {"key": x.payload("ip6", "hoplimit"), "value": options.min_ttl}}], "scrub min-ttl")
+        if options.max_mss:
+            mss = {"tcp option": {"name": "maxseg", "field": "size"}}
+            self.emit(chain, [tcp, x.match(x.band(flags, syn), syn), x.match(mss, options.max_mss, ">"), {"mangle": {"key": mss, "value": options.max_mss}}], "scrub max-mss")
+        if options.set_tos is not None:
+            self.emit(chain, [x.match(x.meta("nfproto"), "ipv4"), {"mangle": {"key": x.payload("ip", "dscp"), "value": options.set_tos >> 2}}], "scrub set-tos")
+        if options.reassemble_tcp:
+            self.warn("scrub reassemble tcp: TTL and timestamp normalisation have no nftables equivalent", rule)
+        if options.fragment not in (None, "reassemble"):
+            self.warn(f"scrub fragment {options.fragment}: Linux always reassembles before filtering", rule)
+        self.warn_once_scrub(rule)
+
+    def warn_once_scrub(self, rule: ast.ScrubRule) -> None:
+        self.warn("scrub: SYN+FIN is dropped by conntrack/flag checks rather than rewritten; reserved TCP bits are not cleared", rule)
+
+    # ------------------------------------------------------------------ translation
+    def compile_translation(self) -> None:
+        rules = [r for r in self.ruleset.translation if isinstance(r, ast.TranslationRule)]
+        for rule in self.ruleset.translation:
+            if isinstance(rule, ast.AnchorRule):
+                self.warn(f"{rule.kind} \"{rule.name}\": translation anchors are not supported", rule)
+        order = {"nat": 0, "rdr": 1, "binat": 2}
+        numbered = sorted(enumerate(rules), key=lambda t: (order[t[1].kind], t[0]))
+        for number, (_index, rule) in enumerate(numbered):
+            counter = f"n{number}"
+            self.objects.append(x.add("counter", name=counter))
+            self.meta_translation.append({"nr": number, "kind": rule.kind, "counter": counter, "rule": _rule_text(rule), "where": _where(rule)})
+            rule_counter = counter
+            if rule.kind == "binat":
+                self.binat(rule, rule_counter)
+            elif rule.kind == "rdr":
+                self.translate(rule, IN, rule_counter)
+            else:
+                self.translate(rule, OUT, rule_counter)
+
+    def translate(self, rule: ast.TranslationRule, point: str, counter: str) -> None:
+        chain = NAT_CHAIN[point]
+        if rule.negated:
+            for branch in self.rule_branches(rule, point):
+                self.emit(chain, branch + [x.counter(counter), x.ACCEPT], _where(rule))
+            return
+        statements = self.nat_statements(rule, point)
+        if statements is None:
+            return
+        family, statements = statements
+        branches = self.rule_branches(rule, point, family=family)
+        pass_state: list[dict[str, Any]] = []
+        if rule.pass_:
+            flag, _shift, mask = side_bits(side_of(point, "original"))
+            pass_state = [x.set_ct_mark(~(flag | mask), flag)]
+        for branch in branches:
+            for extra, stmt in statements:
+                self.emit(chain, branch + extra + [x.counter(counter)] + pass_state + [stmt], _where(rule))
+
+    def nat_statements(self, rule: ast.TranslationRule, point: str) -> tuple[str, list[tuple[Branch, dict[str, Any]]]] | None:
+        """The target's family and (extra tests, nat statement) pairs: ports only exist for
+        TCP and UDP."""
+        pool = rule.pool
+        kind = "snat" if point == OUT else "dnat"
+        if pool.sticky:
+            self.warn("sticky-address: not kept (each new connection picks from the pool)", rule)
+        if pool.port_star:
+            self.warn("port a:* (offset-preserving rdr) is compiled as the first port of the range", rule)
+        family = _af_family(rule.af)
+        addresses = [p.address for p in pool.addresses]
+        target = self.pool_target(rule, addresses, family, point)
+        if target is None:
+            return None
+        fam, addr = target
+        if addr == "masquerade":
+            base: dict[str, Any] = {}
+            stmt_kind = "masquerade"
+        else:
+            base = {"family": fam, "addr": addr}
+            stmt_kind = kind
+        ports: dict[str, Any] | None = None
+        flags: list[str] = []
+        if pool.port_low:
+            high = pool.port_high if pool.port_high and not pool.port_star else pool.port_low
+            ports = {"port": pool.port_low} if high == pool.port_low else {"port": x.span(pool.port_low, high)}
+            if kind == "dnat" and high != pool.port_low and not pool.port_star:
+                self.warn("rdr to a port range: the kernel picks any port of the range, pf keeps the offset", rule)
+        elif kind == "snat" and not pool.static_port:
+            ports = {"port": x.span(*PROXY_PORTS)}
+            flags = ["random"]
+        if ports is None:
+            return fam, [([], {stmt_kind: base or None})]
+        with_ports = {**base, **ports}
+        if flags:
+            with_ports["flags"] = flags[0] if len(flags) == 1 else flags
+        l4 = [x.match(x.meta("l4proto"), x.anon_set([IPPROTO_TCP, IPPROTO_UDP]))]
+        not_l4 = [x.match(x.meta("l4proto"), x.anon_set([IPPROTO_TCP, IPPROTO_UDP]), "!=")]
+        if rule.proto in (IPPROTO_TCP, IPPROTO_UDP):
+            return fam, [([], {stmt_kind: with_ports})]
+        return fam, [(l4, {stmt_kind: with_ports}), (not_l4, {stmt_kind: base or None})]
+
+    def pool_target(self, rule: ast.TranslationRule, addresses: list[Any], family: str | None, point: str) -> tuple[str, Any] | None:
+        if not addresses:
+            self.warn("translation without target address: rule ignored", rule)
+            return None
+        if len(addresses) == 1:
+            address = addresses[0]
+            if isinstance(address, ast.HostAddress):
+                fam = _family_of(address.address)
+                full = 32 if fam == "ip" else 128
+                if address.prefixlen == full:
+                    return fam, str(address.address)
+                net = address.network
+                if rule.pool.method not in (None, "random", "source-hash", "bitmask"):
+                    pass
+                self.warn(f"pool {net} ({rule.pool.method or 'default'}): the kernel picks any address of the range", rule)
+                return fam, x.span(str(net.network_address), str(net.broadcast_address))
+            if isinstance(address, ast.DynamicAddress):
+                if point == OUT and address.interface == (rule.interface.name if rule.interface else None):
+                    if len(self.view.addrs(address.interface) if self.view else ()) > 1:
+                        self.warn(f"-> ({address.interface}): masquerade uses the route's source address, not round-robin over all of them", rule)
+                    return (family or "ip"), "masquerade"
+                addrs = _dynamic_addresses(address, self.view) if self.view else []
+                addrs = [a for a in addrs if family is None or (a.version == 4) == (family == "ip")]
+                if not addrs:
+                    self.warn(f"({address.interface}) has no address at load time: rule ignored", rule)
+                    return None
+                self.warn(f"({address.interface}): resolved once at load time", rule)
+                return _family_of(addrs[0].ip), str(addrs[0].ip)
+            if isinstance(address, ast.RangeAddress):
+                return _family_of(address.start), x.span(str(address.start), str(address.end))
+            self.warn(f"translation to {address!r} is not supported: rule ignored", rule)
+            return None
+        hosts = [a for a in addresses if isinstance(a, ast.HostAddress)]
+        if len(hosts) != len(addresses):
+            self.warn("translation pools of tables or interfaces are not supported: rule ignored", rule)
+            return None
+        fam = _family_of(hosts[0].address)
+        method = rule.pool.method or "round-robin"
+        key: dict[str, Any] = {"numgen": {"mode": "random" if method == "random" else "inc", "mod": len(hosts)}}
+        if method == "source-hash":
+            key = {"jhash": {"expr": x.payload(fam, "saddr"), "mod": len(hosts)}}
+        elif method not in ("round-robin", "random"):
+            self.warn(f"pool method {method} on an address list: compiled as round-robin", rule)
+        return fam, {"map": {"key": key, "data": x.anon_set([[i, str(h.address)] for i, h in enumerate(hosts)])}}
+
+    def binat(self, rule: ast.TranslationRule, counter: str) -> None:
+        """binat = nat out + rdr in between one inside host and one outside host."""
+        inside = rule.src.host.address
+        outside = rule.pool.addresses[0].address if rule.pool.addresses else None
+        if not (isinstance(inside, ast.HostAddress) and isinstance(outside, ast.HostAddress)) or inside.prefixlen != outside.prefixlen:
+            self.warn("binat between networks or non-host addresses is not supported: rule ignored", rule)
+            return
+        if inside.prefixlen not in (32, 128):
+            self.warn("binat between networks is not supported: rule ignored", rule)
+            return
+        fam = _family_of(inside.address)
+        iface_in = self.interface_match(rule.interface, IN)[0]
+        iface_out = self.interface_match(rule.interface, OUT)[0]
+        proto = [x.match(x.meta("l4proto"), rule.proto)] if rule.proto is not None else []
+        if rule.negated:
+            self.emit("nat_post", iface_out + proto + [x.match(x.payload(fam, "saddr"), str(inside.address)), x.counter(counter), x.ACCEPT], _where(rule))
+            return
+        self.emit("nat_pre", iface_in + proto + [x.match(x.payload(fam, "daddr"), str(outside.address)), x.counter(counter), {"dnat": {"family": fam, "addr": str(inside.address)}}], _where(rule))
+        self.emit("nat_post", iface_out + proto + [x.match(x.payload(fam, "saddr"), str(inside.address)), x.counter(counter), {"snat": {"family": fam, "addr": str(outside.address)}}], _where(rule))
+
+    # ------------------------------------------------------------------ filter
+    def compile_filter(self, rules: list[ast.Rule], allow_opts_used: bool) -> None:
+        tagging = any(r.tag for r in rules)
+        self.index = {id(rule): i for i, rule in enumerate(rules)}
+        for i, rule in enumerate(rules):
+            counter = f"r{i}"
+            self.objects.append(x.add("counter", name=counter))
+            if rule.action == "pass" and rule.state.kind != "none":
+                self.stateful[i] = counter
+            self.meta_rules.append({"nr": rule.number, "id": rule_id(i), "counter": counter, "rule": _rule_text(rule),
+                                    "where": _where(rule), "labels": list(rule.labels), "action": rule.action})
+            self.check_unsupported(rule)
+        maps = self.state_maps()
+        for point in (IN, OUT):
+            chain = FILTER_CHAIN[point]
+            self.state_check(chain, point, maps)
+            if tagging:
+                self.prelude(rules, point)
+            for rule in first_match_order(rules):
+                if rule.direction not in (None, point) or rule.action == "match":
+                    continue
+                self.filter_rule(chain, rule, point, allow_opts_used)
+            self.forced_state(chain, point)
+        if any(r.action == "match" for r in rules):
+            self.warn("match rules: only their tag is applied (other match options are not compiled)")
+
+    def check_unsupported(self, rule: ast.Rule) -> None:
+        state = rule.state
+        if state.kind == "modulate":
+            self.warn("modulate state: compiled as keep state (Linux randomises ISNs of local sockets; forwarded sequence numbers are not modulated)", rule)
+        if state.kind == "synproxy":
+            self.warn("synproxy state: compiled as keep state (nft synproxy needs untracked SYNs, which bypass NAT and the post-NAT out-pass)", rule)
+        for option in state.options:
+            if option.name in ("floating",):
+                continue
+            if option.name == "if-bound":
+                self.warn("keep state (if-bound): states are floating", rule)
+            elif option.name == "no-sync":
+                continue
+            else:
+                self.warn(f"state option {option.name}: not enforced by the kernel ruleset", rule)
+        for attribute, text in (("route", "route-to/reply-to/dup-to"), ("rtable", "rtable"), ("divert", "divert-to"),
+                                ("queue", "queue"), ("dnpipe", "dnpipe"), ("dnqueue", "dnqueue"), ("set_prio", "set prio"),
+                                ("prio", "prio"), ("max_pkt_rate", "max-pkt-rate"), ("received_on", "received-on"),
+                                ("translations", "nat-to/rdr-to"), ("scrub", "scrub (...) on filter rules"), ("set_tos", "set tos")):
+            if getattr(rule, attribute, None):
+                self.warn(f"{text}: not compiled", rule)
+        if rule.log and rule.log.user:
+            self.warn("log (user): uid/pid are not known for forwarded packets; logged without them", rule)
+        if rule.action == "block" and rule.block and rule.block.kind != "drop" and rule.direction != IN:
+            self.warn("block return on the out-pass: nftables cannot reject in postrouting; such packets are dropped silently", rule)
+
+    def state_maps(self) -> dict[str, str]:
+        names = {}
+        for side in ("A", "B"):
+            _flag, shift, _mask = side_bits(side)
+            name = f"state_rule_{side.lower()}"
+            elems = [[rule_id(nr) << shift, counter] for nr, counter in sorted(self.stateful.items()) if rule_id(nr)]
+            fields: dict[str, Any] = {"name": name, "type": "mark", "map": "counter"}
+            if elems:
+                fields["elem"] = elems
+            self.objects.append(x.add("map", **fields))
+            names[side] = name
+        if max(self.stateful, default=0) >= MAX_RULE_ID:
+            self.warn(f"more than {MAX_RULE_ID - 1} rules: state-matched packets of later rules are not counted")
+        return names
+
+    def state_check(self, chain: str, point: str, maps: dict[str, str]) -> None:
+        """A packet with a pf state on this side passes without rule evaluation, charged to the
+        rule that made the state (pf_test_state_*)."""
+        for direction in ("original", "reply"):
+            side = side_of(point, direction)
+            flag, _shift, mask = side_bits(side)
+            test = [x.match(x.CT_DIRECTION, direction), x.match(x.band(x.CT_MARK, flag), flag)]
+            self.emit(chain, test + [{"counter": {"map": {"key": x.band(x.CT_MARK, mask), "data": "@" + maps[side]}}}], f"state side {side}: charge the rule that made it")
+            for rule in self.log_all:
+                rid = rule_id(self.index[id(rule)])
+                if rule.direction in (None, point) and rid:
+                    _f, shift, _m = side_bits(side)
+                    self.emit(chain, test + [x.match(x.band(x.CT_MARK, mask), rid << shift), self.log_statement(rule, point, Action.PASS)], f"log (all) @{rule.number}")
+            self.emit(chain, test + [x.ACCEPT], f"state side {side}")
+
+    def prelude(self, rules: list[ast.Rule], point: str) -> None:
+        """pf applies ``tag`` on every matching rule and stops at the first quick match: walk
+        the rules forward setting the mark, then decide with the reordered list (§3.3)."""
+        name = f"prelude_{point}"
+        self.chain(name)
+        for rule in rules:
+            if rule.direction not in (None, point) or not (rule.tag or rule.quick):
+                continue
+            for branch in self.rule_branches(rule, point):
+                stmts: list[dict[str, Any]] = []
+                if rule.tag:
+                    value = self.tag_value(rule.tag)
+                    stmts.append({"mangle": {"key": x.meta("mark"), "value": x.bor(x.band(x.meta("mark"), 0xFFFF0000), value)}})
+                if rule.quick:
+                    stmts.append(x.RETURN)
+                self.emit(name, branch + stmts, f"prelude @{rule.number}")
+        self.emit(FILTER_CHAIN[point], [x.jump(name)], "tags of every matching rule")
+
+    def log_statement(self, rule: ast.Rule, point: str, action: int) -> dict[str, Any]:
+        group = self.log_group
+        if rule.log and rule.log.to:
+            digits = "".join(c for c in rule.log.to if c.isdigit())
+            group = int(digits) if digits else self.log_group
+        prefix = LogPrefix(rulenr=rule.number, action=action, direction=Direction.IN if point == IN else Direction.OUT,
+                           ridentifier=rule.ridentifier or 0)
+        return x.log(prefix.encode(), group)
+
+    def ip_options_drop(self, chain: str, branch: Branch | None) -> None:
+        """pf drops IPv4 packets with options and IPv6 packets with a type 0 routing header
+        unless the deciding rule says allow-opts (pf.conf(5) "allow-opts")."""
+        head = branch or []
+        self.emit(chain, head + [x.match(x.meta("nfproto"), "ipv4"), x.match(x.payload("ip", "hdrlength"), 5, ">"), x.DROP], "IP options without allow-opts")
+        self.emit(chain, head + [x.match(x.meta("nfproto"), "ipv6"), x.match({"exthdr": {"name": "rt", "field": "type"}}, 0), x.DROP], "IPv6 routing header type 0 without allow-opts")
+
+    def filter_rule(self, chain: str, rule: ast.Rule, point: str, allow_opts_used: bool) -> None:
+        counter = x.counter(f"r{self.index[id(rule)]}")
+        comment = f"@{rule.number} {_where(rule)}"
+        branches = self.rule_branches(rule, point)
+        if rule.action == "block":
+            for branch in branches:
+                self.block(chain, branch, rule, point, counter, comment)
+            return
+        log = [self.log_statement(rule, point, Action.PASS)] if rule.log else []
+        action_chain = self.action_chain(rule, point)
+        for branch in branches:
+            if allow_opts_used and not rule.allow_opts:
+                for opts in ([x.match(x.meta("nfproto"), "ipv4"), x.match(x.payload("ip", "hdrlength"), 5, ">")],
+                             [x.match(x.meta("nfproto"), "ipv6"), x.match({"exthdr": {"name": "rt", "field": "type"}}, 0)]):
+                    self.emit(chain, branch + opts + [x.DROP], comment + " (ip options)")
+            self.emit(chain, branch + [counter] + log + [x.jump(action_chain)], comment)
+
+    def block(self, chain: str, branch: Branch, rule: ast.Rule, point: str, counter: dict[str, Any], comment: str) -> None:
+        log = [self.log_statement(rule, point, Action.DROP)] if rule.log else []
+        how = rule.block.kind if rule.block else "drop"
+        if how != "drop" and point == IN:
+            tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
+            not_rst = x.match(x.band(x.payload("tcp", "flags"), 0x04), 0)
+            if how in ("return", "return-rst"):
+                self.emit(chain, branch + [tcp, not_rst, counter] + log + [{"reject": {"type": "tcp reset"}}], comment + " return-rst")
+            if how in ("return", "return-icmp", "return-icmp6"):
+                others = [IPPROTO_ICMP, IPPROTO_ICMPV6] + ([IPPROTO_TCP] if how == "return" else [])
+                code4 = ICMP_REJECT.get(rule.block.icmp_code if rule.block.icmp_code is not None else 3)
+                code6 = ICMP6_REJECT.get(rule.block.icmp6_code if rule.block.icmp6_code is not None else 4)
+                if code4 is None or code6 is None:
+                    self.warn("return-icmp code not supported by nftables reject: port-unreachable is sent", rule)
+                    code4, code6 = code4 or "port-unreachable", code6 or "port-unreachable"
+                test = [x.match(x.meta("l4proto"), x.anon_set(others), "!=")]
+                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv4"), counter] + log + [{"reject": {"type": "icmp", "expr": code4}}], comment + " return-icmp")
+                self.emit(chain, branch + test + [x.match(x.meta("nfproto"), "ipv6"), counter] + log + [{"reject": {"type": "icmpv6", "expr": code6}}], comment + " return-icmp6")
+        self.emit(chain, branch + [counter] + log + [x.DROP], comment)
+
+    def action_chain(self, rule: ast.Rule, point: str) -> str:
+        """The chain a passing rule jumps to: record the state, then accept."""
+        name = f"act{self.index[id(rule)]}_{point}"
+        if name in self.rules:
+            return name
+        self.chain(name)
+        if rule.state.kind != "none":
+            for direction in ("original", "reply"):
+                flag, shift, mask = side_bits(side_of(point, direction))
+                self.emit(name, [x.match(x.CT_DIRECTION, direction), x.set_ct_mark(~(flag | mask), flag | (rule_id(self.index[id(rule)]) << shift)), x.ACCEPT])
+        else:
+            self.forced_state(name, point, rule_id(self.index[id(rule)]))
+        self.emit(name, [x.ACCEPT])
+        return name
+
+    def forced_state(self, chain: str, point: str, rid: int = 0) -> None:
+        """pf always creates state when a translation applied on this pass (§2.2)."""
+        status = "dnat" if point == IN else "snat"
+        flag, shift, mask = side_bits(side_of(point, "original"))
+        self.emit(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"),
+                          x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], "translation forces state")
+
+
+def _rule_text(rule: Any) -> str:
+    try:
+        from pfha.conf import format_rule
+
+        return format_rule(rule)
+    except Exception:  # the printer is another package's; a missing case must not stop a load
+        return f"@{getattr(rule, 'number', '?')} ({_where(rule)})"
+
+
+def compile_ruleset(ruleset: ast.Ruleset, interfaces: InterfaceView | None = None, *, log_group: int = 0) -> Compiled:
+    """Ruleset -> nftables commands for the ``inet pfha`` table, warnings, and metadata."""
+    return _Compiler(ruleset, interfaces, log_group).run()

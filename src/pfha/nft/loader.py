@@ -1,0 +1,175 @@
+"""Load compiled rulesets into nftables through libnftables' JSON API, one transaction each.
+
+pfctl -f semantics (pf-semantics.md, ARCHITECTURE.md "Atomic and fail-closed"): the whole table
+is replaced in one nftables batch, so the kernel switches from the old ruleset to the new one at
+once; a refused batch changes nothing; conntrack is never flushed by a load, so established
+connections and their ct-mark "pf states" survive a reload. Everything happens in the network
+namespace of the calling process (run it under ``ip netns exec`` for another namespace).
+
+The binding is Debian's ``python3-nftables`` (``apt-get install python3-nftables``; a venv
+needs ``--system-site-packages``): a thin ctypes wrapper over ``libnftables.so.1``.
+
+This module must never touch tables other than ours (``inet pfha``), and never conntrack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pfha.errors import PfhaError
+from pfha.nft import FAMILY, TABLE
+
+STATUS_CHAIN = "pf_status"  # empty: enabled; one `accept`: disabled (pfctl -d)
+STATE_DIR = Path(os.environ.get("PFHA_STATE_DIR", "/run/pfha"))
+
+
+class NftError(PfhaError):
+    """libnftables refused a command; the message is nft's own error text."""
+
+
+def _context():
+    try:
+        import nftables
+    except ImportError:
+        raise NftError("the nftables Python binding is missing: apt-get install python3-nftables") from None
+    ctx = nftables.Nftables()
+    ctx.set_json_output(True)
+    ctx.set_handle_output(False)
+    return ctx
+
+
+class Nft:
+    """A libnftables context bound to the current network namespace."""
+
+    def __init__(self) -> None:
+        self.ctx = _context()
+
+    def run(self, commands: list[dict[str, Any]]) -> None:
+        """Run ``commands`` as one batch (one kernel transaction): all or nothing."""
+        if not commands:
+            return
+        rc, _out, err = self.ctx.json_cmd({"nftables": commands})
+        if rc != 0:
+            raise NftError(_first_error(err) or f"nftables refused the batch (rc {rc})")
+
+    def list(self, what: str) -> list[dict[str, Any]]:
+        """``nft -j list WHAT`` as a list of objects; [] when it does not exist."""
+        rc, out, err = self.ctx.cmd(f"list {what}")
+        if rc != 0:
+            if "No such file or directory" in err or "does not exist" in err:
+                return []
+            raise NftError(_first_error(err) or f"nft list {what} failed")
+        if not out:
+            return []
+        return [o for o in json.loads(out).get("nftables", []) if "metainfo" not in o]
+
+    def table_exists(self) -> bool:
+        return any("table" in o for o in self.list(f"tables {FAMILY}") if o.get("table", {}).get("name") == TABLE)
+
+
+def _first_error(err: str) -> str:
+    lines = [line.strip() for line in (err or "").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error") or "Error:" in line]
+    return (errors[0] if errors else lines[0] if lines else "").removeprefix("internal:0:0-0: ")
+
+
+def table_ref() -> dict[str, str]:
+    return {"family": FAMILY, "name": TABLE}
+
+
+def replace_batch(content: Iterable[dict[str, Any]], enabled: bool = True) -> list[dict[str, Any]]:
+    """The batch that swaps our table for ``content`` (add+delete makes it work on first load)."""
+    batch: list[dict[str, Any]] = [
+        {"add": {"table": table_ref()}},
+        {"delete": {"table": table_ref()}},
+        {"add": {"table": table_ref()}},
+        {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": STATUS_CHAIN}}},
+    ]
+    if not enabled:
+        batch.append(_disabled_rule())
+    batch.extend(content)
+    return batch
+
+
+def _disabled_rule() -> dict[str, Any]:
+    return {"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": STATUS_CHAIN, "expr": [{"accept": None}]}}}
+
+
+def is_enabled(nft: Nft) -> bool | None:
+    """True/False from the status chain; None when no ruleset is loaded."""
+    objects = nft.list(f"chain {FAMILY} {TABLE} {STATUS_CHAIN}")
+    if not any("chain" in o for o in objects):
+        return None
+    return not any("rule" in o for o in objects)
+
+
+def set_enabled(nft: Nft, enabled: bool) -> None:
+    """pfctl -e / -d: open or close the gate every base chain jumps through first."""
+    if is_enabled(nft) is None:
+        raise NftError("pf not loaded: load a ruleset first (pfctl -f)")
+    chain = {"family": FAMILY, "table": TABLE, "name": STATUS_CHAIN}
+    batch: list[dict[str, Any]] = [{"flush": {"chain": chain}}]
+    if not enabled:
+        batch.append(_disabled_rule())
+    nft.run(batch)
+
+
+def load(content: list[dict[str, Any]], metadata: dict[str, Any] | None = None, nft: Nft | None = None) -> None:
+    """Replace the kernel ruleset with ``content`` in one transaction; keep pf's enabled flag.
+
+    ``metadata`` (rule texts, table flags...) is saved beside it for pfctl's show commands
+    only after the kernel accepted the batch.
+    """
+    nft = nft or Nft()
+    enabled = is_enabled(nft)
+    nft.run(replace_batch(content, enabled is not False))
+    if metadata is not None:
+        save_metadata(metadata)
+
+
+def check(content: list[dict[str, Any]], nft: Nft | None = None) -> None:
+    """Let the kernel validate ``content`` without committing (``nft -c``): pfctl -n for nft."""
+    nft = nft or Nft()
+    nft.ctx.set_dry_run(True)
+    try:
+        nft.run(replace_batch(content))
+    finally:
+        nft.ctx.set_dry_run(False)
+
+
+def flush(nft: Nft | None = None) -> None:
+    """Remove our table entirely (pfctl -F all): every pf rule, table and counter."""
+    nft = nft or Nft()
+    nft.run([{"add": {"table": table_ref()}}, {"delete": {"table": table_ref()}}])
+    path = metadata_path()
+    if path.exists():
+        path.unlink()
+
+
+# ------------------------------------------------------------------------------ metadata
+def _netns_id() -> str:
+    return str(os.stat("/proc/self/ns/net").st_ino)
+
+
+def metadata_path() -> Path:
+    """Per network namespace: tests and labs load different rulesets side by side."""
+    return STATE_DIR / f"ruleset-{_netns_id()}.json"
+
+
+def save_metadata(metadata: dict[str, Any]) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = metadata_path()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(metadata))
+    tmp.replace(path)
+
+
+def load_metadata() -> dict[str, Any] | None:
+    path = metadata_path()
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
