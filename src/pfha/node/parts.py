@@ -115,8 +115,9 @@ class CompiledRuleset:
 
     source: str
     digest: str
-    rules: int
-    payload: Any  # what the loader takes
+    rules: int  # nftables rules
+    payload: Any  # pfha.nft.compile.Compiled
+    warnings: tuple[str, ...] = ()
 
 
 class RulesetPart(Part):
@@ -129,30 +130,40 @@ class RulesetPart(Part):
         self.last_error: str | None = None
 
     def check(self) -> None:
-        require(self.name, "pfha.conf", "parse_file")
+        require(self.name, "pfha.conf.parser", "parse_file")  # pfha.conf's entry point imports it lazily
         self._nft()
 
     def _nft(self):
-        return require(self.name, "pfha.nft", "compile_ruleset", "load")
+        require(self.name, "pfha.nft.loader", "load")
+        return require(self.name, "pfha.nft.compile", "compile_ruleset")
 
     def prepare(self, config: NodeConfig) -> CompiledRuleset:
         """Parse and compile ``config``'s pf.conf: pure, raises on any error, changes nothing."""
+        self.check()
         from pfha.conf import parse_file
 
-        ruleset = parse_file(config.pf_conf, interface_view(config), include_base=config.pf_conf.parent)
-        nft = self._nft()
-        payload = nft.compile_ruleset(ruleset, devices=config.device_map())
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-        count = len(getattr(ruleset, "rules", ())) + len(getattr(ruleset, "translations", ()) or ())
-        return CompiledRuleset(str(config.pf_conf), digest, count, payload)
+        renamed = {name: dev for name, dev in config.device_map().items() if name != dev and name != "lo0"}
+        if renamed:
+            raise PartError("ruleset: interfaces renamed in [interfaces] (" + ", ".join(f"{n} -> {d}" for n, d in renamed.items())
+                            + ") are not supported by pfha.nft yet: name the Linux devices as pf.conf does")
+        view = interface_view(config)
+        ruleset = parse_file(config.pf_conf, view, include_base=config.pf_conf.parent)
+        compiled = self._nft().compile_ruleset(ruleset, view)
+        digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
+        count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
+        return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
 
     def commit(self, compiled: CompiledRuleset) -> bool:
         """Load atomically; False (and nothing changed) when it is the ruleset already loaded."""
         if self.loaded is not None and self.loaded.digest == compiled.digest:
             return False
-        self._nft().load(compiled.payload)
+        from pfha.nft import loader
+
+        loader.load(compiled.payload.commands, compiled.payload.metadata)
         self.loaded, self.loaded_at, self.last_error = compiled, time.time(), None
-        log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source))
+        log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source, rules=compiled.rules))
+        for warning in compiled.warnings:
+            log.warning("ruleset: the kernel cannot do this as pf does", extra=fields(detail=warning))
         return True
 
     async def start(self, config: NodeConfig) -> None:
@@ -165,7 +176,7 @@ class RulesetPart(Part):
         if self.loaded is None:
             return {"state": "not loaded", "error": self.last_error}
         return {"state": "loaded", "hash": self.loaded.digest, "source": self.loaded.source, "rules": self.loaded.rules,
-                "loaded_at": self.loaded_at, "last_error": self.last_error}
+                "loaded_at": self.loaded_at, "warnings": list(self.loaded.warnings), "last_error": self.last_error}
 
 
 # --- pflogd --------------------------------------------------------------------------------

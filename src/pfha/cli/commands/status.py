@@ -41,11 +41,7 @@ def render(status: dict) -> str:
     for vhid in carp.get("vhids", []):
         lines.append(f"  vhid {vhid.get('vhid')} on {vhid.get('interface')}: {vhid.get('state')}"
                      f" (advbase {vhid.get('advbase')}, advskew {vhid.get('advskew')}) - {vhid.get('reason', '')}")
-    sync = status["sync"]
-    lines.append("sync: " + ", ".join(f"{k} {v}" for k, v in sync.items() if k not in ("counters", "bulk_done_at") and v is not None))
-    if sync.get("counters"):
-        lines.append("  counters: " + ", ".join(f"{k} {v}" for k, v in sync["counters"].items()))
-    lines.append(f"  first bulk update done: {_ago(sync.get('bulk_done_at'))}")
+    lines += _sync_lines(status["sync"])
     lines.append(f"states: {status['states']}")
     ruleset = status["ruleset"]
     if ruleset.get("state") == "loaded":
@@ -59,3 +55,21 @@ def render(status: dict) -> str:
         reload = status["last_reload"]
         lines.append(f"last reload: {'ok' if reload['ok'] else 'FAILED'} {_ago(reload['at'])}: {reload['message']}")
     return "\n".join(lines)
+
+
+def _sync_lines(sync: dict) -> list[str]:
+    if sync.get("state") != "running":
+        return [f"sync: {sync.get('state')}"]
+    lines = [f"sync: running on {sync.get('device')} to {sync.get('destination')} (node {sync.get('node')}), "
+             f"{sync.get('states')} states known, lag {sync.get('lag_s')} s, {sync.get('unacknowledged')} unacknowledged"]
+    for peer in sync.get("peers", []):
+        lines.append(f"  peer {peer.get('node')}: {'alive' if peer.get('alive') else 'SILENT'}, last heard {peer.get('last_heard_s')} s ago")
+    if not sync.get("peers"):
+        lines.append("  no peer heard yet")
+    bulk = sync.get("bulk", {})
+    lines.append(f"  bulk update: {'done' if bulk.get('done') else 'in progress' if bulk.get('in_progress') else 'not done'}"
+                 f" ({bulk.get('tries')} tries); first one finished {_ago(sync.get('bulk_done_at'))}")
+    counters = {**sync.get("counters", {}), **{f"kernel_{k}": v for k, v in sync.get("kernel", {}).items() if v}}
+    if counters:
+        lines.append("  counters: " + ", ".join(f"{k} {v}" for k, v in counters.items() if v not in (None, {}, 0)))
+    return lines
