@@ -110,12 +110,24 @@ def wait_ready(running: RunningLab, timeout: float = 30.0, log: Callable[[str], 
         statuses = {h: node_status(running, h) for h in CONFIG_FILES}
         dead = [h for h, s in statuses.items() if s.get("daemon") == "not running"]
         if dead:
-            raise LabError(f"{', '.join(dead)}: pfha node exited (see {running.dir}/{dead[0]}/node.log)")
+            raise LabError(f"{', '.join(dead)}: pfha node exited: {last_error(running, dead[0])}")
         carp_off = "carp" in running.state.without
         if all("error" not in s for s in statuses.values()) and (carp_off or masters(statuses)):
             return
         time.sleep(0.2)
     raise LabError(f"the nodes did not become ready within {timeout:.0f} s (see {running.dir}/fw*/node.log)")
+
+
+def last_error(running: RunningLab, host: str) -> str:
+    """The node's last error line (its logs go with the lab when ``up`` cleans up after itself)."""
+    try:
+        lines = (running.dir / host / "node.log").read_text().splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if line.startswith("pfha: ") or '"level": "error"' in line:
+            return line
+    return lines[-1] if lines else "empty log"
 
 
 def masters(statuses: dict[str, dict]) -> list[str]:

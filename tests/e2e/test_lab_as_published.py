@@ -1,0 +1,54 @@
+"""The tutorial as published, run as is: its flaw shows. ``pass quick on $pfs_if proto pfsync``
+names dc0 while pfsync runs over rl0, so ``block log all`` drops state sync, and NAT translates
+to each node's own address: a failover breaks the connections that were running."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import requires_root
+
+pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def published():
+    from pfha.lab import build, scenarios
+
+    name = f"a{os.getpid() % 100000}"
+    running = build.up(name, config="as-published")
+    try:
+        scenarios.wait_master(running, "fw1", timeout=60)
+        yield running
+    finally:
+        build.down(name)
+
+
+def test_state_sync_is_blocked_by_the_ruleset(published):
+    from pfha.lab.nodes import node_status
+
+    for fw in ("fw1", "fw2"):
+        sync = node_status(published, fw)["sync"]
+        assert sync["state"] == "running"
+        assert not sync["peers"], sync  # nothing from the peer ever gets through
+        assert not sync["bulk"]["done"]
+    # and pflog shows the drops: the blocked pfsync packets are logged by "block log all"
+    pflog = node_status(published, "fw2")["pflog"]
+    assert pflog["written"] > 0, pflog
+
+
+def test_nat_uses_each_nodes_own_address(published):
+    from pfha.lab import scenarios
+
+    (lan,) = published.probe("client", ["tcp:198.51.100.100:80"])
+    assert lan.ok and scenarios.seen_source(lan) == "203.0.113.2", lan  # fw1's xl0, not the CARP address
+
+
+def test_failover_breaks_running_connections(published):
+    from pfha.lab import scenarios
+
+    run = scenarios.failover_under_traffic(published, "kill", nbytes=3_000_000, rate=800_000, fail_after=1.5)
+    broken = [t for t in run.transfers if not (t.result and t.result.ok)]
+    assert broken, [t.result for t in run.transfers]
