@@ -49,6 +49,7 @@ def test_nat_uses_each_nodes_own_address(published):
 def test_failover_breaks_running_connections(published):
     from pfha.lab import scenarios
 
-    run = scenarios.failover_under_traffic(published, "kill", nbytes=3_000_000, rate=800_000, fail_after=1.5)
+    run = scenarios.failover_under_traffic(published, "kill", nbytes=3_000_000, rate=800_000, fail_after=1.5,
+                                            stall_timeout=8)
     broken = [t for t in run.transfers if not (t.result and t.result.ok)]
     assert broken, [t.result for t in run.transfers]

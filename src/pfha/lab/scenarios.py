@@ -169,7 +169,7 @@ def transfers() -> list[Transfer]:
 
 
 def failover_under_traffic(running: RunningLab, how: str = "kill", *, nbytes: int = 6_000_000, rate: float = 1_000_000,
-                           fail_after: float = 2.0, log: Log = lambda _m: None) -> FailoverRun:
+                           fail_after: float = 2.0, stall_timeout: float = 30.0, log: Log = lambda _m: None) -> FailoverRun:
     """Start the transfers, fail the master ``fail_after`` seconds in, wait for them to end."""
     master = master_of_all(running)
     if master is None:
@@ -178,10 +178,9 @@ def failover_under_traffic(running: RunningLab, how: str = "kill", *, nbytes: in
     running_transfers = transfers()
     for transfer in running_transfers:
         log(f"  start {transfer.name}: {transfer.source} fetches {nbytes // 1_000_000} MB from {transfer.target} at {rate / 1e6:.1f} MB/s")
-        transfer.proc = running.fetch_popen(transfer.source, transfer.target, nbytes, rate, timeout=30)
+        transfer.proc = running.fetch_popen(transfer.source, transfer.target, nbytes, rate, timeout=stall_timeout)
     time.sleep(fail_after)
     log(f"  {running.fail(master, how)}")
-    failed_at = time.monotonic()
     takeover = wait_master(running, backup, timeout=15)
     log(f"  {backup} is master of every vhid {takeover:.1f} s after the failure")
     for transfer in running_transfers:
@@ -192,4 +191,4 @@ def failover_under_traffic(running: RunningLab, how: str = "kill", *, nbytes: in
         verdict = "finished" if r.ok else f"BROKEN ({r.error})"
         log(f"  {transfer.name}: {verdict}: {r.received}/{r.wanted} bytes in {r.seconds:.1f} s, served by "
             f"{r.server.split()[1] if r.server else '?'}, longest stall {r.longest_stall:.1f} s")
-    return FailoverRun(how, master, running_transfers, time.monotonic() - failed_at if takeover is None else takeover)
+    return FailoverRun(how, master, running_transfers, takeover)
