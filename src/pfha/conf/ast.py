@@ -379,6 +379,7 @@ class Rule(RuleBase):
     max_pkt_rate: tuple[int, int] | None = None
     max_pkt_size: int | None = None
     keep_counters: bool = False
+    limiters: tuple[str, ...] = ()  # ``state limiter id N (...)`` as pfctl prints them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -417,6 +418,7 @@ class AnchorRule(RuleBase):
     flags: TcpFlags | None = None
     icmp: IcmpMatch | None = None
     ruleset: "Ruleset | None" = None
+    inline: bool = False  # the body was written in braces (pfctl prints it nested)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,7 +487,8 @@ class Table:
     entries: tuple[TableEntry, ...] = ()
     files: tuple[str, ...] = ()
     file_entries: tuple[TableEntry, ...] = ()
-    written_entries: tuple[tuple[TableEntry, ...], ...] = ()  # printing: inline, per file
+    layout: tuple["str | tuple[TableEntry, ...]", ...] = ()  # as written: file names and {} lists
+    written_empty: bool = False  # ``{ }`` written
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,7 +556,18 @@ class Queue:
     text: str = ""  # the exact line pfctl -v prints
 
 
-Definition = Union[SetOption, Macro, Table, Queue]
+@dataclass(frozen=True, slots=True)
+class Limiter:
+    """``state limiter "name" id N limit L [rate a/b]`` (FreeBSD 15) and ``source limiter``."""
+
+    kind: Literal["state", "source"]
+    name: str
+    id: int
+    origin: Origin
+    text: str = ""
+
+
+Definition = Union[SetOption, Macro, Table, Queue, Limiter]
 
 
 @dataclass(frozen=True, slots=True)

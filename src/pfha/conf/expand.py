@@ -1,0 +1,631 @@
+"""List expansion and pfctl's defaults: a rule as written -> the rules pfctl loads.
+
+parse.y's expand_rule() takes the Cartesian product of a rule's lists in this nesting order
+(outermost first): interface, protocol, icmp-type, source host, destination host, source
+port, destination port, os, user, group. Combinations whose address families conflict are
+dropped silently; the rule's family becomes the one its addresses imply. Then, per rule:
+non-TCP rules lose their flags and modulate/synproxy become keep state; ``$if $srcaddr
+$dstaddr $srcport $dstport $proto $nr`` in labels and tags are replaced; the rule gets the
+next number of its ruleset.
+
+Defaults applied before expansion (parse.y): ``pass`` rules keep state, stateful ``pass``
+rules without ``flags`` or ``fragment`` get ``flags S/SA``, a ``block`` without a return
+option takes ``set block-policy``, ``max-src-*`` imply ``source-track rule``, ``max N``
+implies ``adaptive.start``/``adaptive.end`` at 60%/120% of N.
+
+Pure.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from pfha.conf import names
+from pfha.conf.ast import (
+    ANY_ENDPOINT,
+    AnchorRule,
+    AnyAddress,
+    BlockReturn,
+    DynamicAddress,
+    Endpoint,
+    HostAddress,
+    HostMatch,
+    IcmpMatch,
+    InterfaceMatch,
+    Message,
+    Pool,
+    PoolAddress,
+    Route,
+    Rule,
+    Ruleset,
+    ScrubRule,
+    StateOption,
+    StateSpec,
+    TableAddress,
+    TcpFlags,
+    Translation,
+    TranslationRule,
+)
+from pfha.conf.hosts import ResolvedHost, interface_addresses
+from pfha.conf.printer import format_address
+
+_ANY_HOST = ResolvedHost(AnyAddress())
+_NONE = (None,)
+_FLAGS_S_SA = TcpFlags(0x02, 0x12)
+PROXY_PORTS = (50001, 65535)
+
+
+# ================================================================================ helpers
+def _label_port(port) -> str:
+    if port is None:
+        return ""
+    op = port.op
+    if op == "=":
+        return str(port.low)
+    if op in ("><", "<>"):
+        return f"{port.low}{op}{port.high}"
+    if op == ":":
+        return ""
+    return f"{op}{port.low}"
+
+
+def _label_addr(host: HostMatch, af) -> str:
+    text = format_address(host.address, af)
+    return ("! " + text) if host.negated else text
+
+
+def expand_label(text: str, rule_fields: dict, number: int) -> str:
+    """parse.y expand_label(): the ``$`` variables of labels and tags, per expanded rule."""
+    if "$" not in text:
+        return text
+    iface = rule_fields.get("interface")
+    af = rule_fields.get("af")
+    proto = rule_fields.get("proto")
+    src = rule_fields.get("src", ANY_ENDPOINT)
+    dst = rule_fields.get("dst", ANY_ENDPOINT)
+    values = {
+        "$if": iface.name if iface is not None else "any",
+        "$srcaddr": _label_addr(src.host, af),
+        "$dstaddr": _label_addr(dst.host, af),
+        "$srcport": _label_port(src.port),
+        "$dstport": _label_port(dst.port),
+        "$proto": (names.protocol_name(proto) or str(proto)) if proto is not None else "ip",
+        "$nr": str(number),
+    }
+    out = text
+    for key in ("$srcaddr", "$dstaddr", "$srcport", "$dstport", "$proto", "$if", "$nr"):
+        if key in out:
+            out = out.replace(key, values[key])
+    return out
+
+
+def _family_ok(af, src: ResolvedHost, dst: ResolvedHost) -> str | None | bool:
+    """The family of the combination, or False when the families conflict."""
+    sf, df = src.family, dst.family
+    if sf and df and sf != df:
+        return False
+    if sf and af and sf != af:
+        return False
+    if df and af and df != af:
+        return False
+    return af or sf or df
+
+
+def _state_options(p, spec, opts: tuple[StateOption, ...]) -> tuple[StateOption, ...]:
+    """Normalise ``keep state ( ... )`` the way parse.y fills pf_rule."""
+    out = list(opts)
+    names_seen = {o.name for o in out}
+    src_limits = names_seen & {"max-src-nodes", "max-src-states", "max-src-conn", "max-src-conn-rate"}
+    if src_limits and "source-track" not in names_seen:
+        out.append(StateOption("source-track", text="rule"))
+    for o in opts:
+        if o.name == "source-track" and o.text == "global" and src_limits & {"max-src-nodes", "max-src-conn", "max-src-conn-rate"}:
+            bad = sorted(src_limits - {"max-src-states"})[0]
+            p._error(f"{bad} is incompatible with source-track global", spec.end_line)
+    rate = next((o for o in out if o.name == "max-src-conn-rate"), None)
+    if rate is not None and ("source-track" in names_seen or src_limits):
+        current = next((o for o in out if o.name == "src.track"), None)
+        if current is None:
+            out.append(StateOption("src.track", rate.value2))
+        elif (current.value or 0) < rate.value2:
+            out = [o if o is not current else StateOption("src.track", rate.value2) for o in out]
+    mx = next((o for o in out if o.name == "max"), None)
+    if mx is not None and mx.value and "adaptive.start" not in names_seen and "adaptive.end" not in names_seen:
+        out.append(StateOption("adaptive.start", (mx.value // 10) * 6))
+        out.append(StateOption("adaptive.end", (mx.value // 10) * 12))
+    return tuple(out)
+
+
+def _pool(p, spec, hosts: list[ResolvedHost], af, ports, opts: dict, kind: str, line: int) -> Pool | None:
+    """A translation pool for one expanded rule (addresses of the rule's family only)."""
+    items = []
+    for h in hosts:
+        if af and h.family and h.family != af:
+            continue
+        items.append(PoolAddress(h.address))
+    if not items:
+        return None
+    method = opts.get("method")
+    many = len(items) > 1
+    tableish = any(type(i.address) in (TableAddress, DynamicAddress) for i in items)
+    if method is None and (many or tableish):
+        method = "round-robin"
+    elif method is not None and method != "round-robin":
+        if many:
+            p._error("only round-robin valid for multiple redirection addresses", line)
+        if tableish and method != "source-hash" or (method == "bitmask" and tableish):
+            p._error("tables are not supported by pool type", line)
+    key = opts.get("key")
+    if method == "source-hash" and key is None:
+        key = secrets.token_hex(16)
+    low = high = 0
+    star = False
+    if kind == "nat":
+        if opts.get("static_port"):
+            low = high = 0
+        elif ports is not None:
+            low, high = ports[0], ports[1]
+        else:
+            low, high = PROXY_PORTS
+    elif ports is not None:
+        low, high, star = ports
+    return Pool(
+        addresses=tuple(items),
+        port_low=low,
+        port_high=high,
+        port_star=star,
+        method=method,
+        hash_key=key,
+        sticky=bool(opts.get("sticky")),
+        static_port=bool(opts.get("static_port")),
+        map_e_portset=opts.get("map_e"),
+        prefer_ipv6_nexthop=bool(opts.get("prefer_ipv6_nexthop")),
+        endpoint_independent=bool(opts.get("endpoint_independent")),
+    )
+
+
+def _check_pool_opts(p, kind: str, ports, opts: dict, line: int) -> None:
+    """The pool option checks of parse.y's nat/rdr rules (one message each)."""
+    if kind != "nat":
+        if opts.get("static_port"):
+            p._error("the 'static-port' option is only valid with nat rules", line)
+        if opts.get("map_e"):
+            p._error("the 'map-e-portset' option is only valid with nat rules", line)
+        return
+    if opts.get("static_port") and ports is not None:
+        p._error("the 'static-port' option can't be used when specifying a port range", line)
+    if opts.get("map_e"):
+        if opts.get("static_port"):
+            p._error("the 'map-e-portset' option can't be used 'static-port'", line)
+        if ports is not None:
+            p._error("the 'map-e-portset' option can't be used when specifying a port range", line)
+
+
+def _next_number(b, kind: str) -> int:
+    n = b.counters[kind]
+    b.counters[kind] = n + 1
+    return n
+
+
+# ================================================================================ filter
+def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
+    o = spec.opts
+    action = spec.action
+    line = spec.end_line or spec.line
+    origin = p._origin(spec.line)
+
+    # ---- defaults and per-rule checks (before expansion, as parse.y does)
+    block = None
+    if action == "block":
+        block = spec.block if spec.block is not None else BlockReturn(p.blockpolicy)
+        if spec.route is not None:
+            p._error("route-to, reply-to and dup-to are not supported on block rules", line)
+    state = o.get("state")
+    if state is None:
+        if action == "pass":
+            state_kind, state_opts = "keep", p.state_defaults
+        else:
+            state_kind, state_opts = "none", ()
+    else:
+        state_kind, state_opts = state
+        if state_kind != "none" and not state_opts:
+            state_opts = p.state_defaults
+    state_opts = _state_options(p, spec, state_opts)
+    flags = o.get("flags")
+    fragment = bool(o.get("fragment"))
+    if flags is None and action == "pass" and not fragment and state_kind != "none":
+        flags = _FLAGS_S_SA
+    if spec.icmps and spec.protos is None:
+        pass
+    if state_kind == "synproxy" and spec.direction == "out":
+        pass
+
+    tagged = o.get("tagged")
+    common = dict(
+        origin=origin,
+        direction=spec.direction,
+        log=spec.log,
+        quick=spec.quick,
+        rtable=o.get("rtable"),
+        ridentifier=o.get("ridentifier"),
+        received_on=o.get("received_on"),
+        action=action,
+        block=block,
+        tos=o.get("tos"),
+        prio=o.get("prio"),
+        set_prio=o.get("set_prio"),
+        set_tos=o.get("set_tos"),
+        fragment=fragment,
+        allow_opts=bool(o.get("allow_opts")),
+        scrub=o.get("scrub"),
+        queue=tuple(q for q in o.get("queue", ()) if q),
+        dnpipe=o.get("dnpipe", ()),
+        dnqueue=o.get("dnqueue", ()),
+        divert=o.get("divert"),
+        once=bool(o.get("once")),
+        max_pkt_rate=o.get("max_pkt_rate"),
+        max_pkt_size=o.get("max_pkt_size"),
+        limiters=tuple(o.get("limiters", ())),
+    )
+    if tagged is not None:
+        common["tagged_negated"] = tagged[1]
+    probability = o.get("probability")
+    if probability is not None:
+        common["probability"] = probability
+    labels = o.get("labels", ())
+    tag = o.get("tag")
+    tagged_name = tagged[0] if tagged is not None else None
+    dynamic_text = bool(labels) or (tag is not None and "$" in tag) or (tagged_name is not None and "$" in tagged_name)
+    keep_tcp = StateSpec(state_kind, state_opts)
+    keep_other = keep_tcp if state_kind not in ("modulate", "synproxy") else StateSpec("keep", state_opts)
+
+    interfaces = spec.interfaces or _NONE
+    protos = spec.protos or _NONE
+    icmps = spec.icmps or _NONE
+    src_hosts = spec.src_hosts or (_ANY_HOST,)
+    dst_hosts = spec.dst_hosts or (_ANY_HOST,)
+    src_ports = spec.src_ports or _NONE
+    dst_ports = spec.dst_ports or _NONE
+    oses = spec.src_os or _NONE
+    uids = spec.uids or _NONE
+    gids = spec.gids or _NONE
+    af0 = spec.af
+    out = b.filter
+    made = 0
+    for iface in interfaces:
+        for proto in protos:
+            if proto is not None and proto != 6 and proto != 132 and (spec.src_ports or spec.dst_ports):
+                if proto != 17:
+                    p._error("port only applies to tcp/udp/sctp", line)
+            for icmp in icmps:
+                if icmp is not None:
+                    want = 58 if icmp[2] else 1
+                    if proto is not None and proto != want:
+                        p._error("icmp-type mismatch" if True else "", line)
+                for src in src_hosts:
+                    for dst in dst_hosts:
+                        af = _family_ok(af0, src, dst)
+                        if af is False:
+                            continue
+                        if icmp is not None:
+                            if af is None:
+                                af = "inet6" if icmp[2] else "inet"
+                            elif (af == "inet6") != icmp[2]:
+                                continue
+                        rule_iface = iface
+                        scope = src.scope or dst.scope
+                        if scope is not None:
+                            if rule_iface is None:
+                                rule_iface = InterfaceMatch(scope)
+                            elif rule_iface.name != scope and not rule_iface.negated:
+                                continue
+                        for sport in src_ports:
+                            for dport in dst_ports:
+                                for os_name in oses:
+                                    for uid in uids:
+                                        for gid in gids:
+                                            fields = _filter_fields(
+                                                p, spec, common, rule_iface, af, proto, icmp, src, dst, sport, dport,
+                                                os_name, uid, gid, flags, keep_tcp, keep_other, line,
+                                            )
+                                            if fields is None:
+                                                continue
+                                            number = _next_number(b, "filter")
+                                            fields["number"] = number
+                                            if dynamic_text:
+                                                fields["labels"] = tuple(expand_label(t, fields, number) for t in labels)
+                                                if tag is not None:
+                                                    fields["tag"] = expand_label(tag, fields, number)
+                                                if tagged_name is not None:
+                                                    fields["tagged"] = expand_label(tagged_name, fields, number)
+                                            else:
+                                                fields["labels"] = tuple(labels)
+                                                fields["tag"] = tag
+                                                fields["tagged"] = tagged_name
+                                            binat = fields.pop("_binat", None)
+                                            out.append(Rule(**fields))
+                                            made += 1
+                                            if binat is not None:
+                                                out.extend(_binat_reverse(p, b, spec, fields, binat))
+    return None
+
+
+def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dport, os_name, uid, gid, flags, keep_tcp, keep_other, line):
+    tcp = proto is None or proto == 6
+    fields = dict(common)
+    fields["interface"] = iface
+    fields["proto"] = proto
+    fields["src"] = Endpoint(HostMatch(src.address, src.negated), sport, os_name) if (src is not _ANY_HOST or sport is not None or os_name is not None) else ANY_ENDPOINT
+    fields["dst"] = Endpoint(HostMatch(dst.address, dst.negated), dport) if (dst is not _ANY_HOST or dport is not None) else ANY_ENDPOINT
+    fields["uid"] = uid
+    fields["gid"] = gid
+    fields["icmp"] = IcmpMatch(icmp[0], icmp[1], icmp[2]) if icmp is not None else None
+    if tcp:
+        fields["flags"] = flags
+        fields["state"] = keep_tcp
+    else:
+        fields["flags"] = None
+        fields["state"] = keep_other
+    route = spec.route
+    if route is not None:
+        kind, items, ropts = route
+        pool_items = []
+        for ifname, host in items:
+            if host is None:
+                pool_items.append(PoolAddress(AnyAddress(), ifname))
+            else:
+                if af and host.family and host.family != af:
+                    continue
+                if af is None and host.family:
+                    af = host.family
+                pool_items.append(PoolAddress(host.address, ifname))
+        method = ropts.get("method")
+        if method is None and len(pool_items) > 1:
+            method = "round-robin"
+        fields["route"] = Route(kind, Pool(
+            addresses=tuple(pool_items),
+            method=method,
+            sticky=bool(ropts.get("sticky")),
+            prefer_ipv6_nexthop=bool(ropts.get("prefer_ipv6_nexthop")),
+            hash_key=ropts.get("key"),
+        ))
+    translations = []
+    fields["_binat"] = None
+    for tr in spec.translations:
+        kind, hosts, ports, opts, tline = tr[0], tr[1], tr[2], tr[3], tr[4]
+        if kind == "af-to":
+            new_af, to_hosts = tr[5], tr[6]
+            pool = _pool(p, spec, hosts, new_af, None, opts, "nat", tline)
+            if pool is None:
+                p._error("af-to: no address of the target family", tline)
+            pool6 = _pool(p, spec, to_hosts, new_af, None, {}, "rdr", tline) if to_hosts else None
+            translations.append(Translation("af-to", pool, af=new_af, pool6=pool6))
+            continue
+        if af is None:
+            fams = {h.family for h in hosts if h.family}
+            if len(fams) == 1:
+                af = fams.pop()
+        if kind == "binat-to":
+            pool = _pool(p, spec, hosts, af, None, {**opts, "static_port": True}, "nat", tline)
+            if pool is None:
+                return None
+            translations.append(Translation("nat-to", pool))
+            fields["_binat"] = (hosts, opts)
+            continue
+        pool_kind = "nat" if kind == "nat-to" else "rdr"
+        if kind == "nat-to" and ports is not None:
+            ports = (ports[0], ports[1])
+        pool = _pool(p, spec, hosts, af, ports, opts, pool_kind, tline)
+        if pool is None:
+            return None
+        translations.append(Translation(kind, pool))
+    # nat-to before rdr-to, as print_rule shows them
+    translations.sort(key=lambda t: {"af-to": 0, "nat-to": 1, "rdr-to": 2, "binat-to": 3}[t.kind])
+    fields["translations"] = tuple(translations)
+    if fields["_binat"] is not None:
+        fields["direction"] = "out"
+    fields["af"] = af
+    return fields
+
+
+def _binat_reverse(p, b, spec, fields, binat):
+    """``binat-to`` is loaded as nat-to outbound plus the reverse rdr-to inbound."""
+    hosts, opts = binat
+    nat = fields["translations"][0].pool
+    src = fields["src"].host
+    if isinstance(src.address, AnyAddress):
+        p._error("binat-to requires a source address", spec.end_line or spec.line)
+    rdr_pool = Pool(addresses=(PoolAddress(src.address),))
+    rev = dict(fields)
+    rev["direction"] = "in"
+    rev["src"] = Endpoint(HostMatch(AnyAddress()), fields["dst"].port)
+    rev["dst"] = Endpoint(HostMatch(nat.addresses[0].address), fields["src"].port)
+    rev["translations"] = (Translation("rdr-to", rdr_pool),)
+    rev["number"] = _next_number(b, "filter")
+    return (Rule(**rev),)
+
+
+# ================================================================================ scrub
+def expand_scrub(p, b, spec) -> None:
+    o = spec.opts
+    origin = p._origin(spec.line)
+    for iface in spec.interfaces or _NONE:
+        for proto in spec.protos or _NONE:
+            for src in spec.src_hosts or (_ANY_HOST,):
+                for dst in spec.dst_hosts or (_ANY_HOST,):
+                    af = _family_ok(spec.af, src, dst)
+                    if af is False:
+                        continue
+                    for sport in spec.src_ports or _NONE:
+                        for dport in spec.dst_ports or _NONE:
+                            number = _next_number(b, "scrub")
+                            fields = dict(
+                                origin=origin, number=number, direction=spec.direction, log=spec.log,
+                                quick=spec.quick, interface=iface, af=af, proto=proto,
+                                src=Endpoint(HostMatch(src.address, src.negated), sport),
+                                dst=Endpoint(HostMatch(dst.address, dst.negated), dport),
+                                negated=spec.negated, options=o["scrub"],
+                            )
+                            fields["labels"] = tuple(expand_label(t, fields, number) for t in o.get("labels", ()))
+                            b.scrub.append(ScrubRule(**fields))
+
+
+# ================================================================================ nat/rdr/binat
+def expand_translation(p, b, spec) -> None:
+    kind = spec.kind
+    line = spec.end_line or spec.line
+    origin = p._origin(spec.line)
+    o = spec.opts
+    ports = spec.redirect_ports
+    if not spec.negated:
+        if spec.redirect is None:
+            p._error(f"{kind} rule requires a translation address" if False else "syntax error", line)
+        _check_pool_opts(p, kind, ports, spec.pool_opts, line)
+        if kind == "nat" and ports is not None and ports[2]:
+            p._error("invalid port range", line)
+        if kind == "binat" and ports is not None:
+            p._error("binat rules cannot use port translation", line)
+    tagged = o.get("tagged")
+    for iface in spec.interfaces or _NONE:
+        for proto in spec.protos or _NONE:
+            for src in spec.src_hosts or (_ANY_HOST,):
+                for dst in spec.dst_hosts or (_ANY_HOST,):
+                    af = _family_ok(spec.af, src, dst)
+                    if af is False:
+                        continue
+                    for sport in spec.src_ports or _NONE:
+                        for dport in spec.dst_ports or _NONE:
+                            rule_af = af
+                            pool = Pool()
+                            if not spec.negated:
+                                hosts = spec.redirect
+                                if rule_af is None:
+                                    fams = [h.family for h in hosts if h.family]
+                                    if fams:
+                                        rule_af = fams[0]
+                                pports = None
+                                if ports is not None:
+                                    pports = (ports[0], ports[1]) if kind == "nat" else ports
+                                pool = _pool(p, spec, hosts, rule_af, pports, spec.pool_opts, kind, line)
+                                if pool is None:
+                                    continue
+                                if kind == "binat" and (len(pool.addresses) > 1 or pool.method not in (None,)):
+                                    if type(pool.addresses[0].address) is not DynamicAddress:
+                                        p._error("binat requires a single address", line)
+                            number = _next_number(b, kind)
+                            fields = dict(
+                                origin=origin, number=number, direction=None, log=spec.log, quick=False,
+                                interface=iface, af=rule_af, proto=proto,
+                                src=Endpoint(HostMatch(src.address, src.negated), sport),
+                                dst=Endpoint(HostMatch(dst.address, dst.negated), dport),
+                                tag=o.get("tag"), tagged=tagged[0] if tagged else None,
+                                tagged_negated=bool(tagged and tagged[1]), rtable=o.get("rtable"),
+                                kind=kind, negated=spec.negated, pass_=spec.pass_, pool=pool,
+                            )
+                            b.translation.append(TranslationRule(**fields))
+
+
+# ================================================================================ antispoof
+def expand_antispoof(p, b, spec, ifs) -> None:
+    """parse.y antispoof: per interface, block traffic from its networks arriving elsewhere,
+    and (non-loopback) traffic from its own addresses arriving on any interface."""
+    from pfha.conf.parser import _Spec
+
+    for name, dynamic in ifs:
+        first = _Spec(line=spec.line, kind="filter", action="block")
+        first.end_line = spec.end_line
+        first.block = BlockReturn("drop")
+        first.direction = "in"
+        first.log, first.quick, first.af = spec.log, spec.quick, spec.af
+        first.opts = {k: v for k, v in spec.opts.items()}
+        first.opts["state"] = ("none", ())
+        first.interfaces = [InterfaceMatch(name, True)]
+        if dynamic:
+            first.src_hosts = [ResolvedHost(DynamicAddress(name, ("network",)))]
+        else:
+            first.src_hosts = interface_addresses(name, ("network",), p.view)
+        if first.src_hosts:
+            expand_filter(p, b, first)
+        if p.view.is_loopback(name):
+            continue
+        second = _Spec(line=spec.line, kind="filter", action="block")
+        second.end_line = spec.end_line
+        second.block = BlockReturn("drop")
+        second.direction = "in"
+        second.log, second.quick, second.af = spec.log, spec.quick, spec.af
+        second.opts = {k: v for k, v in spec.opts.items()}
+        second.opts["state"] = ("none", ())
+        if dynamic:
+            second.src_hosts = [ResolvedHost(DynamicAddress(name))]
+        else:
+            second.src_hosts = interface_addresses(name, (), p.view)
+        if second.src_hosts:
+            expand_filter(p, b, second)
+
+
+# ================================================================================ anchors
+def expand_anchor(p, b, spec) -> None:
+    kind = spec.action
+    line = spec.end_line or spec.line
+    origin = p._origin(spec.line)
+    body = build_ruleset(p, spec.body) if spec.body is not None else None
+    if body is not None and spec.name:
+        b.anchors.append((spec.name, spec.body))
+    counter = {"anchor": "filter", "nat-anchor": "nat", "rdr-anchor": "rdr", "binat-anchor": "binat"}[kind]
+    target = b.filter if kind == "anchor" else b.translation
+    o = spec.opts
+    tagged = o.get("tagged")
+    name = spec.name
+    if not name and spec.body is not None:
+        name = "_" + str(b.inline_count)
+    for iface in spec.interfaces or _NONE:
+        for proto in spec.protos or _NONE:
+            for src in spec.src_hosts or (_ANY_HOST,):
+                for dst in spec.dst_hosts or (_ANY_HOST,):
+                    af = _family_ok(spec.af, src, dst)
+                    if af is False:
+                        continue
+                    for sport in spec.src_ports or _NONE:
+                        for dport in spec.dst_ports or _NONE:
+                            for uid in spec.uids or _NONE:
+                                for gid in spec.gids or _NONE:
+                                    for icmp in spec.icmps or _NONE:
+                                        if icmp is not None and af is None:
+                                            af = "inet6" if icmp[2] else "inet"
+                                        number = _next_number(b, counter)
+                                        fields = dict(
+                                            origin=origin, number=number, direction=spec.direction,
+                                            log=spec.log, quick=spec.quick, interface=iface, af=af,
+                                            proto=proto,
+                                            src=Endpoint(HostMatch(src.address, src.negated), sport),
+                                            dst=Endpoint(HostMatch(dst.address, dst.negated), dport),
+                                            tag=o.get("tag"), tagged=tagged[0] if tagged else None,
+                                            tagged_negated=bool(tagged and tagged[1]),
+                                            rtable=o.get("rtable"), ridentifier=o.get("ridentifier"),
+                                            kind=kind, name=name, uid=uid, gid=gid,
+                                            flags=o.get("flags"),
+                                            icmp=IcmpMatch(*icmp) if icmp is not None else None,
+                                            ruleset=body, inline=body is not None,
+                                        )
+                                        fields["labels"] = tuple(expand_label(t, fields, number) for t in o.get("labels", ()))
+                                        target.append(AnchorRule(**fields))
+
+
+# ================================================================================ result
+def build_ruleset(p, b) -> Ruleset:
+    anchors = tuple((name, build_ruleset(p, child)) for name, child in b.anchors)
+    top = b is p.main
+    return Ruleset(
+        options=p.build_options() if top else Ruleset().options,
+        macros=tuple(d for d in p.definitions if type(d).__name__ == "Macro") if top else (),
+        tables=tuple(p.tables[n] for n in p.table_order) if top else (),
+        scrub=tuple(b.scrub),
+        translation=tuple(b.translation),
+        filter=tuple(b.filter),
+        ether=tuple(b.ether),
+        queues=tuple(p.queues) if top else (),
+        anchors=anchors,
+        definitions=tuple(p.definitions) if top else (),
+        messages=tuple(Message(m) for m in p.messages) if top else (),
+        path=b.path,
+    )
