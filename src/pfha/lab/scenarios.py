@@ -119,8 +119,11 @@ def roles(running: RunningLab) -> dict[str, dict[int, str]]:
 
 
 def master_of_all(running: RunningLab) -> str | None:
+    """The firewall that is MASTER of every vhid whose link is up (a vhid on a cut cable is
+    INIT on both sides: after a power loss the heartbeat wire rl0 is dead too)."""
     for fw, vhids in roles(running).items():
-        if vhids and all(state == "MASTER" for state in vhids.values()):
+        states = set(vhids.values())
+        if "MASTER" in states and states <= {"MASTER", "INIT"}:
             return fw
     return None
 
@@ -132,7 +135,7 @@ def wait_master(running: RunningLab, fw: str, timeout: float) -> float:
         if master_of_all(running) == fw:
             return time.monotonic() - start
         time.sleep(0.1)
-    raise AssertionError(f"{fw} did not become master of every vhid within {timeout}s: {roles(running)}")
+    raise AssertionError(f"{fw} did not become master within {timeout}s: {roles(running)}")
 
 
 # --- failover under traffic ----------------------------------------------------------------
@@ -182,7 +185,7 @@ def failover_under_traffic(running: RunningLab, how: str = "kill", *, nbytes: in
     time.sleep(fail_after)
     log(f"  {running.fail(master, how)}")
     takeover = wait_master(running, backup, timeout=15)
-    log(f"  {backup} is master of every vhid {takeover:.1f} s after the failure")
+    log(f"  {backup} is master {takeover:.1f} s after the failure")
     for transfer in running_transfers:
         out, err = transfer.proc.communicate(timeout=nbytes / rate + 60)
         lines = [line for line in out.splitlines() if line.startswith("{") and '"target"' in line]
