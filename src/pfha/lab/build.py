@@ -243,6 +243,8 @@ class RunningLab:
         """Undo :meth:`fail`: cables back in, the node daemon started again if it is not running."""
         if host not in self.topology.firewalls:
             raise LabError(f"only firewalls can be recovered, not {host!r}")
+        if self.state.failed.get(host) == "kill":
+            self._as_rebooted(host)
         for interface in self.topology.host(host).interfaces:
             self.set_cable(host, interface.name, up=True)
         started = ""
@@ -252,6 +254,14 @@ class RunningLab:
         self.state.failed.pop(host, None)
         self.state.save()
         return f"{host}: cables in{started}"
+
+    def _as_rebooted(self, host: str) -> None:
+        """A box that lost power comes back without the kernel state it died with: no shared
+        addresses, an empty connection table (the ruleset is loaded again by the node)."""
+        ns = self.ns(host)
+        for carp in self.topology.carp:
+            ns.exec("ip", "addr", "del", carp.address, "dev", carp.parent, check=False)
+        ns.exec("conntrack", "-F", check=False)
 
     # -- node daemons ---------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ def matrix() -> list[Expectation]:
         e("inet", f"tcp:{EXT}:2222", False, "no rule names this port: block log all"),
         e("inet", f"tcp:{EXT}:80", False, "the web rdr answers on .11 only; nothing passes www to the firewall"),
         e("dns1", f"tcp:{WEB}:443", True, "any internet host may reach the web pool", POOL),
+        e("inet", f"icmp:{EXT}", True, "pass in quick inet proto icmp all icmp-type $icmp_types (echoreq)"),
+        e("inet", "icmp:203.0.113.2", True, "the same rule lets ping reach each node's own address"),
     ]
     outbound = [
         e("client", "tcp:198.51.100.100:80", True, "pass in on $int_if ... port $web_ports; nat; pass out on $ext_if ... modulate state", ("inet",)),
@@ -70,6 +72,8 @@ def matrix() -> list[Expectation]:
         e("client", "tcp:198.51.100.100:25", False, "'from $int_if:network port $mail_ports' matches replies from port 25, not clients to it"),
         e("client", "tcp:198.51.100.100:2222", False, "no rule names this port"),
         e("client", "tcp:192.168.1.1:8081", False, "ssh to the firewall is only passed in on $ext_if"),
+        e("client", "icmp:198.51.100.100", True, "icmp-type $icmp_types in on $int_if; nat; pass out quick inet proto icmp all"),
+        e("client", "icmp:192.168.1.1", True, "the LAN may ping its gateway (echoreq is in $icmp_types)"),
     ]
     return inbound + outbound
 

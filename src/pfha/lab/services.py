@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import struct
 import sys
@@ -40,14 +41,14 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """``tcp:192.168.1.80:25`` or ``udp:198.51.100.53:53``."""
-        proto, address, port = text.split(":")
-        if proto not in ("tcp", "udp"):
-            raise ValueError(f"bad protocol in {text!r}")
-        return cls(proto, address, int(port))
+        """``tcp:192.168.1.80:25``, ``udp:198.51.100.53:53`` or ``icmp:203.0.113.10`` (echo)."""
+        proto, address, *port = text.split(":")
+        if proto not in ("tcp", "udp", "icmp") or len(port) != (proto != "icmp"):
+            raise ValueError(f"bad target {text!r}: tcp:ADDR:PORT, udp:ADDR:PORT or icmp:ADDR")
+        return cls(proto, address, int(port[0]) if port else 0)
 
     def __str__(self) -> str:
-        return f"{self.proto}:{self.address}:{self.port}"
+        return f"{self.proto}:{self.address}" if self.proto == "icmp" else f"{self.proto}:{self.address}:{self.port}"
 
 
 @dataclass
@@ -224,8 +225,50 @@ async def _probe_udp(target: Target, timeout: float) -> ProbeResult:
         transport.close()
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+async def _probe_icmp(target: Target, timeout: float, ident: int) -> ProbeResult:
+    """One ICMP echo request over a raw socket; ok when the matching echo reply comes back."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"pfha-lab"
+    packet = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.setblocking(False)
+        sock.connect((target.address, 0))
+        deadline = start + timeout
+        try:
+            for _ in range(3):
+                await loop.sock_sendall(sock, packet)
+                while (left := min(deadline, time.monotonic() + timeout / 3) - time.monotonic()) > 0:
+                    try:
+                        reply = await asyncio.wait_for(loop.sock_recv(sock, 2048), left)
+                    except asyncio.TimeoutError:
+                        break
+                    header = (reply[0] & 0x0F) * 4
+                    kind, _code, _sum, got_id = struct.unpack("!BBHH", reply[header:header + 6])
+                    if kind == 0 and got_id == ident:
+                        return ProbeResult(str(target), True, answer="echo reply", seconds=time.monotonic() - start)
+        except OSError as error:
+            return ProbeResult(str(target), False, error=f"{type(error).__name__}: {error}", seconds=time.monotonic() - start)
+    return ProbeResult(str(target), False, error="timeout", seconds=time.monotonic() - start)
+
+
 async def probe_all(targets: list[Target], timeout: float) -> list[ProbeResult]:
-    return list(await asyncio.gather(*(_probe_tcp(t, timeout) if t.proto == "tcp" else _probe_udp(t, timeout) for t in targets)))
+    def one(index: int, target: Target):
+        if target.proto == "tcp":
+            return _probe_tcp(target, timeout)
+        if target.proto == "udp":
+            return _probe_udp(target, timeout)
+        return _probe_icmp(target, timeout, (os.getpid() + index) & 0xFFFF)
+
+    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(targets))))
 
 
 # --- bulk transfer -------------------------------------------------------------------------
@@ -283,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("specs", nargs="+", help="proto:port[:kind]")
     p = sub.add_parser("probe")
     p.add_argument("--timeout", type=float, default=2.0)
-    p.add_argument("targets", nargs="+", help="proto:address:port")
+    p.add_argument("targets", nargs="+", help="tcp:ADDR:PORT, udp:ADDR:PORT or icmp:ADDR")
     f = sub.add_parser("fetch")
     f.add_argument("target")
     f.add_argument("--bytes", type=int, default=10_000_000)
