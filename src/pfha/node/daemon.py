@@ -45,6 +45,8 @@ from pfha.node.parts import (
 
 log = logging.getLogger("pfha.node")
 
+PREPARE_TIMEOUT = 20.0  # seconds a reload may spend parsing and compiling pf.conf
+
 
 class Node:
     def __init__(self, config_path: Path, control_path: Path, without: frozenset[str] = frozenset()) -> None:
@@ -136,7 +138,7 @@ class Node:
             started = time.time()
             try:
                 config = node_config.load(self.config_path)
-                compiled = self.ruleset.prepare(config) if isinstance(self.ruleset, RulesetPart) else None
+                compiled = await self._prepare(config)
             except PfhaError as error:
                 return self._reload_result(started, False, f"kept the running config: {error}")
             try:
@@ -151,6 +153,16 @@ class Node:
                                            f"unless reported loaded: {error}")
             self.config = config
             return self._reload_result(started, True, "ruleset reloaded" if changed else "ruleset unchanged")
+
+    async def _prepare(self, config: node_config.NodeConfig):
+        """Parse and compile off the loop, so CARP keeps advertising while a big (or pathological)
+        pf.conf is read; give up after PREPARE_TIMEOUT seconds and keep what runs."""
+        if not isinstance(self.ruleset, RulesetPart):
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.ruleset.prepare, config), PREPARE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise PartError(f"{config.pf_conf}: not parsed and compiled within {PREPARE_TIMEOUT:.0f} s") from None
 
     def _reload_result(self, started: float, ok: bool, message: str) -> dict:
         self.last_reload = {"at": started, "ok": ok, "message": message}
