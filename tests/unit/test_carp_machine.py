@@ -9,7 +9,7 @@ import pytest
 
 from pfha.carp import wire
 from pfha.carp.machine import (
-    TRANSITIONS, AcquireAddresses, Announce, Demotion, Dropped, Node, ReleaseAddresses, SendAdvert,
+    TRANSITIONS, Demotion, Dropped, Node, SendAdvert,
     State, StateChanged, Trigger, Vhid, VhidConfig, diagram,
 )
 from pfha.carp.wire import Advertisement, DropReason
@@ -284,3 +284,10 @@ def test_config_validation():
         config(key=b"x" * 20)
     with pytest.raises(ValueError):
         config(addresses=())
+
+
+def test_docs_diagram_is_generated_from_the_table():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "carp.md"
+    assert f"```mermaid\n{diagram()}\n```" in docs.read_text()

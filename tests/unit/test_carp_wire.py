@@ -166,3 +166,11 @@ def test_ipv4_header_and_garp_layout():
     op, sha, spa, tha, tpa = struct.unpack("!6xH6s4s6s4s", frame[14:42])
     assert (op, sha, spa, tha, tpa) == (1, mac, VIP.packed, mac, VIP.packed)
     assert wire.multicast_mac_v4(ipaddress.IPv4Address("224.0.0.18")).hex() == "01005e000012"
+
+
+def test_unsolicited_na_layout():
+    mac = bytes.fromhex("02000000000b")
+    target = ipaddress.IPv6Address("fd00:99::100")
+    body = wire.unsolicited_na(mac, target)
+    kind, code, _csum, flags, tgt, opt, optlen, lladdr = struct.unpack("!BBHI16sBB6s", body)
+    assert (kind, code, flags >> 29, tgt, opt, optlen, lladdr) == (136, 0, 0b001, target.packed, 2, 1, mac)

@@ -40,6 +40,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTMGRP_LINK = 0x1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_F_NODAD = 0x02  # a VIP taken over must be usable at once, not tentative for DAD
 IFLA_IFNAME = 3
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 IP_MULTICAST_IF, IP_MULTICAST_TTL, IP_MULTICAST_LOOP, IP_ADD_MEMBERSHIP = 32, 33, 34, 35
@@ -112,7 +113,8 @@ class Rtnetlink:
 
     def set_address(self, index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface, add: bool) -> None:
         family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-        body = _IFADDRMSG.pack(family, address.network.prefixlen, 0, 0, index)
+        flags = IFA_F_NODAD if address.version == 6 else 0
+        body = _IFADDRMSG.pack(family, address.network.prefixlen, flags, 0, index)
         body += _rtattr(IFA_LOCAL, address.ip.packed) + _rtattr(IFA_ADDRESS, address.ip.packed)
         try:
             if add:
@@ -195,6 +197,70 @@ def prefix_for(vip: ipaddress.IPv4Address, info: InterfaceInfo) -> int:
         if address.version == 4 and vip in address.network and address.ip != vip:
             return address.network.prefixlen
     return 32
+
+
+class CarpSocket6:
+    """Adverts over IPv6 (ff02::12, hop limit 255) and unsolicited NAs, on one parent interface.
+
+    Used when a group on the interface has IPv6 addresses. Raw IPv6 sockets do not deliver the
+    IPv6 header, so the hop limit arrives as ancillary data (IPV6_RECVHOPLIMIT).
+    """
+
+    def __init__(self, info: InterfaceInfo) -> None:
+        self.info = info
+        link_local = next((a.ip for a in info.addresses if a.version == 6 and a.ip.is_link_local), None)
+        if link_local is None:
+            raise CarpOSError(f"{info.name} has no IPv6 link-local address to send adverts from")
+        self.source = link_local
+        group = socket.inet_pton(socket.AF_INET6, wire.CARP_GROUP_V6)
+        mreq = group + struct.pack("=I", info.index)
+        self.rx = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK, wire.IPPROTO_CARP)
+        self.rx.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, info.name.encode())
+        self.rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        self.rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        self.tx = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK, wire.IPPROTO_CARP)
+        self.na = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.IPPROTO_ICMPV6)
+        for sock in (self.tx, self.na):
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, info.name.encode())
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, info.index)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, wire.CARP_TTL)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, wire.CARP_TOS)
+        self.tx.bind((str(link_local), 0, 0, info.index))
+
+    def fileno(self) -> int:
+        return self.rx.fileno()
+
+    def send(self, payload: bytes) -> bool:
+        try:
+            self.tx.sendto(payload, (wire.CARP_GROUP_V6, 0, 0, self.info.index))
+            return True
+        except OSError:
+            return False
+
+    def receive(self) -> list[tuple[ipaddress.IPv6Address, int, bytes]]:
+        """Every datagram waiting, as (source, hop limit, CARP payload)."""
+        out = []
+        while True:
+            try:
+                data, ancillary, _flags, address = self.rx.recvmsg(2048, socket.CMSG_SPACE(4))
+            except BlockingIOError:
+                return out
+            hops = 0
+            for level, kind, value in ancillary:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT:
+                    hops = struct.unpack("=i", value[:4])[0]
+            out.append((ipaddress.IPv6Address(address[0].split("%")[0]), hops, data))
+
+    def announce(self, address: ipaddress.IPv6Address) -> None:
+        try:
+            self.na.sendto(wire.unsolicited_na(self.info.mac, address), ("ff02::1", 0, 0, self.info.index))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in (self.rx, self.tx, self.na):
+            sock.close()
 
 
 class CarpSocket:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pfha.carp import linux
+from pfha.carp.wire import Advertisement
 from pfha.carp.machine import (
     AcquireAddresses, Action, Announce, Dropped, Node, ReleaseAddresses, SendAdvert, StateChanged, VhidConfig,
 )
@@ -62,16 +63,24 @@ class CarpRunner:
         for config in configs:
             info = self.infos.get(config.interface) or linux.interface_info(config.interface)
             self.infos[config.interface] = info
-            source = config.source or linux.choose_source(info, [a.ip for a in config.addresses if a.version == 4])
+            source = config.source
+            if source is None and config.ipv4:
+                source = linux.choose_source(info, config.ipv4)
             resolved.append(replace(config, source=source))
         self.node = Node(resolved)
         self.sockets: dict[str, linux.CarpSocket] = {}
+        self.sockets6: dict[str, linux.CarpSocket6] = {}
         self.by_index = {info.index: name for name, info in self.infos.items()}
         self.status_path = status_path or status_dir() / f"{os.getpid()}.json"
         self.limiter = RateLimit()
         self.netlink: linux.Rtnetlink | None = None
         self.monitor: linux.LinkMonitor | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Orderly stop: addresses are released once the new master is heard (or after a grace
+        # period), so clients are answered by someone during the hand-over.
+        self.handover_grace = 0.5
+        self._deferred: list[ReleaseAddresses] | None = None
+        self._handed_over: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -83,9 +92,14 @@ class CarpRunner:
         self.netlink = linux.Rtnetlink()
         self.monitor = linux.LinkMonitor()
         for name, info in self.infos.items():
-            source = next(g.config.source for (iface, _), g in self.node.groups.items() if iface == name)
-            sock = self.sockets[name] = linux.CarpSocket(info, source)
-            loop.add_reader(sock.fileno(), self._on_readable, name)
+            groups = [g.config for (iface, _), g in self.node.groups.items() if iface == name]
+            source = next((c.source for c in groups if c.ipv4), None)
+            if source is not None:
+                sock = self.sockets[name] = linux.CarpSocket(info, source)
+                loop.add_reader(sock.fileno(), self._on_readable, name)
+            if any(c.ipv6 for c in groups):
+                sock6 = self.sockets6[name] = linux.CarpSocket6(info)
+                loop.add_reader(sock6.fileno(), self._on_readable6, name)
         loop.add_reader(self.monitor.fileno(), self._on_link_event)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -100,18 +114,42 @@ class CarpRunner:
         status_task = asyncio.create_task(self._status_loop())
         try:
             await self._stopping.wait()
-            self.node.shutdown(loop.time())
-            self._flush()
+            await self._bow_out()
         finally:
             status_task.cancel()
             self._close()
+
+    async def _bow_out(self) -> None:
+        """Send the bow-outs, wait for a new master's advert (at most the grace), then release."""
+        assert self._loop is not None
+        self._deferred, self._handed_over = [], asyncio.Event()
+        self.node.shutdown(self._loop.time())
+        self._flush()
+        if self._deferred:
+            try:
+                await asyncio.wait_for(self._handed_over.wait(), self.handover_grace)
+            except asyncio.TimeoutError:
+                log.info("no new master heard within %.1f s of bowing out", self.handover_grace)
+        deferred, self._deferred = self._deferred, None
+        for action in deferred:
+            self._perform(action)
+
+    def _heard(self, name: str, advert: Advertisement | None) -> None:
+        """During the hand-over: a valid advert from another node releases that group's addresses."""
+        if self._deferred is None or advert is None or advert.is_bow_out:
+            return
+        for action in [a for a in self._deferred if (a.interface, a.vhid) == (name, advert.vhid)]:
+            self._deferred.remove(action)
+            self._perform(action)
+        if not self._deferred and self._handed_over is not None:
+            self._handed_over.set()
 
     def _close(self) -> None:
         loop = self._loop
         assert loop is not None
         if self._timer:
             self._timer.cancel()
-        for sock in self.sockets.values():
+        for sock in [*self.sockets.values(), *self.sockets6.values()]:
             loop.remove_reader(sock.fileno())
             sock.close()
         if self.monitor:
@@ -130,7 +168,14 @@ class CarpRunner:
         loop = self._loop
         assert loop is not None
         for header, payload in self.sockets[name].receive():
-            self.node.receive(name, payload, loop.time(), source=header.source, ttl=header.ttl)
+            self._heard(name, self.node.receive(name, payload, loop.time(), source=header.source, ttl=header.ttl))
+        self._flush()
+
+    def _on_readable6(self, name: str) -> None:
+        loop = self._loop
+        assert loop is not None
+        for source, hops, payload in self.sockets6[name].receive():
+            self._heard(name, self.node.receive(name, payload, loop.time(), source=source, ttl=hops))
         self._flush()
 
     def _on_link_event(self) -> None:
@@ -173,9 +218,16 @@ class CarpRunner:
         assert self.netlink is not None
         group = self.node.groups[(action.interface, action.vhid)] if (action.interface, action.vhid) in self.node.groups else None
         if isinstance(action, SendAdvert):
-            ok = self.sockets[action.interface].send(action.payload)
+            # BSD sends one advert per address family the group has addresses in.
+            ok = True
+            if group is not None and group.config.ipv4:
+                ok &= self.sockets[action.interface].send(action.payload)
+            if group is not None and group.config.ipv6:
+                ok &= self.sockets6[action.interface].send(action.payload)
             if group is not None:
                 group.report_send(ok)
+        elif isinstance(action, ReleaseAddresses) and self._deferred is not None:
+            self._deferred.append(action)
         elif isinstance(action, AcquireAddresses | ReleaseAddresses):
             index = self.infos[action.interface].index
             for address in action.addresses:
@@ -188,6 +240,8 @@ class CarpRunner:
             for address in action.addresses:
                 if address.version == 4:
                     self.sockets[action.interface].announce(address.ip)
+                else:
+                    self.sockets6[action.interface].announce(address.ip)
         elif isinstance(action, StateChanged):
             log.warning("vhid %d on %s: %s", action.vhid, action.interface, action.reason)
             return True

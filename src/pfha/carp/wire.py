@@ -244,6 +244,16 @@ def gratuitous_arp(mac: bytes, address: IPv4) -> bytes:
     return ethernet_frame(mac, b"\xff" * 6, 0x0806, arp)
 
 
+def unsolicited_na(mac: bytes, address: IPv6) -> bytes:
+    """ICMPv6 Neighbor Advertisement for ``address`` with the Override flag (RFC 4861 §7.2.6).
+
+    The body only: sent from a raw ICMPv6 socket to ff02::1 with hop limit 255, the kernel
+    fills in the checksum. The target link-layer address option carries ``mac``.
+    """
+    flags = 0x20000000  # Override; not Router, not Solicited
+    return struct.pack("!BBHI16sBB6s", 136, 0, 0, flags, address.packed, 2, 1, mac)
+
+
 def advert_frame(source: IPv4, payload: bytes, *, source_mac: bytes, ttl: int = CARP_TTL, ident: int = 0) -> bytes:
     """A whole Ethernet frame carrying an advert (for pcaps and AF_PACKET senders)."""
     group = IPv4(CARP_GROUP_V4)
