@@ -374,9 +374,7 @@ def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dpo
             if host is None:
                 pool_items.append(PoolAddress(AnyAddress(), ifname))
             else:
-                if af and host.family and host.family != af:
-                    continue
-                if af is None and host.family:
+                if af is None and host.family and not ropts.get("prefer_ipv6_nexthop"):
                     af = host.family
                 pool_items.append(PoolAddress(host.address, ifname))
         method = ropts.get("method")

@@ -120,8 +120,6 @@ def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[Res
     if v6 is not None:
         addr, scope = v6
         bits = 128 if mask is None else mask
-        if bits == 0:
-            return [ResolvedHost(AnyAddress(), family=None)]
         return [ResolvedHost(host_address(addr, bits), family="inet6", scope=scope)]
     found = resolve_interface(text, view, mask)
     if found is not None:
@@ -137,8 +135,6 @@ def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[Res
 
 
 def _v4(addr: ipaddress.IPv4Address, bits: int) -> ResolvedHost:
-    if bits == 0:
-        return ResolvedHost(AnyAddress(), family=None)
     return ResolvedHost(host_address(addr, bits), family="inet")
 
 

@@ -123,7 +123,7 @@ class Lexer:
         if c in "\"'":
             return self._quoted(c)
         two = text[pos:pos + 2]
-        if two in ("!=", "<=", ">=", "<>", "><"):
+        if two in ("!=", "<=", ">=", "<>", "><", "->"):
             self._pos += 2
             return Token(two, two, line)
         if c == "-" or c.isdigit():

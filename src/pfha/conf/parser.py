@@ -953,8 +953,12 @@ class Parser:
             elif self._accept("prefer-ipv6-nexthop"):
                 opts["prefer_ipv6_nexthop"] = True
             elif self._accept("map-e-portset"):
-                text = self._string()
-                parts = text.split("/")
+                parts = [self._string()]
+                while self.tok.kind == "/" and len(parts) < 3:
+                    self._advance()
+                    parts.append(self._string())
+                if len(parts) == 1:
+                    parts = parts[0].split("/")
                 if len(parts) != 3:
                     self._syntax()
                 try:
@@ -1114,8 +1118,13 @@ class Parser:
             elif w in ("state", "source") and self._peek_word("limiter"):
                 self._advance()
                 self._advance()
-                name = self._string()
-                lim = self.limiters.get((w, name))
+                if self._accept("id"):
+                    ident = self._number()
+                    lim = next((l for (k, _), l in self.limiters.items() if k == w and l.id == ident), None)
+                    name = str(ident)
+                else:
+                    name = self._string()
+                    lim = self.limiters.get((w, name))
                 if lim is None:
                     self._error(f"{w} limiter {name} not defined")
                 text = f"{w} limiter id {lim.id}"
@@ -1172,6 +1181,16 @@ class Parser:
         return (low, low, False)
 
     def _set_opt(self, o: dict) -> None:
+        if self.tok.kind == "(":
+            # the printed form: set ( prio N, prio(a, b), tos ... )
+            self._advance()
+            while self.tok.kind != ")":
+                if self.tok.kind in ("nl", "eof"):
+                    self._syntax()
+                self._set_opt(o)
+                self._accept_kind(",")
+            self._advance()
+            return
         if self._accept("prio"):
             if self.tok.kind == "(":
                 self._advance()
@@ -1483,10 +1502,9 @@ class Parser:
                     spec.opts["tagged"] = (self._string(), False)
                 else:
                     spec.opts["rtable"] = self._number(0, 0xFFFF, "rtable")
-        if self.tok.kind == "-":
+        if self.tok.kind == "->":
             arrow_line = self.tok.line
             self._advance()
-            self._expect_kind(">")
             if negated:
                 self._error("syntax error", arrow_line)
             spec.redirect = self._redirpool()

@@ -55,6 +55,8 @@ def format_address(addr, af: str | None = None) -> str:
     """print_addr(): ``any``, ``a.b.c.d[/n]``, ``<t>``, ``(if[:mod])[/n]``, ranges..."""
     kind = type(addr)
     if kind is HostAddress:
+        if addr.prefixlen == 0 and not int(addr.address):
+            return "any"
         text = str(addr.address)
         full = 32 if addr.address.version == 4 else 128
         return text if addr.prefixlen == full else f"{text}/{addr.prefixlen}"
@@ -103,10 +105,15 @@ def _format_host(host: HostMatch, af) -> str:
     return ("! " if host.negated else "") + format_address(host.address, af)
 
 
+def _is_any(addr) -> bool:
+    kind = type(addr)
+    return kind is AnyAddress or (kind is HostAddress and addr.prefixlen == 0 and not int(addr.address))
+
+
 def format_fromto(src: Endpoint, dst: Endpoint, af, proto, numeric: bool = False) -> str:
     if (
-        type(src.host.address) is AnyAddress
-        and type(dst.host.address) is AnyAddress
+        _is_any(src.host.address)
+        and _is_any(dst.host.address)
         and not src.host.negated
         and not dst.host.negated
         and src.port is None
@@ -380,7 +387,8 @@ def format_rule(rule, verbose: int = 1, numeric: bool = False) -> str:
     elif isinstance(rule, ScrubRule):
         out.append(_scrub_opts(rule.options, match=False))
     for label in rule.labels:
-        out.append(f' label "{label}"')
+        if label:
+            out.append(f' label "{label}"')
     if rule.ridentifier:
         out.append(f" ridentifier {rule.ridentifier}")
     if is_rule:

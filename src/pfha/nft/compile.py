@@ -263,6 +263,7 @@ class _Compiler:
             "rules": self.meta_rules,
             "translation": self.meta_translation,
             "tables": self.meta_tables,
+            "scrub": [_rule_text(r) for r in self.ruleset.scrub],
             "skip": list(self.ruleset.options.skip),
             "warnings": [str(w) for w in self.warnings],
             "tags": self.tags,
@@ -701,7 +702,8 @@ class _Compiler:
         self.index = {id(rule): i for i, rule in enumerate(rules)}
         for i, rule in enumerate(rules):
             counter = f"r{i}"
-            self.objects.append(x.add("counter", name=counter))
+            for point in (IN, OUT):
+                self.objects.append(x.add("counter", name=f"{counter}_{point}"))
             if rule.action == "pass" and rule.state.kind != "none":
                 self.stateful[i] = counter
             self.meta_rules.append({"nr": rule.number, "id": rule_id(i), "counter": counter, "rule": _rule_text(rule),
@@ -747,29 +749,31 @@ class _Compiler:
         if rule.action == "block" and rule.block and rule.block.kind != "drop" and rule.direction != IN:
             self.warn("block return on the out-pass: nftables cannot reject in postrouting; such packets are dropped silently", rule)
 
-    def state_maps(self) -> dict[str, str]:
+    def state_maps(self) -> dict[tuple[str, str], str]:
+        """ct mark rule id -> the creating rule's counter, per side and pass (pf counts
+        packets per direction: ``pfctl -sl`` shows in and out)."""
         names = {}
-        for side in ("A", "B"):
+        for side, point in itertools.product(("A", "B"), (IN, OUT)):
             _flag, shift, _mask = side_bits(side)
-            name = f"state_rule_{side.lower()}"
-            elems = [[rule_id(nr) << shift, counter] for nr, counter in sorted(self.stateful.items()) if rule_id(nr)]
+            name = f"state_{side.lower()}_{point}"
+            elems = [[rule_id(nr) << shift, f"{counter}_{point}"] for nr, counter in sorted(self.stateful.items()) if rule_id(nr)]
             fields: dict[str, Any] = {"name": name, "type": "mark", "map": "counter"}
             if elems:
                 fields["elem"] = elems
             self.objects.append(x.add("map", **fields))
-            names[side] = name
+            names[(side, point)] = name
         if max(self.stateful, default=0) >= MAX_RULE_ID:
             self.warn(f"more than {MAX_RULE_ID - 1} rules: state-matched packets of later rules are not counted")
         return names
 
-    def state_check(self, chain: str, point: str, maps: dict[str, str]) -> None:
+    def state_check(self, chain: str, point: str, maps: dict[tuple[str, str], str]) -> None:
         """A packet with a pf state on this side passes without rule evaluation, charged to the
         rule that made the state (pf_test_state_*)."""
         for direction in ("original", "reply"):
             side = side_of(point, direction)
             flag, _shift, mask = side_bits(side)
             test = [x.match(x.CT_DIRECTION, direction), x.match(x.band(x.CT_MARK, flag), flag)]
-            self.emit(chain, test + [{"counter": {"map": {"key": x.band(x.CT_MARK, mask), "data": "@" + maps[side]}}}], f"state side {side}: charge the rule that made it")
+            self.emit(chain, test + [{"counter": {"map": {"key": x.band(x.CT_MARK, mask), "data": "@" + maps[(side, point)]}}}], f"state side {side}: charge the rule that made it")
             for rule in self.log_all:
                 rid = rule_id(self.index[id(rule)])
                 if rule.direction in (None, point) and rid:
@@ -812,7 +816,7 @@ class _Compiler:
         self.emit(chain, head + [x.match(x.meta("nfproto"), "ipv6"), x.match({"exthdr": {"name": "rt", "field": "type"}}, 0), x.DROP], "IPv6 routing header type 0 without allow-opts")
 
     def filter_rule(self, chain: str, rule: ast.Rule, point: str, allow_opts_used: bool) -> None:
-        counter = x.counter(f"r{self.index[id(rule)]}")
+        counter = x.counter(f"r{self.index[id(rule)]}_{point}")
         comment = f"@{rule.number} {_where(rule)}"
         branches = self.rule_branches(rule, point)
         if rule.action == "block":

@@ -1,0 +1,41 @@
+"""``pfha load FILE``: compile a pf.conf and load it into nftables in one transaction (= pfctl -f)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "load"
+HELP = "compile a pf.conf to nftables and load it atomically (pfctl -f); -n checks without loading"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="pf.conf to load")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="parse and compile only; never touch the kernel")
+    parser.add_argument("--check", action="store_true", help="also let the kernel validate the batch without committing it")
+    parser.add_argument("--json", action="store_true", help="print the nftables JSON instead of loading it")
+    parser.add_argument("--if", dest="interfaces", action="append", default=[], metavar="NAME=CIDR[,CIDR]",
+                        help="interface addresses to compile against instead of the live ones (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pfha.conf import InterfaceView
+    from pfha.nft import loader
+    from pfha.nft.operate import compile_file
+
+    view = InterfaceView.from_specs(args.interfaces) if args.interfaces else None
+    compiled = compile_file(args.file, view)
+    for warning in compiled.warnings:
+        print(f"pfha: warning: {warning}", file=sys.stderr)
+    if args.json:
+        json.dump(compiled.document(), sys.stdout, indent=1)
+        print()
+        return 0
+    if args.dry_run:
+        return 0
+    if args.check:
+        loader.check(compiled.commands)
+        return 0
+    loader.load(compiled.commands, compiled.metadata)
+    return 0

@@ -1,0 +1,326 @@
+"""pfctl's operating commands on the kernel data plane: load, show, flush, kill, tables.
+
+Each function does one pfctl action in the current network namespace and returns the text
+pfctl would print (the CLI front ends only parse flags and print). Rule listings come from the
+metadata saved at load time (the pf text of every rule) joined with the kernel's counters and
+conntrack's flows, so ``pfctl -vsr`` shows the packets nftables really counted.
+
+Touches nftables and conntrack through :mod:`pfha.nft.loader` and :mod:`pfha.nft.conntrack`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import Counter
+from typing import Any
+
+from pfha.errors import PfhaError
+from pfha.nft import FAMILY, TABLE, conntrack, loader
+from pfha.nft.compile import BASE_CHAINS, STATUS_CHAIN, Compiled, _elements, compile_ruleset
+from pfha.nft.states import format_state, involves, pf_states
+
+
+class PfctlError(PfhaError):
+    """A pfctl request that cannot be carried out (pf not loaded, const table, bad address)."""
+
+
+# ----------------------------------------------------------------------------- load
+def compile_file(path: str, interfaces: Any = None) -> Compiled:
+    """Parse and compile a pf.conf against the live interfaces (or the given view)."""
+    from pfha.conf import InterfaceView, parse_file
+
+    view = interfaces if interfaces is not None else InterfaceView.live()
+    ruleset = parse_file(path, view)
+    compiled = compile_ruleset(ruleset, view)
+    compiled.metadata["file"] = str(path)
+    compiled.metadata["loaded_at"] = time.time()
+    return compiled
+
+
+def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) -> list[str]:
+    """pfctl -f FILE (or -nf): one transaction; the warnings to print."""
+    compiled = compile_file(path, interfaces)
+    if not check_only:
+        loader.load(compiled.commands, compiled.metadata)
+    return [f"warning: {w}" for w in compiled.warnings]
+
+
+def _metadata() -> dict[str, Any]:
+    metadata = loader.load_metadata()
+    if metadata is None:
+        return {"rules": [], "translation": [], "tables": [], "scrub": []}
+    return metadata
+
+
+# ----------------------------------------------------------------------------- counters
+def counters(nft: loader.Nft | None = None) -> dict[str, tuple[int, int]]:
+    """Every named counter of our table: name -> (packets, bytes)."""
+    nft = nft or loader.Nft()
+    result = {}
+    for obj in nft.list(f"counters table {FAMILY} {TABLE}"):
+        counter = obj.get("counter")
+        if counter:
+            result[counter["name"]] = (counter.get("packets", 0), counter.get("bytes", 0))
+    return result
+
+
+def _counter_line(packets: int, octets: int, states: int | str) -> str:
+    return f"  [ Evaluations: {'0':<8}  Packets: {packets:<8}  Bytes: {octets:<10}  States: {states!s:<6}]"
+
+
+def _state_counts() -> Counter:
+    """Current pf states per rule id (from conntrack's marks)."""
+    counts: Counter = Counter()
+    try:
+        flows = conntrack.list_flows()
+    except Exception:  # conntrack not reachable: listings still work without the States column
+        return counts
+    for flow in flows:
+        for state in pf_states(flow):
+            counts[state.rule_id] += 1
+    return counts
+
+
+def show_rules(verbose: int = 0) -> str:
+    """pfctl -sr / -vsr: scrub rules then filter rules, with counters mapped back."""
+    metadata = _metadata()
+    lines = list(metadata.get("scrub", []))
+    values = counters() if verbose and metadata["rules"] else {}
+    states = _state_counts() if verbose else Counter()
+    for rule in metadata["rules"]:
+        prefix = f"@{rule['nr']} " if verbose > 1 else ""
+        lines.append(prefix + rule["rule"])
+        if verbose:
+            packets = sum(values.get(f"{rule['counter']}_{d}", (0, 0))[0] for d in ("in", "out"))
+            octets = sum(values.get(f"{rule['counter']}_{d}", (0, 0))[1] for d in ("in", "out"))
+            lines.append(_counter_line(packets, octets, states.get(rule["id"], 0)))
+            lines.append("  [ Inserted: uid 0 pid 0 State Creations: 0     ]")
+    return "\n".join(lines)
+
+
+def show_nat(verbose: int = 0) -> str:
+    metadata = _metadata()
+    values = counters() if verbose and metadata["translation"] else {}
+    lines = []
+    for rule in metadata["translation"]:
+        lines.append((f"@{rule['nr']} " if verbose > 1 else "") + rule["rule"])
+        if verbose:
+            packets, octets = values.get(rule["counter"], (0, 0))
+            lines.append(_counter_line(packets, octets, "n/a"))
+    return "\n".join(lines)
+
+
+def show_labels() -> str:
+    """pfctl -sl: label evals packets bytes in-packets in-bytes out-packets out-bytes states-total."""
+    metadata = _metadata()
+    values = counters()
+    states = _state_counts()
+    totals: dict[str, list[int]] = {}
+    for rule in metadata["rules"]:
+        for label in rule.get("labels", []):
+            row = totals.setdefault(label, [0] * 8)
+            p_in, b_in = values.get(f"{rule['counter']}_in", (0, 0))
+            p_out, b_out = values.get(f"{rule['counter']}_out", (0, 0))
+            for i, v in enumerate((0, p_in + p_out, b_in + b_out, p_in, b_in, p_out, b_out, states.get(rule["id"], 0))):
+                row[i] += v
+    return "\n".join(f"{label} " + " ".join(str(v) for v in row) for label, row in totals.items())
+
+
+def show_states(verbose: int = 0) -> str:
+    """pfctl -ss: one line per pf state (side bit) of every conntrack flow."""
+    metadata = _metadata()
+    numbers = {rule["id"]: rule["nr"] for rule in metadata["rules"]}
+    lines = []
+    for flow in conntrack.list_flows():
+        for state in pf_states(flow):
+            lines.append(format_state(state, verbose, numbers))
+    return "\n".join(lines)
+
+
+def show_info(verbose: int = 0) -> str:
+    nft = loader.Nft()
+    enabled = loader.is_enabled(nft)
+    metadata = _metadata()
+    flows = conntrack.list_flows()
+    states = sum(len(pf_states(f)) for f in flows)
+    since = metadata.get("loaded_at")
+    status = "Enabled" if enabled else "Disabled"
+    if since and enabled:
+        seconds = int(time.time() - since)
+        days, rest = divmod(seconds, 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, seconds = divmod(rest, 60)
+        status += f" for {days} days {hours:02d}:{minutes:02d}:{seconds:02d}"
+    lines = [f"Status: {status}", "", "State Table                          Total             Rate",
+             f"  current entries                    {states:>8}"]
+    if verbose:
+        lines.append(f"  conntrack flows                    {len(flows):>8}")
+    return "\n".join(lines)
+
+
+def show_tables(verbose: int = 0) -> str:
+    lines = []
+    for table in _metadata()["tables"]:
+        if verbose:
+            flags = ("c" if table.get("const") else "-") + ("p" if table.get("persist") else "-") + "a" + "-" * 3 + ("C" if table.get("counters") else "-")
+            lines.append(f"{flags}\t{table['name']}")
+        else:
+            lines.append(table["name"])
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- enable/disable/flush
+def enable() -> str:
+    nft = loader.Nft()
+    if loader.is_enabled(nft):
+        raise PfctlError("pf already enabled")
+    loader.set_enabled(nft, True)
+    return "pf enabled"
+
+
+def disable() -> str:
+    nft = loader.Nft()
+    if loader.is_enabled(nft) is False:
+        raise PfctlError("pf not enabled")
+    loader.set_enabled(nft, False)
+    return "pf disabled"
+
+
+def _flush_chains(names: list[str]) -> None:
+    nft = loader.Nft()
+    if loader.is_enabled(nft) is None:
+        return
+    batch: list[dict[str, Any]] = []
+    for name in names:
+        batch.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
+        batch.append({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": name, "expr": [{"jump": {"target": STATUS_CHAIN}}]}}})
+    nft.run(batch)
+
+
+def flush_rules() -> str:
+    """pfctl -F rules: the filter rules go (every packet passes statelessly); nat stays."""
+    _flush_chains([name for name, *_ in BASE_CHAINS if name.startswith("filter")])
+    metadata = loader.load_metadata()
+    if metadata is not None:
+        metadata["rules"], metadata["scrub"] = [], []
+        loader.save_metadata(metadata)
+    return "rules cleared"
+
+
+def flush_nat() -> str:
+    _flush_chains([name for name, *_ in BASE_CHAINS if name.startswith("nat")])
+    metadata = loader.load_metadata()
+    if metadata is not None:
+        metadata["translation"] = []
+        loader.save_metadata(metadata)
+    return "nat cleared"
+
+
+def flush_states() -> str:
+    return f"{conntrack.flush()} states cleared"
+
+
+def flush_all() -> str:
+    lines = [flush_rules(), flush_nat(), flush_states()]
+    loader.flush()
+    lines.append("tables cleared")
+    return "\n".join(lines)
+
+
+def kill_states(hosts: list[str]) -> str:
+    """pfctl -k SRC [-k DST]: remove states from SRC (to DST)."""
+    networks = [_network(h) for h in hosts[:2]]
+
+    def matches(flow) -> bool:
+        if not involves(flow, networks[0], "src"):
+            return False
+        return len(networks) < 2 or involves(flow, networks[1], "dst")
+
+    flows = [f for f in conntrack.list_flows() if matches(f)]
+    killed = sum(len(pf_states(f)) or 1 for f in flows)
+    conntrack.delete(flows)
+    return f"killed {killed} states from 1 sources and 0 destinations" if len(hosts) < 2 else f"killed {killed} states"
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise PfctlError(f"invalid address: {text}") from None
+
+
+# ----------------------------------------------------------------------------- tables
+def _table(name: str) -> dict[str, Any]:
+    for table in _metadata()["tables"]:
+        if table["name"] == name:
+            return table
+    raise PfctlError(f"Table does not exist: {name}")
+
+
+def _set_networks(nft: loader.Nft, set_name: str) -> list[Any]:
+    nets = []
+    for obj in nft.list(f"set {FAMILY} {TABLE} {set_name}"):
+        for elem in obj.get("set", {}).get("elem", []):
+            nets.extend(_element_networks(elem))
+    return nets
+
+
+def _element_networks(elem: Any) -> list[Any]:
+    if isinstance(elem, dict) and "elem" in elem:
+        elem = elem["elem"]["val"]
+    if isinstance(elem, str):
+        return [ipaddress.ip_network(elem)]
+    if "prefix" in elem:
+        return [ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")]
+    if "range" in elem:
+        low, high = (ipaddress.ip_address(a) for a in elem["range"])
+        return list(ipaddress.summarize_address_range(low, high))
+    return []
+
+
+def table_show(name: str) -> str:
+    table = _table(name)
+    nft = loader.Nft()
+    nets = [n for family in ("ip", "ip6") for n in _set_networks(nft, table["sets"][family])]
+    return "\n".join(f"   {n.network_address if n.prefixlen == n.max_prefixlen else n}" for n in nets)
+
+
+def table_modify(name: str, op: str, addresses: list[str]) -> str:
+    """-T add|delete|replace|flush: rewrite the table's two sets in one transaction."""
+    table = _table(name)
+    if table.get("const"):
+        raise PfctlError(f"Operation not permitted: table <{name}> is const")
+    nft = loader.Nft()
+    current = {family: _set_networks(nft, table["sets"][family]) for family in ("ip", "ip6")}
+    given = [_network(a) for a in addresses]
+    before = sum(len(v) for v in current.values())
+    if op == "flush":
+        new = {"ip": [], "ip6": []}
+        message = f"{before} addresses deleted."
+    elif op == "add":
+        new = {f: list(v) for f, v in current.items()}
+        added = 0
+        for net in given:
+            family = "ip" if net.version == 4 else "ip6"
+            if not any(net.subnet_of(n) for n in new[family] if n.version == net.version):
+                new[family] = [n for n in new[family] if not n.subnet_of(net)] + [net]
+                added += 1
+        message = f"{added}/{len(given)} addresses added."
+    elif op == "delete":
+        new = {f: [n for n in v if n not in given] for f, v in current.items()}
+        message = f"{before - sum(len(v) for v in new.values())}/{len(given)} addresses deleted."
+    elif op == "replace":
+        new = {"ip": [n for n in given if n.version == 4], "ip6": [n for n in given if n.version == 6]}
+        message = f"{len(given)} addresses added." if not before else f"{len(given)} addresses added.\n{before} addresses deleted."
+    else:
+        raise PfctlError(f"unknown table command: {op}")
+    batch: list[dict[str, Any]] = []
+    for family in ("ip", "ip6"):
+        ref = {"family": FAMILY, "table": TABLE, "name": table["sets"][family]}
+        batch.append({"flush": {"set": ref}})
+        nets = sorted(set(new[family]), key=lambda n: (int(n.network_address), n.prefixlen))
+        if nets:
+            batch.append({"add": {"element": {**ref, "elem": _elements(nets)}}})
+    nft.run(batch)
+    return message
