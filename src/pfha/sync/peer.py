@@ -302,8 +302,8 @@ class Peer:
         return True
 
     def _receive_reliable(self, stream: _Stream, rseq: int, sections: tuple, now: float) -> None:
-        if stream.next_rseq is None:
-            stream.next_rseq = rseq
+        if stream.next_rseq is None and not self._first_contact(stream, rseq, sections):
+            return
         if rseq < stream.next_rseq or rseq in stream.buffer:
             self.stats.duplicates += 1
             self._ack_soon(stream, now, immediate=True)
@@ -319,6 +319,23 @@ class Peer:
             self._deliver(stream, stream.buffer.pop(stream.next_rseq), now)
             stream.next_rseq += 1
         self._ack_soon(stream, now)
+
+    def _first_contact(self, stream: _Stream, rseq: int, sections: tuple) -> bool:
+        """Where a stream we join mid-way starts for us. While our bulk request is out, it starts
+        at the BUS START answering it: the bulk covers everything before, and datagrams that
+        overtook each other cannot make us skip its beginning. Otherwise at the first we see."""
+        if self._bulk_nonce is None:
+            stream.next_rseq = rseq
+            return True
+        start = wire.BUS.pack(BulkStatus.START, self._bulk_nonce)
+        if any(action == Action.BUS and start in records for action, records in sections):
+            stream.next_rseq = rseq
+            for early in [r for r in stream.buffer if r < rseq]:
+                del stream.buffer[early]
+            return True
+        if len(stream.buffer) < self.config.reorder_limit:
+            stream.buffer[rseq] = sections
+        return False
 
     def _ack_soon(self, stream: _Stream, now: float, immediate: bool = False) -> None:
         stream.unacked += 1
@@ -444,7 +461,8 @@ class Peer:
 
     def _on_alive(self, stream: _Stream, first: int, last: int, now: float) -> None:
         if stream.next_rseq is None:
-            stream.next_rseq = last + 1
+            if self._bulk_nonce is None:
+                stream.next_rseq = last + 1
             return
         if stream.next_rseq < first:
             # loss older than the sender's resend ring: skip it and re-learn the table

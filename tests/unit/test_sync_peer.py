@@ -1,0 +1,220 @@
+"""The sync protocol core on a virtual clock and a simulated link (no root, no sockets):
+loss, reordering, duplication, forged and replayed datagrams, and a bulk update while updates
+flow."""
+
+from pfha.sync import wire
+from pfha.sync.peer import BulkUpdateComplete, BulkUpdateStarted, StateReceived
+from pfha.sync.simnet import KEYRING, Link, SimNet, make_state
+
+
+def _pair(seed=0, link=None, **config):
+    net = SimNet(seed=seed, link=link)
+    a, b = net.add(1, **config), net.add(2, **config)
+    net.run(0.1)
+    return net, a, b
+
+
+def _feed(net, node, states, per_tick=20, tick=0.001, new=True):
+    for i, record in enumerate(states):
+        node.peer.local_update(record, net.now, new=new)
+        if i % per_tick == per_tick - 1:
+            net.run(tick)
+
+
+def _converged(a, b):
+    """b's kernel holds exactly a's table (the records a would send)."""
+    return b.kernel == {k: r for k, r in a.peer.states().items()}
+
+
+def test_updates_reach_the_peer_batched():
+    net, a, b = _pair()
+    _feed(net, a, [make_state(i) for i in range(1000)])
+    net.run(1)
+    assert _converged(a, b)
+    assert a.peer.stats.states_sent == 1000
+    assert a.peer.stats.datagrams_sent < 200  # 13 states per datagram, not one each
+
+
+def test_updates_of_one_state_collapse_within_the_window():
+    net, a, b = _pair(collapse_window=0.05)
+    for _ in range(100):
+        a.peer.local_update(make_state(7), net.now)
+    net.run(0.2)
+    assert a.peer.stats.states_sent == 1
+    assert len([e for e in b.events if isinstance(e, StateReceived)]) == 1
+
+
+def test_loss_is_recovered_by_nack_and_retransmission():
+    net, a, b = _pair(seed=3, link=Link(loss=0.25))
+    _feed(net, a, [make_state(i) for i in range(3000)])
+    net.run(5)
+    assert _converged(a, b)
+    assert a.peer.stats.retransmits > 0 and b.peer.stats.nacks_sent > 0
+
+
+def test_tail_loss_is_found_without_further_traffic():
+    net, a, b = _pair()
+    a.peer.local_update(make_state(1), net.now)
+    net.link.loss = 1.0
+    net.run(0.05)  # the only datagram is lost
+    net.link.loss = 0.0
+    net.run(2)  # retransmission timer and ALIVE recover it
+    assert _converged(a, b)
+
+
+def test_reordering_is_delivered_in_order():
+    net, a, b = _pair(seed=5, link=Link(jitter=0.02))
+    records = [make_state(i) for i in range(500)]
+    _feed(net, a, records, per_tick=5)
+    for i in range(0, 500, 3):  # change and delete while datagrams overtake each other
+        a.peer.local_update(make_state(i, tcp_state=4), net.now)
+        net.run(0.0005)
+    for i in range(0, 500, 7):
+        a.peer.local_delete(wire.state_key(records[i]), net.now)
+        net.run(0.0005)
+    net.run(3)
+    assert _converged(a, b)
+    assert len(b.kernel) == 500 - len(range(0, 500, 7))
+
+
+def test_duplicates_are_applied_once():
+    net, a, b = _pair(seed=9, link=Link(duplicate=0.5))
+    _feed(net, a, [make_state(i) for i in range(400)])
+    net.run(2)
+    assert _converged(a, b)
+    received = [e for e in b.events if isinstance(e, StateReceived)]
+    assert len(received) == 400
+    assert b.peer.stats.duplicates + b.peer.stats.rejects.get("replay", 0) > 0
+
+
+def test_forged_datagrams_are_rejected_and_counted():
+    net, a, b = _pair()
+    forger = wire.Keyring({1: b"not the shared key at all, no!!!"})
+    body = wire.section(wire.Action.INS, [make_state(1)])
+    net.inject(2, wire.seal(forger, wire.Header(node=1, epoch=a.peer.epoch, seq=10**6, rseq=1, flags=1), body))
+    corrupted = bytearray(wire.seal(KEYRING, wire.Header(node=1, epoch=a.peer.epoch, seq=10**6, rseq=1,
+                                                         flags=1), body))
+    corrupted[60] ^= 1
+    net.inject(2, bytes(corrupted))
+    net.run(0.1)
+    assert b.kernel == {}
+    assert b.peer.stats.rejects["auth"] == 2
+
+
+def test_replayed_and_reflected_datagrams_are_rejected():
+    net, a, b = _pair()
+    captured = []
+    net.tap = lambda sender, data: captured.append((sender, data))
+    a.peer.local_update(make_state(1), net.now)
+    net.run(0.5)
+    a.peer.local_delete(wire.state_key(make_state(1)), net.now)
+    net.run(0.5)
+    assert b.kernel == {}
+    events = len(b.events)
+    for sender, data in captured:
+        if sender == 1:
+            net.inject(2, data)  # replay a's datagrams to b: the INS must not come back
+        else:
+            net.inject(2, data)  # b's own datagrams reflected back to it
+    net.run(0.5)
+    assert b.kernel == {}
+    assert len(b.events) == events
+    assert b.peer.stats.rejects["replay"] >= 2 and b.peer.stats.rejects["loop"] >= 1
+
+
+def test_datagrams_from_an_older_epoch_are_rejected_after_a_restart():
+    net, a, b = _pair()
+    captured = []
+    net.tap = lambda sender, data: captured.append(data) if sender == 1 else None
+    a.peer.local_update(make_state(1), net.now)
+    net.run(0.5)
+    net.tap = None
+    del net.nodes[1]
+    net.add(1, epoch=a.peer.epoch + 1000)
+    net.run(1)
+    for data in captured:
+        net.inject(2, data)
+    rejects = b.peer.stats.rejects.get("replay", 0)
+    net.run(0.5)
+    assert b.peer.stats.rejects["replay"] == rejects + len(captured)
+    assert any(e.__class__.__name__ == "PeerRestarted" for e in b.events)
+
+
+def test_start_up_bulk_update_while_updates_flow():
+    net = SimNet(seed=11, link=Link(loss=0.05, jitter=0.001))
+    a = net.add(1)
+    net.run(0.1)
+    for i in range(5000):
+        a.peer.local_update(make_state(i), net.now, new=True)
+    net.run(0.5)
+    b = net.add(2)
+    # a keeps changing its table while b's bulk update runs
+    for i in range(3000):
+        a.peer.local_update(make_state(i % 5000 + (5000 if i % 2 else 0), tcp_state=4), net.now)
+        if i % 4 == 0:
+            a.peer.local_delete(wire.state_key(make_state(i)), net.now)
+        if i % 30 == 0:
+            net.run(0.002)
+    net.run(5)
+    complete = [e for e in b.events if isinstance(e, BulkUpdateComplete)]
+    assert len(complete) == 1 and complete[0].succeeded and complete[0].initial
+    assert any(isinstance(e, BulkUpdateStarted) for e in b.events)
+    assert _converged(a, b)
+    assert a.peer.stats.bulk_updates_sent == 1
+
+
+def test_bulk_update_holds_every_state_when_complete():
+    net, a, b = _pair()
+    for i in range(2000):
+        a.peer.local_update(make_state(i), net.now)
+    net.run(1)
+    c = net.add(3)
+    while not any(isinstance(e, BulkUpdateComplete) for e in c.events):
+        net.run(0.001)
+    # the simulated adapter applies events as they come, so this is the table at completion
+    assert set(c.kernel) >= set(a.peer.states())
+
+
+def test_a_lonely_node_gives_up_the_bulk_update_after_the_last_try():
+    net = SimNet()
+    a = net.add(1, bulk_retry=1.0, bulk_max_tries=3)
+    net.run(2.5)
+    assert net.bulk_complete(1) == []
+    net.run(2)
+    assert net.bulk_complete(1) == [BulkUpdateComplete(False, 0, True)]
+    assert a.peer.bulk_done
+
+
+def test_loss_older_than_the_resend_ring_triggers_a_bulk_update():
+    net, a, b = _pair(peer_timeout=0.5)
+    net.nodes[2].up = False
+    for i in range(300):  # b is unreachable; a forgets the datagrams once b looks dead
+        a.peer.local_update(make_state(i), net.now)
+        net.run(0.01)
+    net.nodes[2].up = True
+    net.run(5)
+    assert _converged(a, b)
+    assert b.peer.stats.lost_unrecoverable > 0
+    assert len(net.bulk_complete(2)) == 2  # start-up, then the recovery
+
+
+def test_a_backup_does_not_delete_the_masters_states():
+    net, a, b = _pair()
+    a.peer.local_update(make_state(1), net.now)
+    net.run(0.5)
+    b.peer.local_delete(wire.state_key(make_state(1)), net.now)  # b's copy timed out
+    net.run(0.5)
+    assert wire.state_key(make_state(1)) in a.kernel or wire.state_key(make_state(1)) in a.peer.states()
+    assert b.peer.stats.deletes_sent == 0
+
+
+def test_a_state_taken_over_by_the_backup_is_synced_back():
+    net, a, b = _pair()
+    a.peer.local_update(make_state(1), net.now)
+    net.run(0.5)
+    b.peer.local_update(make_state(1, tcp_state=5), net.now)  # after failover b sees it change
+    net.run(0.5)
+    assert wire.State.unpack(a.kernel[wire.state_key(make_state(1))]).tcp_state == 5
+    b.peer.local_delete(wire.state_key(make_state(1)), net.now)
+    net.run(0.5)
+    assert wire.state_key(make_state(1)) not in a.kernel
