@@ -164,14 +164,30 @@ class NodeConfig:
     def addresses_by_interface(self) -> dict[str, tuple[IPInterface, ...]]:
         """Every address pf.conf can reach through an interface name, CARP ones included.
 
-        A named carp group (``carp0``) has its virtual addresses under its own name, as on
-        FreeBSD <= 9; they are also listed on the parent, where Linux will carry them.
+        A named carp group (``carp0``, FreeBSD <= 9) has its virtual addresses under its own
+        name only, so ``$ext_if`` keeps meaning the node's own address as it did on FreeBSD;
+        an unnamed group (FreeBSD 10+) has them on its parent, as ``ifconfig em0`` lists them.
         """
         out = {iface.name: tuple(iface.addresses) for iface in self.interfaces}
         for group in self.carp:
-            if group.name:
-                out[group.name] = out.get(group.name, ()) + group.addresses
+            key = group.name or group.parent
+            out[key] = out.get(key, ()) + group.addresses
         return out
+
+    def own_addresses(self) -> frozenset[IPAddress]:
+        """The addresses that belong to this node alone (not shared through CARP)."""
+        return frozenset(a.ip for iface in self.interfaces for a in iface.addresses)
+
+    def shared_addresses(self) -> frozenset[IPAddress]:
+        """The CARP addresses, which move to whichever node is MASTER."""
+        return frozenset(a.ip for group in self.carp for a in group.addresses)
+
+    def interface_view(self):
+        """The :class:`pfha.conf.InterfaceView` pf.conf is parsed against on this node."""
+        from pfha.conf.interfaces import InterfaceView
+
+        specs = [f"{name}={','.join(map(str, addrs))}" for name, addrs in self.addresses_by_interface().items()]
+        return InterfaceView.from_specs(specs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +243,7 @@ class _Reader:
     def only(self, data: Mapping[str, Any], where: str, allowed: set[str]) -> None:
         for key in data:
             if key not in allowed:
+                key = _quote_key(key)
                 hint = _closest(key, allowed)
                 extra = f" (did you mean {hint!r}?)" if hint else ""
                 raise self.fail(_join(where, key), f"unknown key{extra}; allowed: {', '.join(sorted(allowed))}")
@@ -416,7 +433,7 @@ class _Reader:
         sysctl = self.table(body, "sysctl", "host")
         pairs = []
         for key, value in sysctl.items():
-            where = f"host.sysctl.{key!r}" if "." in key else f"host.sysctl.{key}"
+            where = f"host.sysctl.{_quote_key(key)}"
             if not SYSCTL_RE.match(key):
                 raise self.fail(where, "not a sysctl name (like \"net.ipv4.tcp_syncookies\")")
             if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -435,6 +452,11 @@ class _Reader:
 def _default_device(name: str) -> str:
     """BSD's loopback is lo0; Linux's is lo. Every other name is kept as it is."""
     return "lo" if name == "lo0" else name
+
+
+def _quote_key(key: str) -> str:
+    """A key as TOML would write it: bare when it can be, else double-quoted."""
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else '"' + key.replace('"', '\\"') + '"'
 
 
 def _join(where: str, key: str) -> str:

@@ -21,8 +21,8 @@ BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def toml_string(value: str) -> str:
-    """A TOML basic string: JSON's escapes are a subset of TOML's."""
-    return json.dumps(value, ensure_ascii=False)
+    """A TOML basic string: JSON's escapes are a subset of TOML's, but TOML also forbids DEL."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def toml_key(key: str) -> str:
