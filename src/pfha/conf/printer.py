@@ -570,10 +570,11 @@ def format_definition(d) -> str:
     return d.text
 
 
-def format_ruleset(ruleset: Ruleset, verbose: int = 1) -> str:
-    """Everything pfctl -o none -nv prints for a successfully parsed ruleset."""
+def format_ruleset(ruleset: Ruleset, verbose: int = 1, messages: bool = True) -> str:
+    """Everything pfctl -o none -nv prints for a successfully parsed ruleset (warnings first,
+    as pfctl's unbuffered stderr reaches a shared pipe before its buffered stdout)."""
     out: list[str] = []
-    for message in ruleset.messages:
+    for message in ruleset.messages if messages else ():
         out.append(message.text + "\n")
     for d in ruleset.definitions:
         text = format_definition(d)
