@@ -187,8 +187,10 @@ def failover_under_traffic(running: RunningLab, how: str = "kill", *, nbytes: in
         log(f"  start {transfer.name}: {transfer.source} fetches {nbytes // 1_000_000} MB from {transfer.target} at {rate / 1e6:.1f} MB/s")
         transfer.proc = running.fetch_popen(transfer.source, transfer.target, nbytes, rate, timeout=stall_timeout)
     time.sleep(fail_after)
+    failed_at = time.monotonic()
     log(f"  {running.fail(master, how)}")
-    takeover = wait_master(running, backup, timeout=15)
+    wait_master(running, backup, timeout=15)
+    takeover = time.monotonic() - failed_at
     log(f"  {backup} is master {takeover:.1f} s after the failure")
     for transfer in running_transfers:
         out, err = transfer.proc.communicate(timeout=nbytes / rate + 60)
