@@ -67,7 +67,14 @@ def test_nat_uses_each_nodes_own_address(published):
     assert lan.ok and scenarios.seen_source(lan) == own, (master, lan)  # the master's xl0, not the CARP address
 
 
-def test_zz_failover_breaks_running_connections(published):
+def test_three_rdr_rules_never_balance(published):
+    from pfha.lab import scenarios
+
+    web = published.probe("inet", [f"tcp:{scenarios.WEB}:80"] * 6)
+    assert {scenarios.answered_by(r) for r in web} == {"srv80"}, web  # translation is first-match
+
+
+def test_failover_breaks_running_connections(published):
     from pfha.lab import scenarios
 
     run = scenarios.failover_under_traffic(published, "kill", nbytes=3_000_000, rate=800_000, fail_after=1.5,
@@ -76,10 +83,3 @@ def test_zz_failover_breaks_running_connections(published):
     assert broken, [t.result for t in run.transfers]
     nat = run.transfers[0]
     assert not nat.result.ok, nat.result  # NATed to the dead node's own address: cannot survive
-
-
-def test_three_rdr_rules_never_balance(published):
-    from pfha.lab import scenarios
-
-    web = published.probe("inet", [f"tcp:{scenarios.WEB}:80"] * 6)
-    assert {scenarios.answered_by(r) for r in web} == {"srv80"}, web  # translation is first-match
