@@ -104,7 +104,7 @@ def test_ruleset_loaded_reloaded_and_bad_pf_conf_refused(node):
     assert result["ok"] and result["message"] == "ruleset reloaded", result
     second = control.request(sock, "status")["ruleset"]
     assert second["hash"] != first["hash"] and second["loaded_at"] > first["loaded_at"]
-    listing = a.exec("nft", "list", "table", "inet", "pfha").stdout
+    listing = a.exec("nft", "-s", "list", "table", "inet", "pfha").stdout  # -s: no counters
     assert "2222" in listing
     # a pf.conf that does not parse: refused, the kernel keeps what it had
     pf_conf.write_text("pass in on xl1 proto tcp to port 99999\n")
@@ -113,7 +113,7 @@ def test_ruleset_loaded_reloaded_and_bad_pf_conf_refused(node):
     third = control.request(sock, "status")
     assert third["ruleset"]["hash"] == second["hash"]
     assert third["last_reload"]["ok"] is False
-    assert a.exec("nft", "list", "table", "inet", "pfha").stdout == listing
+    assert a.exec("nft", "-s", "list", "table", "inet", "pfha").stdout == listing
     assert proc.poll() is None
 
 
@@ -126,3 +126,9 @@ def test_carp_demoted_until_the_first_bulk_update(node):
     assert status["carp"]["vhids"][0]["advskew_effective"] == 240
     assert status["sync"]["bulk_done_at"] is None
     assert status["sync"]["state"] == "running"
+    # a reload with the same [sync] keeps the running peer (same epoch) and the demotion
+    result = control.request(sock, "reload", timeout=30)
+    assert result["ok"], result
+    after = control.request(sock, "status")
+    assert after["sync"]["epoch"] == status["sync"]["epoch"]
+    assert "pfsync bulk update" in after["carp"]["demoted"]

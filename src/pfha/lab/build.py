@@ -48,9 +48,9 @@ def state_dir(name: str) -> Path:
     return STATE_ROOT / name
 
 
-def python_env() -> dict[str, str]:
+def python_env(**extra: str) -> dict[str, str]:
     """The environment for lab processes: this very pfha importable, whether installed or not."""
-    env = dict(os.environ)
+    env = dict(os.environ, **extra)
     src = str(Path(pfha.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
@@ -128,6 +128,13 @@ class RunningLab:
         argv = self.ns(host).argv([sys.executable, *args])
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=python_env())
 
+    def host_env(self, host: str) -> dict[str, str]:
+        """A host's processes keep their run-time files (ruleset metadata, status files) in the
+        lab's directory for that host, so two firewalls never share /run/pfha and ``down``
+        removes them too."""
+        run_dir = str(self.host_dir(host))
+        return python_env(PFHA_STATE_DIR=run_dir, PFHA_RUN_DIR=run_dir)
+
     def host_dir(self, host: str) -> Path:
         path = self.dir / host
         path.mkdir(parents=True, exist_ok=True)
@@ -141,7 +148,7 @@ class RunningLab:
         log = open(self.host_dir(host) / f"{what}.log", "ab")
         proc = subprocess.Popen(
             self.ns(host).argv(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=python_env(), start_new_session=True,
+            env=self.host_env(host), start_new_session=True,
         )
         log.close()
         self.state.processes[key] = proc.pid

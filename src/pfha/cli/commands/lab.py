@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if not cmd:
             cmd = [os.environ.get("SHELL", "/bin/sh")]
         argv = running.ns(args.host).argv(cmd)
-        os.execvpe(argv[0], argv, build.python_env())
+        os.execvpe(argv[0], argv, running.host_env(args.host))
     if action == "fail":
         _say(running.fail(args.host, args.how, args.link))
         return 0
