@@ -21,10 +21,12 @@ It is the only part of ``pfha.sync`` that opens netlink sockets.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -33,6 +35,7 @@ from pfha.sync import wire
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
 NFNLGRP_CONNTRACK_MASK = 1 | 2 | 4  # NEW | UPDATE | DESTROY (legacy bind mask)
@@ -156,14 +159,18 @@ def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | Non
     return Event(kind, pid, mark, record)
 
 
-def parse_datagram(buf, size: int, mark_mask: int = 0) -> Iterator[Event | int]:
-    """Every message of one netlink datagram; NLMSG_ERROR/DONE appear as their errno (DONE: -1)."""
+def parse_datagram(buf, size: int, mark_mask: int = 0, ignore_pid: int = -1) -> Iterator[Event | int]:
+    """Every message of one netlink datagram; NLMSG_ERROR/DONE appear as their errno (DONE: -1).
+    Messages sent on behalf of netlink port ``ignore_pid`` (our own writes) are skipped unparsed
+    and yielded as -2."""
     off = 0
     while off + 16 <= size:
-        length, msg_type = _NLH.unpack_from(buf, off)[:2]
+        length, msg_type, _, _, pid = _NLH.unpack_from(buf, off)
         if length < 16 or off + length > size:
             break
-        if msg_type == NLMSG_ERROR:
+        if pid == ignore_pid:
+            yield -2
+        elif msg_type == NLMSG_ERROR:
             yield -_ERRNO.unpack_from(buf, off + 16)[0]
         elif msg_type == NLMSG_DONE:
             yield -1
@@ -279,11 +286,32 @@ class EventSource:
         self.sock.bind((0, NFNLGRP_CONNTRACK_MASK))
         self.sock.setblocking(False)
         self.mark_mask = mark_mask
+        self.ignore_pid = -1  # the writer's port id: echoes of our own installs
         self.overruns = 0
+        self.ignored = 0
         self._buf = bytearray(1 << 17)
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def ignore_writer(self, pid: int) -> None:
+        """Drop the echoes of our own writes in the kernel already (conntrackd's "Filter From
+        Kernelspace"): a classic BPF filter on the nlmsg_pid of each event (one per skb).
+        The user-space check in :func:`parse_datagram` stays as the fallback."""
+        self.ignore_pid = pid
+        pid_as_loaded = int.from_bytes(pid.to_bytes(4, sys.byteorder), "big")  # BPF loads are big-endian
+        program = b"".join(struct.pack("=HBBI", *insn) for insn in (
+            (0x20, 0, 0, 12),  # ld [12]: nlmsg_pid
+            (0x15, 0, 1, pid_as_loaded),  # jeq pid ? next : skip one
+            (0x06, 0, 0, 0),  # ret 0: drop
+            (0x06, 0, 0, 0xFFFFFFFF),  # ret all: accept
+        ))
+        self._filter = ctypes.create_string_buffer(program)
+        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(self._filter))
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        except OSError:
+            pass  # the user-space check still drops them
 
     def read(self, limit: int = 4096) -> tuple[list[Event], bool]:
         """Every event waiting (up to ``limit`` datagrams); the flag says the kernel dropped
@@ -300,7 +328,11 @@ class EventSource:
                     self.overruns += 1
                     return events, True
                 raise
-            events.extend(e for e in parse_datagram(buf, size, mask) if isinstance(e, Event))
+            for item in parse_datagram(buf, size, mask, self.ignore_pid):
+                if item.__class__ is Event:
+                    events.append(item)
+                elif item == -2:
+                    self.ignored += 1
         return events, False
 
     def close(self) -> None:

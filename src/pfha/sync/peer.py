@@ -101,7 +101,7 @@ class Config:
     collapse_window: float = 0.005
     ack_delay: float = 0.02
     ack_every: int = 32
-    rto: float = 0.1
+    rto: float = 0.2
     rto_max: float = 2.0
     window: int = 256
     reorder_limit: int = 2048
@@ -177,7 +177,8 @@ class Peer:
         self._pending_since: float | None = None
         self._out: deque[tuple[int, bytes]] = deque()
         self._control: list[tuple[int, bytes]] = []
-        self._ring: OrderedDict[int, _InFlight] = OrderedDict()
+        self._ring: OrderedDict[int, _InFlight] = OrderedDict()  # unacknowledged, by rseq
+        self._srtt = 0.0
         self._streams: dict[int, _Stream] = {}
         self._events: deque[Event] = deque()
         self._tx: list[bytes] = []
@@ -443,8 +444,14 @@ class Peer:
 
     def _release_acked(self, now: float) -> None:
         acked = min((s.acked for s in self._live_streams(now)), default=self._rseq)
-        for rseq in [r for r in self._ring if r <= acked]:
-            del self._ring[rseq]
+        ring = self._ring
+        while ring:
+            rseq, entry = next(iter(ring.items()))
+            if rseq > acked:
+                break
+            if entry.tries == 0:  # Karn: only never-resent datagrams give an RTT sample
+                self._srtt = 0.875 * self._srtt + 0.125 * (now - entry.sent_at)
+            del ring[rseq]
 
     def _live_streams(self, now: float) -> list[_Stream]:
         return [s for s in self._streams.values() if now - s.last_heard <= self.config.peer_timeout]
@@ -503,7 +510,9 @@ class Peer:
         return min(candidates)
 
     def _rto(self, tries: int) -> float:
-        return min(self.config.rto * (2 ** tries), self.config.rto_max)
+        # at least config.rto; more when acknowledgements are slow (a busy receiver)
+        base = max(self.config.rto, 3 * self._srtt)
+        return min(base * (2 ** tries), self.config.rto_max)
 
     def handle_timer(self, now: float) -> None:
         if self._pending_since is not None and now >= self._pending_since + self.config.collapse_window:
@@ -516,10 +525,13 @@ class Peer:
                 stream.unacked = 0
         if self._ring and not self._live_streams(now):
             self._ring.clear()  # nobody is listening: keep the states, not the datagrams
-        for entry in list(self._ring.values())[: self.config.window]:
-            if now < entry.sent_at + self._rto(entry.tries):
-                break
-            self._resend(entry, now)
+        if self._ring:
+            # like TCP's RTO: resend only the oldest; the cumulative ACK it earns releases the
+            # rest, and NACKs name any other gap (resending everything due invites a storm of
+            # duplicates when the receiver is merely slow)
+            entry = next(iter(self._ring.values()))
+            if now >= entry.sent_at + self._rto(entry.tries):
+                self._resend(entry, now)
         if now >= self._alive_due:
             first = next(iter(self._ring)) if self._ring else self._rseq + 1
             self._control.append((Action.ALIVE, wire.ALIVE.pack(first, self._rseq)))
@@ -539,7 +551,6 @@ class Peer:
         self.stats.retransmits += 1
         entry.tries += 1
         entry.sent_at = now
-        self._ring.move_to_end(entry.rseq)
         self._emit(entry.body, now, entry.rseq)
 
     # --- output -----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class Runner:
         self.on_bulk_complete = on_bulk_complete
         self.log = log or (lambda line: print(f"pfha sync: {line}", file=sys.stderr, flush=True))
         self.counters = {"events": 0, "own_events": 0, "overruns": 0, "resyncs": 0}
+        intake.ignore_writer(kernel.pid)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
@@ -45,7 +46,8 @@ class Runner:
         """States already in the kernel at start are ours to give in a bulk update (not sent)."""
         events = self.kernel.dump(self.intake.mark_mask)
         for event in events:
-            self.peer.local_load(event.record)
+            if event.record[1] != wire.IPPROTO_PFSYNC:
+                self.peer.local_load(event.record)
         return len(events)
 
     async def run(self) -> None:
@@ -76,7 +78,8 @@ class Runner:
 
     def _on_datagrams(self) -> None:
         now = self._now()
-        for payload, ok in self.transport.receive():
+        # small batches: acknowledgements go out between them, and latency stays low
+        for payload, ok in self.transport.receive(limit=16):
             if ok:
                 self.peer.receive(payload, now)
             else:
@@ -84,24 +87,28 @@ class Runner:
         self._service()
 
     def _on_kernel_events(self) -> None:
-        events, overrun = self.intake.read()
+        events, overrun = self.intake.read(limit=64)
         now = self._now()
         own = self.kernel.pid
         peer = self.peer
         for event in events:
             if event.pid == own:
                 self.counters["own_events"] += 1
+            elif event.record[1] == wire.IPPROTO_PFSYNC:
+                continue  # the sync link's own traffic is not a state worth syncing
             elif event.kind == KIND_DESTROY:
                 peer.local_delete(wire.state_key(event.record), now)
             else:
                 peer.local_update(event.record, now, event.kind == KIND_NEW)
         self.counters["events"] += len(events)
+        self.counters["own_events"] = self.intake.ignored
         if overrun:
             # the kernel dropped events: resend our whole table from a dump (pfsync.md §5.4 step 8)
             self.counters["overruns"] += 1
             self.counters["resyncs"] += 1
             for event in self.kernel.dump(self.intake.mark_mask):
-                peer.local_update(event.record, now)
+                if event.record[1] != wire.IPPROTO_PFSYNC:
+                    peer.local_update(event.record, now)
             self.log("conntrack event overrun: resynchronised from a dump")
         self._service()
 
