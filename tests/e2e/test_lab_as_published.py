@@ -16,8 +16,12 @@ pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def published():
-    from pfha.lab import build, scenarios
+    from pfha.lab import build, nodes, scenarios
 
+    try:
+        nodes.seed_configs()
+    except build.LabError as error:
+        pytest.skip(str(error))
     name = f"a{os.getpid() % 100000}"
     running = build.up(name, config="as-published")
     try:

@@ -17,8 +17,12 @@ pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def pair():
-    from pfha.lab import build, scenarios
+    from pfha.lab import build, nodes, scenarios
 
+    try:
+        nodes.seed_configs()
+    except build.LabError as error:
+        pytest.skip(str(error))
     name = f"p{os.getpid() % 100000}"
     running = build.up(name, config="corrected")
     try:

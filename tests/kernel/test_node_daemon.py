@@ -57,7 +57,8 @@ def start_node(ns, tmp: Path, name: str, ip: int, advskew: int, without: str = "
     sock = tmp / f"{name}.sock"
     log = open(tmp / f"{name}.log", "w")
     proc = ns.popen(sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock),
-                    "--without", without, stdout=log, stderr=subprocess.STDOUT, env=python_env())
+                    "--without", without, stdout=log, stderr=subprocess.STDOUT,
+                    env=python_env(PFHA_STATE_DIR=str(tmp), PFHA_RUN_DIR=str(tmp)))
     return proc, config, sock
 
 

@@ -80,7 +80,8 @@ def node(lab, tmp_path):
         argv = [sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock)]
         if without:
             argv += ["--without", without]
-        proc = a.popen(*argv, stdout=open(tmp_path / "node.log", "w"), stderr=subprocess.STDOUT, env=python_env())
+        proc = a.popen(*argv, stdout=open(tmp_path / "node.log", "w"), stderr=subprocess.STDOUT,
+                       env=python_env(PFHA_STATE_DIR=str(tmp_path), PFHA_RUN_DIR=str(tmp_path)))
         procs.append(proc)
         wait_for(lambda: control.request(sock, "status", timeout=1), 20, "the control socket")
         return proc, pf_conf, sock
