@@ -417,6 +417,8 @@ def up(name: str = "tut", *, config: str = "corrected", daemons: bool = True, to
        without: Sequence[str] = (), log: Callable[[str], None] = lambda _m: None) -> RunningLab:
     """Build the lab ``name``; on any failure, remove what was made and re-raise."""
     topology = topology or tutorial()
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: it makes network namespaces (run it with sudo)")
     if (state_dir(name) / "state.json").exists() or any(n.startswith(ns_prefix(name) + "-") for n in _netns_list()):
         raise LabError(f"lab {name!r} exists already; 'pfha lab down --name {name}' first")
     state = LabState(name=name, config=config, daemons=daemons, without=list(without))

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Node:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP while starting: ignored"))
         config = node_config.load(self.config_path)
         for part in self.parts:
             if part.enabled:
@@ -160,7 +162,7 @@ class Node:
         if not isinstance(self.ruleset, RulesetPart):
             return None
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.ruleset.prepare, config), PREPARE_TIMEOUT)
+            return await asyncio.wait_for(_in_daemon_thread(self.ruleset.prepare, config), PREPARE_TIMEOUT)
         except asyncio.TimeoutError:
             raise PartError(f"{config.pf_conf}: not parsed and compiled within {PREPARE_TIMEOUT:.0f} s") from None
 
@@ -203,6 +205,27 @@ class Node:
             return int(Path("/proc/sys/net/netfilter/nf_conntrack_count").read_text())
         except (OSError, ValueError):
             return None
+
+
+def _in_daemon_thread(function, *args) -> asyncio.Future:
+    """Run ``function`` in a daemon thread: unlike the default executor, a thread stuck in it
+    can never keep the process from exiting on SIGTERM."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(outcome)
+
+    def work() -> None:
+        try:
+            outcome, error = function(*args), None
+        except BaseException as caught:  # handed to the loop as is
+            outcome, error = None, caught
+        loop.call_soon_threadsafe(settle, outcome, error)
+
+    threading.Thread(target=work, name="pfha-prepare", daemon=True).start()
+    return future
 
 
 def run(config_path: Path, control_path: Path, without: frozenset[str] = frozenset()) -> int:
