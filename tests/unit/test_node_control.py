@@ -65,3 +65,27 @@ def test_json_log_lines_carry_fields():
     entry = json.loads(logs.JsonFormatter().format(record))
     assert entry["msg"] == "carp state" and entry["vhid"] == 1 and entry["level"] == "info"
     assert "vhid=1" in logs.TextFormatter().format(record)
+
+
+def test_a_component_that_dies_stops_the_node(tmp_path):
+    """The supervision rule: a part's task ending on its own is a crash, never ignored."""
+    from pfha.node.daemon import Node
+    from pfha.node.parts import Part
+
+    async def scenario():
+        node = Node(tmp_path / "node.toml", tmp_path / "c.sock")
+
+        async def crash():
+            await asyncio.sleep(0.05)
+            raise OSError("netlink socket closed")
+
+        dying = Part()
+        dying.name, dying.task = "carp", asyncio.create_task(crash())
+        node.carp = dying
+        node._watch_parts()
+        node._watch_parts()  # watching twice reports once
+        await asyncio.wait_for(node.stopping.wait(), 5)
+        return node.died
+
+    died = asyncio.run(scenario())
+    assert died is not None and "carp stopped unexpectedly" in died and "netlink socket closed" in died

@@ -68,6 +68,8 @@ class Node:
         self.carp = self._part("carp", lambda: CarpPart(control_path.parent))
         self.sync = self._part("sync", lambda: SyncPart(self._bulk_done, control_path.parent))
         self._reloading = asyncio.Lock()
+        self.died: str | None = None
+        self._watched: set[asyncio.Task] = set()
 
     def _part(self, name: str, make) -> Part:
         return Disabled(name) if name in self.without else make()
@@ -104,9 +106,28 @@ class Node:
         await self.control.start()
         self._install_signals(loop)
         log.info("node running", extra=fields(node=config.name, control=str(self.control.path)))
+        self._watch_parts()
         await self.stopping.wait()
         await self.shutdown()
-        return 0
+        return 1 if self.died else 0
+
+    def _watch_parts(self) -> None:
+        """A component's task that ends on its own is a crash: stop the whole node (CARP bows
+        out if it still can, the ruleset stays) and exit non-zero, so systemd restarts it,
+        rather than run on as a half firewall that still looks alive."""
+        for part in (self.carp, self.sync):
+            task = getattr(part, "task", None)
+            if task is not None and task not in self._watched:
+                self._watched.add(task)
+                task.add_done_callback(lambda t, name=part.name: self._part_ended(name, t))
+
+    def _part_ended(self, name: str, task: asyncio.Task) -> None:
+        if self.stopping.is_set() or task.cancelled() or getattr(self, "_restarting", False):
+            return
+        error = task.exception()
+        self.died = f"{name} stopped unexpectedly: {error!r}" if error else f"{name} stopped unexpectedly"
+        log.error("part died: stopping the node", extra=fields(part=name, detail=self.died))
+        self.stopping.set()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """The node's handlers, installed last: a component's runner may have set its own."""
@@ -146,8 +167,13 @@ class Node:
             try:
                 self.applied = host.apply(config)
                 changed = self.ruleset.commit(compiled) if compiled is not None else False
-                await self.carp.reconfigure(config)
-                await self.sync.reconfigure(config)
+                self._restarting = True  # a part restarted on purpose is no crash
+                try:
+                    await self.carp.reconfigure(config)
+                    await self.sync.reconfigure(config)
+                finally:
+                    self._restarting = False
+                    self._watch_parts()
                 await self.pflog.reconfigure(config)
                 self._install_signals(asyncio.get_running_loop())  # a restarted runner may have taken them
             except (PfhaError, OSError) as error:
