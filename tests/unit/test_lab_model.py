@@ -76,3 +76,21 @@ def test_icmp_checksum_verifies_to_zero():
     body = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + b"pfha-lab"
     packet = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
     assert _checksum(packet) == 0
+
+
+def test_config_choices(tmp_path):
+    from pfha.lab.build import LabError
+    from pfha.lab.nodes import config_dir, seed_configs
+
+    try:
+        seed = seed_configs()
+    except LabError:
+        pytest.skip("shared seed configs not found")
+    assert config_dir("corrected") == seed / "corrected"
+    assert (config_dir("as-published") / "rc.conf.secondary").is_file()
+    (tmp_path / "pf.conf").write_text("pass all\n")
+    with pytest.raises(LabError, match="rc.conf.primary, rc.conf.secondary"):
+        config_dir(str(tmp_path))
+    for name in ("rc.conf.primary", "rc.conf.secondary"):
+        (tmp_path / name).write_text("")
+    assert config_dir(str(tmp_path)) == tmp_path
