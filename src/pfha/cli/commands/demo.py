@@ -60,26 +60,32 @@ def _show(running: build.RunningLab, args: argparse.Namespace) -> int:
 
     step("traffic through the master")
     lan = running.probe("client", ["tcp:198.51.100.100:80", "udp:198.51.100.53:53"])
-    say(f"  LAN client -> internet web server: {_verdict(lan[0])}, the server saw the client as "
-        f"{scenarios.seen_source(lan[0]) or '?'} (NAT to the shared address)")
+    seen = scenarios.seen_source(lan[0]) or "?"
+    how_nat = ("NAT to the shared CARP address: the backup can carry it on" if seen == scenarios.EXT else
+               f"NAT to {master}'s own address: no other node can carry it on")
+    say(f"  LAN client -> internet web server: {_verdict(lan[0])}, the server saw the client as {seen} ({how_nat})")
     say(f"  LAN client -> DNS server 198.51.100.53 (udp): {_verdict(lan[1])}")
     web = running.probe("inet", [f"tcp:{scenarios.WEB}:80"] * 6)
-    say(f"  internet -> {scenarios.WEB}:80 six times: answered by "
-        + ", ".join(scenarios.answered_by(r) or r.error for r in web) + " (rdr to the web pool)")
+    servers = [scenarios.answered_by(r) or r.error for r in web]
+    pool = ("rdr to the web pool, round-robin" if len(set(servers)) > 1 else
+            "three rdr rules for one address: translation is first-match, the others never apply")
+    say(f"  internet -> {scenarios.WEB}:80 six times: answered by {', '.join(servers)} ({pool})")
     blocked = running.probe("inet", [f"tcp:{scenarios.EXT}:2222", f"tcp:{scenarios.EXT}:8081"], timeout=1.0)
     say(f"  internet -> 203.0.113.10:2222 and :8081 (not the admin host): "
         + ", ".join("blocked" if not r.ok else "OPEN (unexpected)" for r in blocked))
 
     step(f"failing the master ({args.how}) in the middle of two transfers")
-    run_ = scenarios.failover_under_traffic(running, args.how, log=say)
+    run_ = scenarios.failover_under_traffic(running, args.how, stall_timeout=10, log=say)
 
     step(f"bringing {run_.failed} back")
     say(f"  {running.recover(run_.failed)}")
     try:
-        took = scenarios.wait_master(running, run_.failed, timeout=60)
+        took = scenarios.wait_master(running, run_.failed, timeout=30)
         say(f"  {run_.failed} is master again after {took:.1f} s (preempt, once its bulk update was in)")
-    except AssertionError as error:
-        say(f"  {error}")
+    except AssertionError:
+        roles = ", ".join(f"{fw}: " + " ".join(f"vhid {v} {s}" for v, s in sorted(r.items())) for fw, r in scenarios.roles(running).items())
+        say(f"  {run_.failed} did not take over again within 30 s ({roles}): with equal advskew nothing makes it"
+            " preferred, and without state sync its bulk update never completes")
     step("result")
     if run_.ok:
         say(f"  every transfer finished through the backup: the failover ({args.how}) lost no connection")
