@@ -290,6 +290,7 @@ async def fetch(target: Target, nbytes: int, rate: float, timeout: float, progre
     """Download ``nbytes`` from a banner service; ``ok`` only if every byte arrived, no reset."""
     start = time.monotonic()
     received, stall, server = 0, 0.0, ""
+    last = start
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(target.address, target.port), timeout)
         server = (await asyncio.wait_for(reader.readline(), timeout)).decode(errors="replace").strip()
@@ -311,6 +312,7 @@ async def fetch(target: Target, nbytes: int, rate: float, timeout: float, progre
         error = "" if received == nbytes else "connection closed early"
     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
         error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        stall = max(stall, time.monotonic() - last)  # the silence that ended it counts too
     return FetchResult(str(target), received == nbytes, received, nbytes, time.monotonic() - start, server, error, stall)
 
 
