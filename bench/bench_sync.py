@@ -16,7 +16,8 @@ Figures:
   p50 / p99 / max;
 * **memory**: resident memory of each daemon after 100,000 synced states, minus before.
 
-Prints a Markdown table; exits 0 (also when not root: it says why). Run: ``python bench/bench_sync.py``
+Each implementation runs ``BENCH_SYNC_ROUNDS`` times (default 2), in alternating order, one
+column per run: the machine is shared and its load drifts. Prints a Markdown table; exits 0 (also when not root: it says why). Run: ``python bench/bench_sync.py``
 (as root). Touches only namespaces it creates.
 """
 
@@ -181,7 +182,7 @@ class Pair:
             for name, ns in (("peer", self.peer), ("gen", self.gen)):
                 self.daemons[name] = ns.popen(
                     PY, "-m", "pfha.cli.main", "sync", "run", "--dev", "sync0", "--key-file", str(self.tmp / "key"),
-                    "--status-file", str(self.tmp / f"{name}.json"), "--bulk-retry", "0.5", "--bulk-tries", "2",
+                    "--status-file", str(self.tmp / f"{name}.json"), "--bulk-retry", "0.5", "--bulk-tries", "2", *os.environ.get("BENCH_SYNC_ARGS", "").split(),
                     env=env, stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{name}.log", "w"))
         else:
             for name, ns, local, peer in (("peer", self.peer, "10.96.0.2", "10.96.0.1"),
@@ -203,7 +204,7 @@ class Pair:
     def run_flows(self, rate: float, count: int, drain: float = 2.0) -> dict:
         """Offer ``count`` flows at ``rate`` (0: as fast as possible), wait until the backup's
         table stops growing, then compare the kernels' creation timestamps flow by flow."""
-        out_g = self.tmp / "gen.json"
+        out_g = self.tmp / "flows-sent.json"
         cpu0 = {n: cpu_s(p.pid) for n, p in self.daemons.items()}
         start = self.next_flow
         self.next_flow += count
@@ -286,6 +287,9 @@ def table(results: dict) -> str:
                   f"offered at {r['rate']['offered_rate']:,.0f}/s)")
     row("CPU seconds in that run (master / backup daemon)",
         lambda r: f"{r['rate']['cpu_s']['gen']} / {r['rate']['cpu_s']['peer']}")
+    row("states per CPU-second in that run (master / backup; independent of the machine's load)",
+        lambda r: f"{r['rate']['installed'] / max(r['rate']['cpu_s']['gen'], 0.01):,.0f} / "
+                  f"{r['rate']['installed'] / max(r['rate']['cpu_s']['peer'], 0.01):,.0f}")
     row("latency creation -> installation, p50 (2,000 flows/s)", lambda r: f"{r['latency']['p50_ms']:.1f} ms")
     row("latency p99", lambda r: f"{r['latency']['p99_ms']:.1f} ms")
     row("latency max", lambda r: f"{r['latency']['max_ms']:.1f} ms")
@@ -301,12 +305,15 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_sync: skipped: needs root (network namespaces, conntrack)")
         return 0
+    impls = os.environ.get("BENCH_SYNC_IMPLS", "pfha conntrackd").split()
+    if "conntrackd" in impls and shutil.which("conntrackd") is None:
+        print("bench_sync: conntrackd not installed; pfha only")
+        impls.remove("conntrackd")
+    rounds = int(os.environ.get("BENCH_SYNC_ROUNDS", "2"))
     results = {}
-    for impl in os.environ.get("BENCH_SYNC_IMPLS", "pfha conntrackd").split():
-        if impl == "conntrackd" and shutil.which("conntrackd") is None:
-            print("bench_sync: conntrackd not installed; pfha only")
-            continue
-        results[impl] = bench(impl)
+    for n in range(rounds):  # alternate the order: the machine's load drifts during a run
+        for impl in impls if n % 2 == 0 else impls[::-1]:
+            results[f"{impl} ({n + 1})" if rounds > 1 else impl] = bench(impl)
     print(table(results))
     if "--json" in sys.argv:
         print(json.dumps(results, indent=1))

@@ -13,13 +13,13 @@ operations = st.lists(st.tuples(st.sampled_from(["new", "update", "delete", "tic
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), loss=st.sampled_from([0.0, 0.1, 0.3]),
+@given(seed=st.integers(0, 2**32 - 1), collapse=st.sampled_from([0.0, 0.005]), loss=st.sampled_from([0.0, 0.1, 0.3]),
        duplicate=st.sampled_from([0.0, 0.2]), jitter=st.sampled_from([0.0, 0.003, 0.03]),
        ops=operations, restart_at=st.one_of(st.none(), st.integers(0, 399)))
-def test_backup_converges_to_the_master(seed, loss, duplicate, jitter, ops, restart_at):
+def test_backup_converges_to_the_master(seed, collapse, loss, duplicate, jitter, ops, restart_at):
     net = SimNet(seed=seed, link=Link(loss=loss, duplicate=duplicate, jitter=jitter))
-    master = net.add(1)
-    net.add(2)
+    master = net.add(1, collapse_window=collapse)
+    net.add(2, collapse_window=collapse)
     net.run(0.05)
     for n, (op, i) in enumerate(ops):
         if op == "new":
@@ -31,7 +31,7 @@ def test_backup_converges_to_the_master(seed, loss, duplicate, jitter, ops, rest
         else:
             net.run(0.001 * (i % 20))
         if n == restart_at:  # the backup restarts: empty kernel, new epoch, bulk update
-            net.add(2, epoch=int(net.now * 1000) + 10**6)
+            net.add(2, epoch=int(net.now * 1000) + 10**6, collapse_window=collapse)
     net.link = Link()  # faults end; the protocol must now converge on its own
     net.run(15)
     backup = net.nodes[2]

@@ -222,3 +222,36 @@ def test_host_helper_negation():
     e = make([rule("block", 0), rule("pass", 1, src=ast.Endpoint(host("192.168.0.0/16", True)))])
     assert e.process(P.udp(C, 1, S, 2), "xl0", "in", 0).action == "pass"
     assert e.process(P.udp("192.168.3.3", 1, S, 2), "xl0", "in", 0).action == "block"
+
+
+def test_later_fragments_see_only_ip_rules_and_fragment_rules():
+    e = make([rule("block", 0), rule("pass", 1, "in", proto="udp", dst=(S, 53)),
+              rule("pass", 2, "in", proto="udp", dst=S, fragment=True, state="none", flags=None)])
+    whole = P.udp(C, 1, S, 53)
+    assert e.process(whole, "xl0", "in", 0).rule_number == 1
+    frag = P.udp(C, 1, S, 53, b"z" * 16)
+    frag.frag_offset = 1480
+    d = e.process(frag, "xl0", "in", 0)
+    assert (d.action, d.rule_number, d.state) == ("pass", 2, None)
+    other = P.udp(C, 1, S, 54)
+    assert e.process(other, "xl0", "in", 0).rule_number == 0  # rule 2 is for fragments only
+
+
+def test_scrub_reassembles_fragments_before_filtering():
+    scrub = [ast.ScrubRule(origin=ast.Origin("t", 1), number=0, direction="in")]
+    e = make([rule("block", 0), rule("pass", 1, "in", proto="udp", dst=(S, 53))], scrub=scrub)
+    whole = P.udp(C, 5000, S, 53, bytes(range(200)) * 10, ip_id=77)
+    data = whole.to_bytes()
+    l4 = data[20:]
+    first = P.Packet.parse(data[:20] + l4[:1480], lenient=True)
+    first.more_frags, first.ip_id = True, 77
+    second = P.Packet(4, whole.src, whole.dst, 17, payload=l4[1480:], ip_id=77)
+    second.frag_offset = 1480
+    d1 = e.process(second, "xl0", "in", 0)  # out of order: held
+    assert (d1.action, d1.reason) == ("pass", "held")
+    d2 = e.process(first, "xl0", "in", 0)
+    assert (d2.action, d2.rule_number, d2.state) == ("pass", 1, "created")
+    assert d2.packet.payload == whole.payload and not d2.packet.more_frags
+    # without scrub, a later fragment meets only IP-level rules and the default block
+    bare = make([rule("block", 0), rule("pass", 1, "in", proto="udp", dst=(S, 53))])
+    assert bare.process(second.copy(), "xl0", "in", 0).action == "block"

@@ -89,3 +89,12 @@ def test_max_src_conn_rate():
     assert len(e.states) >= 2
     slow = make(opts(("max-src-conn-rate", 3, 10), ("overload", "bad")))
     assert all(connect(slow, "198.51.100.7", p, now=p * 20.0).action == "pass" for p in range(1, 8))
+
+
+def test_source_nodes_are_released_when_their_states_expire():
+    e = make(opts(("max-src-nodes", 1)))
+    assert connect(e, "198.51.100.1", 1).action == "pass"
+    assert e.process(P.tcp("198.51.100.2", 1, S, 22, "S"), "xl0", "in", 1).reason == "src-limit"
+    e.process(P.tcp("198.51.100.1", 1, S, 22, "R", seq=101), "xl0", "in", 2)  # closes: tcp.closed 90 s
+    assert e.purge(2 + 91) == 1
+    assert connect(e, "198.51.100.2", 1, now=100).action == "pass"

@@ -230,3 +230,44 @@ def test_synproxy_answers_the_client_then_opens_to_the_server():
     assert data.action == "pass" and data.packet.dst_text() == SRV
     assert data.packet.seq == syn.packet.seq + 1 and data.packet.ack == 9001
     _ = PF_TCPS_PROXY_DST
+
+
+def test_icmp_error_quoting_a_segment_outside_the_window_is_dropped():
+    e = engine(rule("pass", 1, "in", on="xl0", proto="tcp", dst=(S, 22)))
+    handshake(e)
+    good = P.icmp(C, S, 3, 4, inner=P.tcp(S, 22, C, 40000, "A", seq=901, ack=101))
+    d = e.process(Packet_parse(good), "xl0", "in", 1)
+    assert (d.action, d.state) == ("pass", "matched")
+    bad = P.icmp(C, S, 3, 4, inner=P.tcp(S, 22, C, 40000, "A", seq=901 + 50_000_000, ack=101))
+    d = e.process(Packet_parse(bad), "xl0", "in", 1)
+    assert (d.action, d.reason) == ("block", "state-mismatch")
+
+
+def test_ipv6_tcp_and_icmp6_states():
+    e = engine(rule("pass", 1, "in", on="xl0", proto="tcp"), rule("pass", 2, "out", proto="icmp6"))
+    syn = P.tcp("2001:db8::9", 40000, "2001:db8::2", 22, "S", seq=100)
+    assert e.process(Packet_parse(syn), "xl0", "in", 0).state == "created"
+    sa = P.tcp("2001:db8::2", 22, "2001:db8::9", 40000, "SA", seq=900, ack=101)
+    assert e.process(Packet_parse(sa), "xl0", "out", 0).state == "matched"
+    e.process(P.icmp("2001:db8::2", "2001:db8::9", 128, 0, ident=3), "xl0", "out", 0)
+    d = e.process(Packet_parse(P.icmp("2001:db8::9", "2001:db8::2", 129, 0, ident=3)), "xl0", "in", 0)
+    assert (d.action, d.state) == ("pass", "matched")
+    # an IPv4 packet never matches an IPv6 state
+    assert e.process(P.icmp("192.0.2.9", "192.0.2.2", 0, 0, ident=3), "xl0", "in", 0).action == "block"
+
+
+def test_adaptive_timeouts_shrink_as_the_table_fills():
+    # set limit states 10: pfctl makes adaptive.start 6 and adaptive.end 12
+    e = engine(rule("pass", 1, "in", proto="udp"), limits=(("states", 10),))
+    first = e.process(P.udp(C, 1, S, 53), "xl0", "in", 0).state_entry
+    assert e.states.expires_at(first) == 60  # udp.first, table nearly empty
+    for port in range(2, 10):
+        e.process(P.udp(C, port, S, 53), "xl0", "in", 0)
+    assert len(e.states) == 9
+    assert e.states.expires_at(first) == 60 * (12 - 9) / (12 - 6)  # 30 s
+    assert e.process(P.udp(C, 1, S, 53), "xl0", "in", 31).state == "created"  # the old one had expired
+    # per rule (pfctl gives "max 10" adaptive.start 6, adaptive.end 12): the rule's own states count
+    r = engine(rule("pass", 1, "in", proto="udp", state=ast.StateSpec("keep", (
+        ast.StateOption("max", 10), ast.StateOption("adaptive.start", 6), ast.StateOption("adaptive.end", 12)))))
+    states = [r.process(P.udp(C, p, S, 53), "xl0", "in", 0).state_entry for p in range(1, 10)]
+    assert states[0].adaptive and r.states.expires_at(states[0]) == 30

@@ -152,3 +152,24 @@ def test_nat_port_choice_avoids_ports_in_use():
     assert sorted(ports) == [3000, 3001, 3002]
     # same ports toward another destination are free again
     assert out_syn(e, sport=9, dst="198.51.100.10").action == "pass"
+
+
+def test_nat_of_icmp_echo_draws_a_new_id_and_replies_come_back():
+    e = make([trans("nat", 0, "203.0.113.2", on="xl0", src=LAN)])
+    d = e.process(P.icmp("192.168.1.5", C, 8, 0, ident=4242), "xl0", "out", 0)
+    new_id = d.packet.icmp_id
+    assert d.packet.src_text() == "203.0.113.2" and 1 <= new_id <= 65535
+    back = e.process(P.icmp(C, "203.0.113.2", 0, 0, ident=new_id), "xl0", "in", 0)
+    assert back.state == "matched" and back.packet.dst_text() == "192.168.1.5" and back.packet.icmp_id == 4242
+    assert P.Packet.parse(back.packet.to_bytes()).icmp_id == 4242
+
+
+def test_translation_rules_inside_nat_and_rdr_anchors():
+    from pfha.conf import ast
+
+    inner = ast.Ruleset(translation=(trans("rdr", 0, "192.168.1.80", proto="tcp", dst=("203.0.113.2", 80)),), path="web")
+    anchor = ast.AnchorRule(origin=ast.Origin("t", 1), number=0, kind="rdr-anchor", name="web",
+                            interface=ast.InterfaceMatch("xl0"), ruleset=inner)
+    e = make([anchor])
+    assert e.process(P.tcp(C, 1, "203.0.113.2", 80, "S"), "xl0", "in", 0).packet.dst_text() == "192.168.1.80"
+    assert e.process(P.tcp(C, 1, "203.0.113.2", 80, "S"), "xl1", "in", 0).translation is None

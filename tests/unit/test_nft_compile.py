@@ -202,3 +202,22 @@ rules_st = st.lists(st.fixed_dictionaries({
 def test_reordering_gives_pfs_decision(raw, packet):
     rules = [_R(r, nr=i) for i, r in enumerate(raw)]
     assert _first_match(first_match_order(rules), packet) == _pf_last_match(rules, packet)
+
+
+prefixes = st.builds(lambda a, n: ipaddress.ip_network((a & ~((1 << (32 - n)) - 1) & 0xFFFFFFFF, n)),
+                     st.integers(0x0A000000, 0x0A00FFFF), st.integers(16, 32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(prefixes, st.booleans()), max_size=12), st.lists(st.integers(0x0A000000, 0x0A00FFFF), min_size=1, max_size=20))
+def test_table_networks_match_a_longest_prefix_lookup(items, probes):
+    entries = [ast.TableEntry(ast.HostAddress(net.network_address, net.prefixlen), negated=neg) for net, neg in items]
+    v4, _ = _table_networks(entries, None)
+    last = {net: neg for net, neg in items}
+    for value in probes:
+        address = ipaddress.ip_address(value)
+        matching = [net for net in last if address in net]
+        expected = bool(matching) and not last[max(matching, key=lambda n: n.prefixlen)]
+        assert any(address in n for n in v4) == expected
+    for a, b in zip(v4, v4[1:]):
+        assert not a.overlaps(b)

@@ -161,3 +161,39 @@ def test_round_trip_of_any_values(password, name, advskew, advbase, preempt):
                            password=password, advbase=advbase, advskew=advskew, preempt=preempt),),
     )
     assert nc.loads(dumps(config), "/x/n.toml") == config
+
+
+def test_interface_as_a_bare_device_name(tmp_path):
+    text = MINIMAL.replace('[interfaces.xl0]\ndevice = "eth0"\naddresses = ["203.0.113.2/24"]\n\n[interfaces.lo0]\n',
+                           '[interfaces]\nxl0 = "eth0"\nlo0 = "lo"\n')
+    config = nc.loads(text, tmp_path / "n.toml")
+    assert config.device_map() == {"xl0": "eth0", "lo0": "lo"}
+    assert config.interface("xl0").addresses == ()
+
+
+def test_addresses_by_interface_follows_the_bsd_form():
+    config = nc.load(EXAMPLES / "fw1.toml")
+    view = config.addresses_by_interface()
+    assert [str(a) for a in view["xl0"]] == ["203.0.113.2/24"]  # $ext_if stays the node's own address
+    assert len(view["carp0"]) == 3
+    unnamed = nc.NodeConfig("n", Path("/p"), (nc.Interface("em0", "em0", (ipaddress.ip_interface("192.0.2.3/24"),)),),
+                            (nc.CarpGroup(1, "em0", (ipaddress.ip_interface("192.0.2.50/32"),)),))
+    assert [str(a) for a in unnamed.addresses_by_interface()["em0"]] == ["192.0.2.3/24", "192.0.2.50/32"]
+    assert unnamed.own_addresses() == {ipaddress.ip_address("192.0.2.3")}
+    assert unnamed.shared_addresses() == {ipaddress.ip_address("192.0.2.50")}
+
+
+@pytest.mark.parametrize("text,key", [
+    ('node = []\ninterfaces = {}\n', "node"),
+    ('interfaces = 3\n[node]\nname = "a"\npf_conf = "p"\n', "interfaces"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = 3\n', "interfaces.xl0"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n[carp]\ngroup = 1\n', "carp.group"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n[[carp.group]]\nvhid = 1\nparent = "xl0"\n'
+     'addresses = "10.0.0.1/24"\n', "carp.group[0].addresses"),
+    ('sync = "xl0"\n[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n', "sync"),
+    ('[node]\nname = "a"\npf_conf = "p"\n[interfaces]\nxl0 = "eth0"\n[host]\ndefault_router = 5\n', "host.default_router"),
+])
+def test_wrong_types_are_errors_not_tracebacks(tmp_path, text, key):
+    with pytest.raises(nc.NodeConfigError) as error:
+        nc.loads(text, tmp_path / "n.toml")
+    assert error.value.key == key, str(error.value)

@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pfha.cli import main as cli
 from pfha.errors import SourceError
@@ -122,7 +123,6 @@ def test_modern_form_vhid_on_the_parent():
     ('ifconfig_em0="10.0.0.1/24"\nifconfig_pfsync0="up syncdev em7"\n', 2, "syncdev 'em7' is not one of"),
     ('ifconfig_em0="10.0.0.1/24"\nifconfig_pfsync0="up"\n', 2, "needs 'syncdev IF'"),
     ('ifconfig_em0="10.0.0.1/24"\ndefaultrouter="gw.example"\n', 2, "not an IP address"),
-    ('ifconfig_em0="10.0.0.1/24"\nthis is not sh\n', 2, "not a name=\"value\" assignment"),
     ('ifconfig_em0="10.0.0.1/24 vhid"\n', 1, "'vhid' needs a value"),
 ])
 def test_errors_name_file_and_line(text, line, words):
@@ -171,3 +171,46 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert cli.main(["import-freebsd", str(rc)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"pfha: {rc}:2: ifconfig_pfsync0: pfsync needs 'syncdev IF' (or syncif) to know its link"
+
+
+def test_modern_form_round_trips(tmp_path):
+    imported = import_freebsd(MODERN, "rc.conf")
+    text = dumps(imported.config, imported.origins, imported.notes)
+    assert "name =" not in text.split("[[carp.group]]")[1].split("\n\n")[0]
+    assert nc.loads(text, tmp_path / "a.toml") == imported.config
+
+
+def test_shell_code_duplicates_ipv6_and_renames_are_noted():
+    text = ('ifconfig_em0="10.0.0.1/24"\n'
+            'ifconfig_em0="10.0.0.2/24"\n'
+            'ifconfig_em0_ipv6="inet6 2001:db8::1 prefixlen 64 accept_rtadv"\n'
+            'ifconfig_em0_name="ext"\n'
+            'if [ -r /etc/rc.conf.local ]; then . /etc/rc.conf.local; fi\n')
+    imported = import_freebsd(text, "rc.conf")
+    (em0,) = imported.config.interfaces
+    assert em0.addresses == (ip("10.0.0.2/24"), ip("2001:db8::1/64"))
+    notes = {(n.origin.line, n.setting): n.message for n in imported.notes}
+    assert notes[(1, "ifconfig_em0")] == "overridden by line 2, as sh would"
+    assert "accept_rtadv" in notes[(3, "ifconfig_em0_ipv6")]
+    assert "renames" in notes[(4, "ifconfig_em0_name")]
+    assert "shell code" in notes[(5, "if")]
+
+
+WORDS = ["inet", "inet6", "10.0.0.1", "prefixlen", "100", "10.0.0.9/24", "192.0.2.1", "2001:db8::1", "netmask", "255.255.255.0",
+         "0xffffff00", "bogus", "prefixlen", "64", "x", "vhid", "1", "300", "pass", "foo", "advskew", "advbase",
+         "alias", "up", "carpdev", "em0", "syncdev", "syncpeer", "DHCP", "broadcast", "-defer", "defer"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(WORDS), max_size=8), min_size=1, max_size=4),
+       st.sampled_from(["ifconfig_em0", "ifconfig_carp0", "ifconfig_em0_alias0", "ifconfig_pfsync0"]))
+def test_any_ifconfig_words_import_or_fail_with_a_located_error(values, variable):
+    lines = ['ifconfig_em0="inet 10.0.0.2/24"', 'cloned_interfaces="carp0"']
+    lines += [f'{variable}="{" ".join(words)}"' for words in values]
+    try:
+        imported = import_freebsd("\n".join(lines) + "\n", "rc.conf")
+    except SourceError as error:
+        assert str(error).startswith("rc.conf:"), str(error)
+        return
+    text = dumps(imported.config, imported.origins, imported.notes)
+    assert nc.loads(text, "/x/n.toml") == imported.config

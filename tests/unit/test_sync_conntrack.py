@@ -66,3 +66,30 @@ def test_plain_request_parses_back_to_the_same_state():
     message = conntrack.entry_request(state.pack(), seq=1, create=True)
     back = wire.State.unpack(conntrack.parse_message(message, 0, len(message)).record)
     assert back == state
+
+
+def _records():
+    for status in (0xE, 0x19E, 0x1AE, 0x1BE):  # plain, SNAT, DNAT, both
+        for proto, tcp_state in ((6, 3), (17, 0)):
+            for mark, zone in ((0, 0), (0x20203, 7)):
+                yield wire.State(wire.AF_INET, proto, wire.Tuple("10.0.1.100", "10.0.1.1", 40000, 8080),
+                                 wire.Tuple("10.0.2.100", "10.0.2.1", 9000, 20001), status=status, timeout=77,
+                                 mark=mark, zone=zone, tcp_state=tcp_state, wscale=(7, 5),
+                                 tcp_flags=(0x23, 0x01)).pack()
+
+
+def test_fast_ipv4_requests_equal_the_general_encoder():
+    for record in _records():
+        for create in (True, False):
+            for liberal in (True, False):
+                fields = wire.STATE.unpack(record)
+                assert conntrack._entry_request4(fields, 9, create, liberal) == \
+                    conntrack._entry_request_generic(fields, 9, create, liberal)
+
+
+def test_fast_tuple_parser_equals_the_general_one():
+    for record in _records():
+        message = conntrack.entry_request(record, 1, create=True)
+        top = conntrack._attrs(message, 20, len(message))
+        for kind in (conntrack.CTA_TUPLE_ORIG, conntrack.CTA_TUPLE_REPLY):
+            assert conntrack._tuple(message, 2, top[kind]) == conntrack._tuple_generic(message, 2, top[kind])

@@ -218,3 +218,19 @@ def test_a_state_taken_over_by_the_backup_is_synced_back():
     b.peer.local_delete(wire.state_key(make_state(1)), net.now)
     net.run(0.5)
     assert wire.state_key(make_state(1)) not in a.kernel
+
+
+def test_own_state_deleted_while_the_peer_answers_a_bulk_is_not_resurrected():
+    """Regression: a master deleting its states while the peer's bulk answer (which echoes them)
+    is in flight took them back as the peer's and kept them forever."""
+    net, a, b = _pair()
+    for i in range(200):
+        a.peer.local_update(make_state(i), net.now)
+    net.run(0.5)
+    b.peer._start_bulk_answer(nonce=a.peer.epoch)  # b's table, echoed to a...
+    a.peer._bulk_nonce = a.peer.epoch  # ...as the answer to a bulk request of a's
+    for i in range(200):  # ...while a deletes them all
+        a.peer.local_delete(wire.state_key(make_state(i)), net.now)
+    net.run(2)
+    assert a.peer.states() == {} and b.kernel == {}
+    assert a.peer.stats.stale > 0

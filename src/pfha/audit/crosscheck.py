@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pfha.audit import host as host_checks
 from pfha.audit.findings import Finding, Place, Severity
@@ -40,7 +40,7 @@ def check(tree: host_checks.HostTree, node: NodeSource, ruleset: ast.Ruleset | N
     ways = list(ssh_ways(matcher, node, ports))
     findings = list(listen_mismatch(tree, node, matcher, options, ways, ports))
     findings.extend(hosts_allow_mismatch(tree, ways))
-    return [Finding(f.check, f.severity, f.place, f.message, f.fix, f.example, f.related, (node.name,)) for f in findings]
+    return [replace(f, nodes=(node.name,)) for f in findings]
 
 
 def _self_addresses(node: NodeSource) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

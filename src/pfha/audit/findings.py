@@ -48,6 +48,10 @@ class Finding:
     example: str | None = None  # a concrete packet (or scenario) that shows it
     related: tuple[Place, ...] = ()  # the other places involved (the shadowing rule...)
     nodes: tuple[str, ...] = ()  # the node(s) it was found on
+    # Packets that show the finding, for the reference engine to replay (pfha.audit.proof),
+    # and what the engine said about them ("confirmed", "not reproduced", or None: not run).
+    probes: tuple = field(default=(), compare=False, repr=False)
+    proof: str | None = None
 
     def key(self) -> tuple:
         return (self.check, self.place, self.message)
@@ -63,6 +67,7 @@ class Finding:
             "example": self.example,
             "related": [{"file": p.file, "line": p.line} for p in self.related],
             "nodes": list(self.nodes),
+            "proof": self.proof,
         }
 
 
@@ -97,7 +102,7 @@ class Report:
                     example = f"{old.example}\n    example ({', '.join(new_nodes)}): {finding.example}" \
                         if old.example else finding.example
             self.findings[at] = Finding(old.check, max(old.severity, finding.severity), old.place, message, old.fix,
-                                        example, old.related, old.nodes + new_nodes)
+                                        example, old.related, old.nodes + new_nodes, old.probes, old.proof)
 
     def sorted(self) -> list[Finding]:
         return sorted(self.findings, key=lambda f: (-f.severity, f.place.file if f.place else "",
@@ -128,6 +133,8 @@ class Report:
             out.append(f"    fix: {finding.fix}")
             if finding.example:
                 out.append(f"    example: {finding.example}")
+            if finding.proof:
+                out.append(f"    proof: {finding.proof}")
             for place in finding.related:
                 out.append(f"    see: {place}")
         summary = ", ".join(f"{self.count(s)} {s}{'s' if self.count(s) != 1 else ''}" for s in reversed(Severity))

@@ -7,7 +7,9 @@ says what is wrong with a concrete example packet computed from the rules
 
 1. ``lint.parse``            the file does not load (pfctl would refuse it too);
 2. ``lint.unused-macro``     a macro nobody expands; ``lint.unused-table`` likewise;
-3. ``lint.unknown-interface`` a rule on an interface the node does not have: it never matches;
+3. ``lint.unknown-interface`` a rule on an interface the node does not have, ``lint.skipped-interface``
+   one on a ``set skip`` interface, ``lint.empty-table`` one needing a const empty table: they
+   never match;
 4. ``lint.rdr-shadowed`` / ``lint.nat-shadowed``: translation is first match (pf.conf(5)),
    so a translation rule covered by an earlier one is never used;
 5. ``lint.filter-shadowed``: the filter is last match unless ``quick`` (pf.conf(5)); a rule
@@ -32,8 +34,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pfha.audit.findings import Finding, Place, Severity
-from pfha.audit.match import TH_SYN, IPAddress, Matcher, Packet, covers
+from pfha.audit.match import TH_SYN, IPAddress, Matcher, Packet, RuleIndex, covers
 from pfha.audit.nodes import NodeSource
+from pfha.audit.proof import Probe
 from pfha.conf import ast
 
 PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_CARP, PROTO_PFSYNC = 6, 17, 1, 112, 240
@@ -52,6 +55,10 @@ def lint_node(node: NodeSource, peers: list[NodeSource] | None = None) -> tuple[
         return [Finding("lint.unavailable", Severity.INFO, Place(str(node.pf_conf)),
                         "the pf.conf parser is not available in this build; the ruleset was not linted",
                         "install a pfha build with pfha.conf")], None
+    if not node.pf_conf.is_file():
+        return [Finding("lint.parse", Severity.ERROR, node.place("node.pf_conf"),
+                        f"{node.name}'s pf.conf {node.pf_conf} does not exist; the ruleset was not linted",
+                        "point pf_rules (rc.conf) or node.pf_conf (TOML) at the ruleset", nodes=(node.name,))], None
     try:
         ruleset = parse_file(node.pf_conf, node.config.interface_view(), include_base=node.pf_conf.parent)
     except ImportError:
@@ -276,6 +283,28 @@ def unknown_interfaces(ctx: Context) -> Iterator[Finding]:
                           f"this rule is on {name}, which {ctx.node.name} does not have (its interfaces: {nodes_ifs}); "
                           "it never matches",
                           f"{fix}, or map the name to a device in the node config", related=related)
+    skipped = {m for name in ctx.ruleset.options.skip for m in (view.members(name) or (name,))}
+    for rule in ctx.ruleset.filter:
+        interface = getattr(rule, "interface", None)
+        if interface is None or interface.negated or (rule.origin.line, "skip") in reported:
+            continue
+        members = set(view.members(interface.name) or (interface.name,))
+        if members and members <= skipped:
+            reported.add((rule.origin.line, "skip"))
+            yield Finding("lint.skipped-interface", Severity.WARNING, ctx.place(rule),
+                          f"this rule is on {interface.name}, which 'set skip' takes out of filtering: it never matches",
+                          f"remove {interface.name} from 'set skip', or delete the rule")
+    for table in ctx.ruleset.tables:
+        if table.const and not table.entries and not table.files and not table.file_entries:
+            for rule in ctx.ruleset.filter + ctx.ruleset.translation:
+                names = {e.host.address.name for e in (rule.src, rule.dst)
+                         if isinstance(e.host.address, ast.TableAddress) and not e.host.negated}
+                if table.name in names and (rule.origin.line, table.name) not in reported:
+                    reported.add((rule.origin.line, table.name))
+                    yield Finding("lint.empty-table", Severity.WARNING, ctx.place(rule),
+                                  f"<{table.name}> is const and empty, so this rule never matches",
+                                  f"give <{table.name}> its entries (or drop const so pfctl -T add can fill it)",
+                                  related=(Place(table.origin.file or ctx.file, table.origin.line),))
     for name in ctx.ruleset.options.skip:
         if name not in known:
             yield Finding("lint.unknown-interface", Severity.INFO, Place(ctx.file),
@@ -340,14 +369,15 @@ def translation_shadowed(ctx: Context) -> Iterator[Finding]:
                    f"pool: {head} -> {{ {', '.join(targets)} }} round-robin")
             severity = Severity.ERROR
         packet = _translation_example(ctx, later)
-        example = None
+        example, probes = None, ()
         if packet is not None:
             after, applied, _ = ctx.matcher.translate(packet)
             if applied is not None:
                 example = (f"{packet} is translated by line {applied.origin.line} to "
                            f"{after.dst if kind == 'rdr' else after.src}; line {line} is never reached")
+                probes = (Probe(packet, nat_line=applied.origin.line, src=str(after.src), dst=str(after.dst)),)
         yield Finding(f"lint.{kind}-shadowed", severity, ctx.place(later), message, fix, example=example,
-                      related=(ctx.place(earlier),))
+                      related=(ctx.place(earlier),), probes=probes)
 
 
 def _translation_example(ctx: Context, rule: ast.TranslationRule) -> Packet | None:
@@ -378,25 +408,28 @@ def filter_shadowed(ctx: Context) -> Iterator[Finding]:
     per_line: dict[int, list[ast.Rule]] = {}
     for rule in rules:
         per_line.setdefault(rule.origin.line, []).append(rule)
-    for index, rule in enumerate(rules):
+    index_of = {id(rule): i for i, rule in enumerate(rules)}
+    by_fields = RuleIndex(rules, ctx.matcher.view)
+
+    def coverers(rule: ast.Rule) -> list[ast.Rule]:
+        """Rules that may cover ``rule``: same or wildcard interface, direction, proto, port."""
+        interface = rule.interface.name if rule.interface and not rule.interface.negated else None
+        return [r for r in by_fields.candidates(interface, rule.direction, rule.proto, _exact_dport(rule))
+                if r is not rule and r.origin.line != rule.origin.line and covers(r, rule)]
+
+    for rule in rules:
         line = rule.origin.line
         if line in reported:
             continue
-        cover = None
-        for earlier in rules[:index]:
-            if earlier.quick and earlier.origin.line != line and covers(earlier, rule):
-                cover = (earlier, "quick")
-                break
+        position = index_of[id(rule)]
+        found = coverers(rule)
+        cover = next(((r, "quick") for r in found if r.quick and index_of[id(r)] < position), None)
         if cover is None and not rule.quick:
-            for later in rules[index + 1:]:
-                if later.origin.line != line and covers(later, rule):
-                    cover = (later, "later")
-                    break
+            cover = next(((r, "later") for r in found if index_of[id(r)] > position), None)
         if cover is None:
             continue
         # Only a whole statement (every expansion) is worth a finding.
-        if not all(any(covers(other, part) and other is not part and other.origin.line != line
-                       for other in rules) for part in per_line[line]):
+        if not all(coverers(part) for part in per_line[line]):
             continue
         reported.add(line)
         other, why = cover
@@ -407,9 +440,41 @@ def filter_shadowed(ctx: Context) -> Iterator[Finding]:
         else:
             message = (f"this rule never decides anything: the filter is last match, and line {other.origin.line} "
                        f"comes later and matches every packet it would")
+        packet = _rule_example(ctx, rule)
+        decided = None
+        if packet is not None:
+            decided = ctx.matcher.filter(packet)
+        probes, example = (), None
+        if decided is not None and decided[2] and decided[1] is not None and decided[1].origin.line != line:
+            example = f"{packet} is decided by line {decided[1].origin.line}, not by line {line}"
+            probes = (Probe(packet, line=decided[1].origin.line),)
         yield Finding("lint.filter-shadowed", Severity.INFO if same else Severity.WARNING, ctx.place(rule), message,
                       "delete it, or make it quick / move it so that it is the rule that decides",
-                      related=(ctx.place(other),))
+                      example=example, related=(ctx.place(other),), probes=probes)
+
+
+def _exact_dport(rule) -> int | None:
+    return rule.dst.port.low if rule.dst.port is not None and rule.dst.port.op == "=" else None
+
+
+def _rule_example(ctx: Context, rule: ast.Rule) -> Packet | None:
+    """A packet ``rule`` matches, on the interface and in the direction it names."""
+    ifname = rule.interface.name if rule.interface and not rule.interface.negated else (ctx.physical() or [None])[0]
+    if ifname is None:
+        return None
+    direction = rule.direction or "in"
+    src = ctx.sample(rule.src.host, ifname if direction == "in" else None)
+    dst = ctx.sample(rule.dst.host, None if direction == "in" else ifname)
+    if src is None or dst is None:
+        return None
+    proto = rule.proto if rule.proto is not None else PROTO_TCP
+    if proto == PROTO_ICMP:
+        return Packet(direction, ifname, proto, src, dst, icmp_type=rule.icmp.type if rule.icmp else 8,
+                      icmp_code=(rule.icmp.code if rule.icmp else None) or 0)
+    ports = proto in (PROTO_TCP, PROTO_UDP)
+    flags = rule.flags.set if rule.flags is not None else TH_SYN
+    return Packet(direction, ifname, proto, src, dst, ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
+                  ctx.port(rule.dst.port, 12345) if ports else None, flags if proto == PROTO_TCP else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,19 +524,21 @@ def nat_hides_source(ctx: Context) -> Iterator[Finding]:
             ports = proto in (PROTO_TCP, PROTO_UDP)
             packet = Packet("out", rule.interface.name, proto, src, dst,
                             ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
-                            ctx.port(rule.dst.port, 80) if ports else None, TH_SYN if proto == PROTO_TCP else None)
-        example = None
+                            ctx.port(rule.dst.port, 12345) if ports else None, TH_SYN if proto == PROTO_TCP else None)
+        example, probes = None, ()
         if packet is not None:
             after, applied, _ = ctx.matcher.translate(packet)
             if applied is not None:
                 example = (f"{packet}: nat (line {applied.origin.line}) rewrites the source to {after.src} before "
                            f"the filter runs, so line {line} does not match it")
+                if everything:  # a partly dead list: other expansions of the line still match
+                    probes = (Probe(packet, not_line=line, nat_line=applied.origin.line, src=str(after.src)),)
         what = "this rule never matches" if everything else f"the {', '.join(sources)} part of this rule never matches"
         yield Finding("lint.nat-hides-source", Severity.WARNING if everything else Severity.INFO, ctx.place(rule),
                       f"{what}: nat on {rule.interface.name} (line {nat.origin.line}) rewrites the source "
                       f"{', '.join(sources)} to {target} first, and the filter sees translated packets",
                       f"match the translated source {target} on the way out instead{_macro_hint(ctx, target)}",
-                      example=example, related=(ctx.place(nat),))
+                      example=example, related=(ctx.place(nat),), probes=probes)
 
 
 def _macro_hint(ctx: Context, address) -> str:
@@ -510,7 +577,6 @@ def _meant_rule(ctx: Context, proto: int) -> ast.Rule | None:
 
 def ha_traffic(ctx: Context) -> Iterator[Finding]:
     config = ctx.node.config
-    peer_sync = {p.config.sync.device: p for p in ctx.peers if p.config.sync is not None}
     if config.sync is not None:
         device = config.sync.device
         iface = config.interface(device)
@@ -543,7 +609,6 @@ def ha_traffic(ctx: Context) -> Iterator[Finding]:
         if other is not None:
             probes.append(Packet("in", group.parent, PROTO_CARP, other, CARP_GROUP))
         yield from _ha_findings(ctx, probes, f"CARP adverts for vhid {group.vhid}", PROTO_CARP, group.parent)
-    del peer_sync
 
 
 def _ha_findings(ctx: Context, probes: list[Packet], what: str, proto: int, device: str) -> Iterator[Finding]:
@@ -576,7 +641,8 @@ def _ha_findings(ctx: Context, probes: list[Packet], what: str, proto: int, devi
             fix = f"add 'pass quick on {device} proto {proto_name}' before it"
         yield Finding("lint.ha-traffic", Severity.ERROR, place, message, fix,
                       example=f"{packet} is blocked" + (f" by line {rule.origin.line}" if rule is not None else ""),
-                      related=related)
+                      related=related,
+                      probes=(Probe(packet, action="block", line=rule.origin.line if rule is not None else None),))
         return  # one finding per kind of traffic
 
 
@@ -604,10 +670,11 @@ def nat_own_address(ctx: Context) -> Iterator[Finding]:
         head = ctx.line_text(rule.origin.line).split("->")[0].rstrip()
         src = ctx.sample(rule.src.host, None)
         dst = ctx.sample(rule.dst.host, None) if not isinstance(rule.dst.host.address, ast.AnyAddress) else ctx.internet_host()
-        example = None
+        example, probes = None, ()
         peer_names = ", ".join(p.name for p in ctx.peers) or "the backup"
         if src is not None and dst is not None and ifname:
             packet = Packet("out", ifname, PROTO_TCP, src, dst, EPHEMERAL_PORT, 80, TH_SYN)
+            probes = (Probe(packet, nat_line=rule.origin.line, src=str(target)),)
             example = (f"{packet} leaves as {target}:{EPHEMERAL_PORT}, {ctx.node.name}'s own address; after a failover "
                        f"{peer_names} holds the synced state but the replies still go to {target}, the failed node")
         yield Finding("lint.nat-own-address", Severity.ERROR, ctx.place(rule),
@@ -615,7 +682,7 @@ def nat_own_address(ctx: Context) -> Iterator[Finding]:
                       "survive a failover (the other node cannot receive traffic for it)",
                       f"translate to the shared CARP address: {head} -> {carp_address}, and let the filter rules that "
                       f"match the translated source accept {carp_address} ($ext_carp)",
-                      example=example)
+                      example=example, probes=probes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,7 +732,8 @@ def forward_blocked(ctx: Context) -> Iterator[Finding]:
             action, decider, certain = ctx.matcher.filter(packet)
             if action != "pass" or decider is not rule or not certain:
                 continue
-            finding = _outbound(ctx, packet, f"line {rule.origin.line} passes it in", ctx.place(rule))
+            finding = _outbound(ctx, packet, f"line {rule.origin.line} passes it in", ctx.place(rule),
+                                in_line=rule.origin.line)
             if finding is not None:
                 reported.add(rule.origin.line)
                 yield finding
@@ -674,7 +742,7 @@ def forward_blocked(ctx: Context) -> Iterator[Finding]:
 
 
 def _outbound(ctx: Context, packet: Packet, why_in: str, place: Place, rdr: ast.TranslationRule | None = None,
-              original: Packet | None = None) -> Finding | None:
+              original: Packet | None = None, in_line: int | None = None) -> Finding | None:
     out_if = ctx.route(packet.dst)
     if out_if is None or out_if == packet.ifname:
         return None
@@ -706,9 +774,13 @@ def _outbound(ctx: Context, packet: Packet, why_in: str, place: Place, rdr: ast.
     else:
         fix = f"add a 'pass out quick on {out_if}' rule for this traffic (pf needs a pass in each direction)"
     what = "traffic redirected by this rule" if rdr is not None else "traffic this rule passes in"
+    first = Probe(original if original is not None else packet, line=in_line,
+                  nat_line=rdr.origin.line if rdr is not None else None)
+    last = Probe(outbound, action="block", line=rule.origin.line if rule is not None else None,
+                 nat_line=nat.origin.line if nat is not None else None)
     return Finding("lint.forward-blocked", Severity.WARNING, place,
                    f"{what} on {packet.ifname} is blocked going out on {out_if} by {by}: the connection never completes",
-                   fix, example=example, related=related)
+                   fix, example=example, related=related, probes=(first, last))
 
 
 def rdr_blocked(ctx: Context) -> Iterator[Finding]:
@@ -740,10 +812,13 @@ def rdr_blocked(ctx: Context) -> Iterator[Finding]:
                           f"{{ {', '.join(map(str, ports))} }}' (the filter sees the redirected destination) and the "
                           "matching pass out", example=f"{packet} is redirected to {translated.dst}:{translated.dport} "
                                                        f"and blocked by {by}",
-                          related=(ctx.place(decider),) if decider is not None else ())
+                          related=(ctx.place(decider),) if decider is not None else (),
+                          probes=(Probe(packet, action="block", nat_line=rule.origin.line,
+                                        line=decider.origin.line if decider is not None else None),))
             continue
         finding = _outbound(ctx, translated, f"line {decider.origin.line if decider else '?'} passes it in",
-                            ctx.place(rule), rdr=rule, original=packet)
+                            ctx.place(rule), rdr=rule, original=packet,
+                            in_line=decider.origin.line if decider is not None else None)
         if finding is not None:
             reported.add(rule.origin.line)
             yield finding

@@ -62,6 +62,48 @@ class Packet:
 
 
 # ---------------------------------------------------------------------------------------------
+# An index of rules by the fields most rules pin down
+
+
+def _exact_port(match: ast.PortMatch | None) -> int | None:
+    return match.low if match is not None and match.op == "=" else None
+
+
+class RuleIndex:
+    """Rules bucketed by (interface, direction, protocol, destination port), None = any.
+
+    A packet (or a rule looking for the rules that cover it) only needs the buckets whose key
+    parts are either its own value or None: at most 16 lists, merged back into rule order.
+    This keeps the lint near-linear on large rulesets instead of quadratic. Rules on negated
+    interfaces or interface groups go to the "any interface" bucket and are checked in full.
+    """
+
+    def __init__(self, rules, view: InterfaceView) -> None:
+        self.rules = list(rules)
+        self.buckets: dict[tuple, list[int]] = {}
+        for position, rule in enumerate(self.rules):
+            self.buckets.setdefault(self._key(rule, view), []).append(position)
+
+    @staticmethod
+    def _key(rule, view: InterfaceView) -> tuple:
+        interface = getattr(rule, "interface", None)
+        name = None
+        if interface is not None and not interface.negated and interface.name != "any" and not view.groups.get(interface.name):
+            name = interface.name
+        return (name, rule.direction, rule.proto, _exact_port(rule.dst.port))
+
+    def candidates(self, ifname: str | None, direction: str | None, proto: int | None, dport: int | None) -> list:
+        """Rules that may match something with these values (None: the value itself is "any")."""
+        found: list[int] = []
+        for a in {ifname, None}:
+            for b in {direction, None}:
+                for c in {proto, None}:
+                    for d in {dport, None}:
+                        found.extend(self.buckets.get((a, b, c, d), ()))
+        return [self.rules[i] for i in sorted(found)]
+
+
+# ---------------------------------------------------------------------------------------------
 # Matching one rule
 
 
@@ -80,6 +122,7 @@ class Matcher:
         self.ruleset = ruleset
         self.view = view
         self.tables = {t.name: t for t in ruleset.tables}
+        self.filter_index = RuleIndex(ruleset.filter, view)
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -255,7 +298,7 @@ class Matcher:
             return "pass", None, True
         decision: tuple[str, ast.Rule | None] = ("pass", None)
         certain = True
-        for rule in self.ruleset.filter:
+        for rule in self.filter_index.candidates(packet.ifname, packet.direction, packet.proto, packet.dport):
             hit = self.matches(rule, packet)
             if hit is None:
                 certain = False

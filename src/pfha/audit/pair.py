@@ -11,6 +11,7 @@ compares two :class:`NodeSource` values; none reads anything but the pf.conf fil
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pfha.audit.findings import Finding, Place, Severity
@@ -27,10 +28,7 @@ def check_pair(a: NodeSource, b: NodeSource) -> list[Finding]:
 
 
 def _with_nodes(finding: Finding, a: NodeSource, b: NodeSource) -> Finding:
-    if finding.nodes:
-        return finding
-    return Finding(finding.check, finding.severity, finding.place, finding.message, finding.fix,
-                   finding.example, finding.related, (a.name, b.name))
+    return finding if finding.nodes else replace(finding, nodes=(a.name, b.name))
 
 
 def same_name(a: NodeSource, b: NodeSource) -> Iterator[Finding]:

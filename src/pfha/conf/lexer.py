@@ -40,6 +40,8 @@ _NOT_IN_STRING = set("(){}<>!=/#,\"'") | set(" \t\n\r\f\v")
 _ENDS_NUMBER = set(" \t\n\r\f\v),/}><=")
 
 _WORD_RE = re.compile(r"[^(){}<>!=/#,\"'\s$]+")
+# inside a macro's expansion '$' is an ordinary character (parse.y does not expand twice)
+_WORD_DOLLAR_RE = re.compile(r"[^(){}<>!=/#,\"'\s]+")
 _NUMBER_RE = re.compile(r"-?[0-9]+")
 _MACRO_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 _BLANKS_RE = re.compile(r"(?:[ \t\f\r\v]|\\\n)+")
@@ -57,6 +59,7 @@ class Lexer:
         self._next_line = 0
         self._text = ""
         self._pos = 0
+        self._noexpand_end = 0  # text before this position came from a macro expansion
         self.line = 1
         self._pending: list[Token] = []
         self._load_line()
@@ -77,6 +80,7 @@ class Lexer:
         if i < last:
             text += "\n"
         self._text, self._pos = text, 0
+        self._noexpand_end = 0
         return True
 
     # ------------------------------------------------------------------ errors
@@ -109,7 +113,7 @@ class Lexer:
                 end = text.find("\n", self._pos)
                 self._pos = len(text) if end < 0 else end
                 continue
-            if c == "$":
+            if c == "$" and self._pos >= self._noexpand_end:
                 self._expand_macro()
                 text = self._text
                 continue
@@ -142,14 +146,14 @@ class Lexer:
         if c in "(){}<>!=/,":
             self._pos += 1
             return Token(c, c, line)
-        m = _WORD_RE.match(text, pos)
+        m = (_WORD_RE if pos >= self._noexpand_end else _WORD_DOLLAR_RE).match(text, pos)
         if not m:
             self._pos += 1
             return Token(c, c, line)
         word = m.group()
         self._pos = m.end()
         # a macro reference in the middle of a word ("foo$bar") joins the word
-        while self._pos < len(self._text) and self._text[self._pos] == "$":
+        while self._pos < len(self._text) and self._text[self._pos] == "$" and self._pos >= self._noexpand_end:
             self._expand_macro()
             m2 = _WORD_RE.match(self._text, self._pos)
             if not m2:
@@ -164,9 +168,11 @@ class Lexer:
         """Replace ``$name`` by the macro's value, re-lexed (parse.y pushes it back)."""
         m = _MACRO_NAME_RE.match(self._text, self._pos + 1)
         if not m:
-            raise self.error("macro name expected" if self._pos + 1 < len(self._text) else "syntax error")
+            self._pos += 1  # always make progress, so error recovery cannot loop
+            raise self.error("syntax error")
         name = m.group()
         if name not in self.macros:
+            self._pos = m.end()
             raise self.error(f"macro '{name}' not defined")
         value = self.macros[name]
         if "\n" in value:
@@ -174,6 +180,7 @@ class Lexer:
         # splice into the current line only (cheap): the value is lexed as if written here
         self._text = value + self._text[m.end():]
         self._pos = 0
+        self._noexpand_end = len(value)
         if len(self._text) > 1 << 24:
             raise self.error("macro expansion too large")
 
@@ -183,6 +190,7 @@ class Lexer:
         out: list[str] = []
         while True:
             if pos >= len(text):
+                self._pos = pos
                 raise self.error("reached end of file while parsing quoted string", line)
             c = text[pos]
             if c == "\\" and pos + 1 < len(text):
@@ -202,6 +210,7 @@ class Lexer:
                 pos += 1
                 break
             if c == "\n":
+                self._pos = pos
                 raise self.error("unterminated quoted string", line)
             out.append(c)
             pos += 1

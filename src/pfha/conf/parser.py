@@ -77,6 +77,7 @@ LIMITS = ("states", "frags", "src-nodes", "tables", "table-entries", "anchors", 
 OPTIMIZATIONS = ("default", "normal", "high-latency", "satellite", "aggressive", "conservative")
 
 MAX_INCLUDE_DEPTH = 16
+MAX_ANCHOR_DEPTH = 64  # pfctl: PFCTL_ANCHOR_STACK_DEPTH
 
 
 class _Abort(Exception):
@@ -159,6 +160,7 @@ class Parser:
         self.lexer: Lexer | None = None
         self.tok: Token = Token("eof", "", 0)
         self.include_depth = 0
+        self.anchor_depth = 0
         self.main = _Builder("")
 
     # ============================================================== token plumbing
@@ -261,7 +263,7 @@ class Parser:
                 tok = self.tok
                 if tok.kind == "eof":
                     if inline:
-                        self._syntax()
+                        self._record("syntax error", tok.line)
                     return
                 if tok.kind == "nl":
                     self._advance()
@@ -1577,13 +1579,19 @@ class Parser:
         self._skip_nl_if_brace()
         if self.tok.kind == "{":
             self._advance()
+            if self.anchor_depth >= MAX_ANCHOR_DEPTH:
+                self._error(f"anchor depth exceeded ({MAX_ANCHOR_DEPTH})", tok.line)
             if name and ("/" in name.strip("/") or name.endswith("*")):
                 self._error("anchor names with wildcards or paths cannot be inline")
             child_path = name or f"_{b.inline_count + 1}"
             b.inline_count += 1
             body = _Builder(path=f"{b.path}/{child_path}" if b.path else child_path)
             saved_policy = self.blockpolicy
-            self._statements(body, inline=True)
+            self.anchor_depth += 1
+            try:
+                self._statements(body, inline=True)
+            finally:
+                self.anchor_depth -= 1
             self.blockpolicy = saved_policy
             spec.body = body
         spec.end_line = self._end_of_statement()
@@ -1813,8 +1821,18 @@ def _partial_output(parser: Parser) -> str:
 def parse_text(text: str, filename: str = "pf.conf", interfaces: InterfaceView | None = None, *, include_base=None) -> Ruleset:
     """Parse pf.conf text into an expanded :class:`Ruleset` (raises :class:`ParseError`)."""
     parser = Parser(interfaces if interfaces is not None else InterfaceView.empty(), include_base)
-    parser.parse_text(text, filename)
+    _guarded(parser, text, filename)
     return _finish(parser)
+
+
+def _guarded(parser: Parser, text: str, filename: str) -> None:
+    """Parse, turning resource exhaustion by hostile input into a clean error."""
+    try:
+        parser.parse_text(text, filename)
+    except RecursionError:
+        raise ParseError("ruleset nested too deeply", filename) from None
+    except MemoryError:
+        raise ParseError("ruleset too large", filename) from None
 
 
 def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=None, display: str | None = None) -> Ruleset:
@@ -1825,5 +1843,5 @@ def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=No
         raw = Path(path).read_bytes() if str(path) != "-" else __import__("sys").stdin.buffer.read()
     except OSError as error:
         raise ParseError(f"cannot open the main config file!: {error.strerror or error}", name) from None
-    parser.parse_text(raw.decode("utf-8", errors="surrogateescape"), name)
+    _guarded(parser, raw.decode("utf-8", errors="surrogateescape"), name)
     return _finish(parser)

@@ -33,7 +33,7 @@ from pfha.engine.packet import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPRO
 from pfha.engine.rules import (CompiledRule, Resolver, RuleList, Table, compile_common,
                                compile_filter_rule, prefix_of)
 from pfha.engine.state import (DEFAULT_STATE_LIMIT, DEFAULT_TIMEOUTS, OPTIMIZATION_PRESETS,
-                               PF_TCPS_PROXY_DST, PF_TCPS_PROXY_SRC, SourceNode, State, StateTable)
+                               PF_TCPS_PROXY_SRC, SourceNode, State, StateTable)
 from pfha.engine.translate import (MapFailed, Translation, TranslationRuleC, Translator, apply,
                                    compile_translation)
 from pfha.pflog.format import AF_INET, AF_INET6, NO_SUBRULE, Action, Direction, PflogHeader, Reason
@@ -97,7 +97,7 @@ class LogRecord:
         return self.header.encode() + self.packet
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """What pf did with one packet at one (interface, direction)."""
 
@@ -198,8 +198,12 @@ def _state_policy(spec: ast.StateSpec, defaults: tuple) -> StatePolicy:
             policy.sloppy = True
         elif name == "no-sync":
             policy.no_sync = True
+        elif name in ("adaptive.start", "adaptive.end"):
+            if option.value:
+                policy.timeouts["rule." + name] = option.value
         elif "." in name and option.value is not None:
             policy.timeouts[name] = option.value
+    # ("max n" implies adaptive.start/end of (n / 10) * 6 and * 12: the parser adds them, as pfctl)
     return policy
 
 
@@ -226,16 +230,25 @@ class Engine:
         self.timeouts.update(OPTIMIZATION_PRESETS.get(options.optimization, {}))
         self.timeouts.update(dict(options.timeouts))
         limits = dict(options.limits)
-        self.states = StateTable(limits.get("states", DEFAULT_STATE_LIMIT))
+        explicit = dict(options.timeouts)
+        if "states" in limits and "adaptive.start" not in explicit and "adaptive.end" not in explicit:
+            # pfctl: a states limit without explicit adaptive timeouts sets them to 60% / 120% of it
+            self.timeouts["adaptive.start"] = (limits["states"] // 10) * 6
+            self.timeouts["adaptive.end"] = (limits["states"] // 10) * 12
+        self.states = StateTable(limits.get("states", DEFAULT_STATE_LIMIT),
+                                 (self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]))
         self.if_bound_default = options.state_policy == "if-bound"
         self.state_defaults = options.state_defaults
         self.default_rule = DefaultRule("block" if default_block else "pass")
         self.self_prefixes = [prefix_of(a.ip, 32 if a.version == 4 else 128) for a in self.interfaces.addrs("self")]
         self.scrub = RuleList([compile_common(r, "scrub", self.resolver, r.number) for r in ruleset.scrub],
                               indexed=indexed)
+        for rule in self.scrub:
+            rule.extra["trivial"] = rule.trivial
         self.filter = self._compile_filter(ruleset.filter, ruleset, "")
         self.translator = self._compile_translation(ruleset)
         self.sticky: dict = {}
+        self.fragments: dict = {}  # (af, src, dst, proto, id) -> [first seen, {offset: Packet}]
         self.log: list[LogRecord] = []
         self.packets_seen = 0
 
@@ -267,26 +280,43 @@ class Engine:
         return RuleList(compiled, path, self.indexed)
 
     def _compile_translation(self, ruleset: ast.Ruleset) -> Translator:
-        binat_out, binat_in, rdr, nat = [], [], [], []
-        for rule in ruleset.translation:
-            if not isinstance(rule, ast.TranslationRule):
-                continue  # nat-anchor / rdr-anchor calls: not modelled (see docs/engine.md)
-            if rule.kind == "nat":
-                nat.append(compile_translation(rule, self.resolver))
-            elif rule.kind == "rdr":
-                rdr.append(compile_translation(rule, self.resolver))
-            else:
-                out = compile_translation(rule, self.resolver)
-                inn = compile_translation(rule, self.resolver, inbound_binat=True)
-                internal = self.resolver.prefixes(rule.src.host.address) or []
-                inn.rule.extra["binat_internal"] = internal
-                inn.rule.counters = out.rule.counters  # one rule, one set of counters
-                binat_out.append(out)
-                binat_in.append(inn)
-        translator = Translator(binat_out, binat_in, rdr, nat)
+        lists: dict[str, list] = {"binat_out": [], "binat_in": [], "rdr": [], "nat": []}
+        self._add_translation(ruleset.translation, ruleset, (), "", lists)
+        translator = Translator(lists["binat_out"], lists["binat_in"], lists["rdr"], lists["nat"])
         for rule_list in translator.lists.values():
             rule_list.indexed = self.indexed
         return translator
+
+    def _add_translation(self, rules: Iterable, ruleset: ast.Ruleset, gates: tuple, path: str,
+                         lists: dict) -> None:
+        """File nat/rdr/binat rules in order; ``nat-anchor``/``rdr-anchor``/``binat-anchor``
+        calls are flattened in place, their own tests kept as gates every inner rule must pass."""
+        for rule in rules:
+            if isinstance(rule, ast.AnchorRule):
+                body = rule.ruleset if rule.ruleset is not None else ruleset.anchor(rule.name)
+                if body is None:
+                    continue
+                gate = compile_common(rule, "anchor", self.resolver, rule.number)
+                sub_path = f"{path}/{rule.name}".strip("/") if rule.name else path
+                self._add_translation(body.translation, body, gates + (gate,), sub_path, lists)
+                continue
+            if not isinstance(rule, ast.TranslationRule):
+                continue
+            if rule.kind in ("nat", "rdr"):
+                compiled = compile_translation(rule, self.resolver)
+                compiled.rule.gates = gates
+                compiled.rule.anchor_path = path
+                lists[rule.kind].append(compiled)
+                continue
+            out = compile_translation(rule, self.resolver)
+            inn = compile_translation(rule, self.resolver, inbound_binat=True)
+            inn.rule.extra["binat_internal"] = self.resolver.prefixes(rule.src.host.address) or []
+            inn.rule.counters = out.rule.counters  # one rule, one set of counters
+            for half in (out, inn):
+                half.rule.gates = gates
+                half.rule.anchor_path = path
+            lists["binat_out"].append(out)
+            lists["binat_in"].append(inn)
 
     # ------------------------------------------------------------------ queries
     def rules(self) -> list:
@@ -329,7 +359,9 @@ class Engine:
         if self.scrub.rules:
             bad = self._normalize(packet, ifname, inbound, now)
             if bad is not None:
-                return bad
+                if bad.reason != "reassembled":
+                    return bad
+                packet = bad.packet  # the last fragment completed the datagram: go on with it
         # ---- state lookup
         if packet.frag_offset == 0:
             decision = self._test_state(packet, ifname, inbound, direction, now, emitted)
@@ -342,7 +374,8 @@ class Engine:
         """pf_normalize_ip / pf_normalize_tcp for the first matching scrub rule."""
         for rule in self.scrub.candidates(packet, ifname, inbound):
             rule.counters.evaluations += 1
-            if not rule.matches(packet, ifname, inbound, packet.tag):
+            if not (rule.extra["trivial"] and not packet.frag_offset) and \
+                    not rule.matches(packet, ifname, inbound, packet.tag):
                 continue
             if rule.ast.negated:
                 return None
@@ -355,6 +388,9 @@ class Engine:
                 packet.ttl = opts.min_ttl
             if opts.set_tos is not None:
                 packet.tos = opts.set_tos
+            if (packet.frag_offset or packet.more_frags) and opts.fragment in (None, "reassemble"):
+                rule.counters.packets[0 if inbound else 1] += 1
+                return self._reassemble(packet, ifname, inbound, rule, now)
             if packet.proto == IPPROTO_TCP and not packet.frag_offset:
                 flags = packet.flags
                 bad = False
@@ -380,31 +416,79 @@ class Engine:
             return None
         return None
 
+    def _reassemble(self, packet: Packet, ifname: str, inbound: bool, rule, now: float) -> Decision:
+        """pf_reassemble: hold fragments until the datagram is whole (``fragment reassemble``).
+
+        A held fragment's decision is ``pass`` with reason ``held``: nothing leaves yet. The
+        fragment that completes the datagram returns reason ``reassembled`` with the whole
+        packet, which :meth:`process` then filters like any other. Fragments older than the
+        ``frag`` timeout are forgotten; overlapping fragments are dropped (``fragment``).
+        """
+        direction = "in" if inbound else "out"
+        key = (packet.af, packet.src, packet.dst, packet.proto, packet.ip_id)
+        queue = self.fragments.get(key)
+        if queue is None or now - queue[0] > self.timeouts.get("frag", 30):
+            queue = self.fragments[key] = [now, {}]
+        parts: dict = queue[1]
+        if packet.frag_offset in parts:
+            del self.fragments[key]
+            return Decision("block", "fragment", rule, None, None, None, False, [], [], packet, ifname, direction)
+        parts[packet.frag_offset] = packet
+        first = parts.get(0)
+        if first is None:
+            return Decision("pass", "held", rule, None, None, None, False, [], [], packet, ifname, direction)
+        header = (20 + len(first.ip_options) + (-len(first.ip_options) % 4)) if first.af == 4 else 40
+        offset = first.size() - header
+        pieces = []
+        last = first
+        while last.more_frags:
+            nxt = parts.get(offset)
+            if nxt is None:
+                return Decision("pass", "held", rule, None, None, None, False, [], [], packet, ifname, direction)
+            pieces.append(nxt.payload)
+            offset += len(nxt.payload)
+            last = nxt
+        del self.fragments[key]
+        whole = first.copy()
+        whole.payload = first.payload + b"".join(pieces)
+        whole.more_frags = False
+        whole.frag_offset = 0
+        whole.wire_len = 0
+        whole.truncated = False
+        return Decision("pass", "reassembled", rule, None, None, None, False, [], [], whole, ifname, direction)
+
     # ------------------------------------------------------------------ states
     def _test_state(self, packet: Packet, ifname: str, inbound: bool, direction: str, now: float,
                     emitted: list) -> Optional[Decision]:
         proto = packet.proto
-        af = packet.af
-        if (proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6) and packet.is_icmp_error:
-            return self._test_state_icmp_error(packet, ifname, inbound, direction, now)
-        if proto == IPPROTO_TCP or proto == IPPROTO_UDP or packet.is_icmp:
+        if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
+            sport, dport = packet.sport, packet.dport
+        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if packet.is_icmp_error:
+                return self._test_state_icmp_error(packet, ifname, inbound, direction, now)
             sport, dport = packet.sport, packet.dport
         else:
             sport = dport = 0
         if inbound:
-            key = (af, proto, packet.src, sport, packet.dst, dport)
+            bucket = self.states.wire.get((packet.af, proto, packet.src, sport, packet.dst, dport))
         else:
-            key = (af, proto, packet.dst, dport, packet.src, sport)
-        state = self.states.lookup(key, inbound, ifname)
-        if state is None:
+            bucket = self.states.stack.get((packet.af, proto, packet.dst, dport, packet.src, sport))
+        if not bucket:
             return None
-        if state.expired(now):
+        for state in bucket:
+            if state.ifname is None or state.ifname == ifname:
+                break
+        else:
+            return None
+        if now >= state.expire + state.timeouts[state.timeout] or state.purged or (
+                (state.adaptive or len(self.states.states) > self.states.adaptive_start)
+                and self.states.expired(state, now)):
             self.states.remove(state)
             return None
         from_src = state.direction == direction
         reason = None
         if proto == IPPROTO_TCP:
-            if tracking.closed_and_new_syn(state, packet, from_src):
+            if packet.flags & TH_SYN and tracking.closed_and_new_syn(state, packet, from_src):
                 self.states.remove(state)  # port reuse: evaluate the rules afresh
                 return None
             if state.src.state >= PF_TCPS_PROXY_SRC:
@@ -430,7 +514,7 @@ class Engine:
             return self._state_decision(packet, state, ifname, inbound, direction, now, "block", reason, emitted,
                                         charge=False)
         # Rewrite per the state's other key (nothing to do without translation).
-        if state.wire is not state.stack and state.wire != state.stack:
+        if state.wire is not state.stack:  # translated (equal keys are stored as one object)
             if inbound:
                 nk = state.stack
                 packet.src, packet.dst = nk[2], nk[4]
@@ -460,7 +544,7 @@ class Engine:
         if action == "pass" and (packet.ip_options or packet.v6_routing) and not rule.extra.get("allow_opts"):
             action, reason = "block", "ip-option"
         if charge or action == "pass":
-            size = packet.wire_len or len(packet.to_bytes())
+            size = packet.wire_len or packet.size()
             side = 0 if inbound else 1
             rule.counters.packets[side] += 1
             rule.counters.bytes[side] += size
@@ -493,9 +577,21 @@ class Engine:
         else:
             key = (inner.af, iproto, inner.src, isport, inner.dst, idport)
         state = self.states.lookup(key, inbound, ifname)
-        if state is None or state.expired(now):
+        if state is None or self.states.expired(state, now):
             return None
-        if state.wire != state.stack:
+        if iproto == IPPROTO_TCP and not state.sloppy and state.src.state < PF_TCPS_PROXY_SRC:
+            # The quoted segment must lie in its sender's window (pf_test_state_icmp, "BAD ICMP").
+            quoted_from_src = state.direction != direction
+            src, dst = (state.src, state.dst) if quoted_from_src else (state.dst, state.src)
+            dws = dst.wscale & 0x0F if (src.wscale and dst.wscale) else 0
+            seq = (inner.seq - src.seqdiff) & 0xFFFFFFFF
+            if not (tracking.seq_geq(src.seqhi, seq)
+                    and tracking.seq_geq(seq, (src.seqlo - (dst.max_win << dws)) & 0xFFFFFFFF)):
+                return self._state_decision(packet, state, ifname, inbound, direction, now, "block",
+                                            "state-mismatch", [], charge=False)
+            if src.seqdiff:
+                inner.seq = seq
+        if state.wire is not state.stack:
             old_src, old_dst = inner.src, inner.dst
             nk = state.stack if inbound else state.wire
             if inbound:
@@ -510,7 +606,6 @@ class Engine:
                 packet.dst = inner.src
             if inner.dst != old_dst and packet.src == old_dst:
                 packet.src = inner.dst
-        state.expire = max(state.expire, now) if state.expire else now
         return self._state_decision(packet, state, ifname, inbound, direction, now, "pass", "match", [])
 
     def _conn_limit(self, state: State) -> bool:
@@ -623,7 +718,7 @@ class Engine:
             state_word = "created"
             if state.src.state == PF_TCPS_PROXY_SRC:
                 action, reason = "block", "synproxy"
-        size = packet.wire_len or len(packet.to_bytes())
+        size = packet.wire_len or packet.size()
         rule.counters.packets[side] += 1
         rule.counters.bytes[side] += size
         if tr is not None:
@@ -654,7 +749,7 @@ class Engine:
     def _finish_block(self, original: Packet, packet: Packet, ifname: str, inbound: bool, direction: str, now: float,
                       rule, reason: str, emitted: list, translation: Optional[Translation]) -> Decision:
         side = 0 if inbound else 1
-        size = packet.wire_len or len(packet.to_bytes())
+        size = packet.wire_len or packet.size()
         rule.counters.packets[side] += 1
         rule.counters.bytes[side] += size
         if reason == "match" and getattr(rule, "kind", "") == "block":
@@ -678,13 +773,13 @@ class Engine:
             return "state-limit"
         nodes: tuple = ()
         if policy.tracks_sources:
-            key = (af, orig.src if inbound else orig.src, id(rule) if policy.source_track != "global" else 0)
+            key = (af, orig.src, id(rule) if policy.source_track != "global" else 0)
             node = self.states.src_nodes.get(key)
             if node is None:
                 rule_nodes = rule.extra.setdefault("src_nodes", set())
                 if policy.max_src_nodes and len(rule_nodes) >= policy.max_src_nodes:
                     return "src-limit"
-                node = SourceNode(af, key[1], key[2])
+                node = SourceNode(af, key[1], key[2], registry=rule_nodes)
                 self.states.src_nodes[key] = node
                 rule_nodes.add(key)
             if policy.max_src_states and node.states >= policy.max_src_states:
@@ -711,6 +806,7 @@ class Engine:
         state = State(self.states.new_id(), wire, stack, direction, ifname if if_bound else None, ifname, rule,
                       nat_rule=tr.rule if tr is not None else None, timeouts=timeouts, creation=now, expire=now,
                       tag=packet.tag, src_nodes=nodes, sloppy=policy.sloppy, no_sync=policy.no_sync)
+        state.adaptive = bool(timeouts.get("rule.adaptive.start"))
         state.log_all = bool(getattr(getattr(rule, "ast", None), "log", None) and rule.ast.log.all)
         if self.states.conflicts(state):
             return "state-insert"

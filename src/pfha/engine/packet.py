@@ -238,6 +238,21 @@ class Packet:
     def __len__(self) -> int:
         return self.wire_len or len(self.to_bytes())
 
+    def size(self) -> int:
+        """The datagram's length in bytes, computed without building it (for byte counters)."""
+        options = len(self.ip_options)
+        header = (20 + options + (-options % 4)) if self.af == 4 else 40
+        proto = self.proto
+        if self.frag_offset:
+            l4 = 0
+        elif proto == IPPROTO_TCP:
+            l4 = 20 + len(self.tcp_options) + (-len(self.tcp_options) % 4)
+        elif proto == IPPROTO_UDP or proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            l4 = 8
+        else:
+            l4 = 0
+        return header + l4 + len(self.payload)
+
     def copy(self) -> "Packet":
         clone = Packet.__new__(Packet)
         for name in Packet.__slots__:
@@ -365,6 +380,26 @@ class Packet:
         raise PacketError(f"not an IP packet (version {version})")
 
 
+def _blank(af: int, src: int, dst: int, proto: int) -> Packet:
+    """A packet with default fields, without keyword binding: the parser's fast constructor."""
+    p = _new(Packet)
+    p.af = af
+    p.src = src
+    p.dst = dst
+    p.proto = proto
+    p.sport = p.dport = p.flags = p.seq = p.ack = p.icmp_type = p.icmp_code = p.icmp_id = 0
+    p.icmp_rest = p.ip_id = p.frag_offset = p.flow = p.tos = p.wire_len = 0
+    p.win = 65535
+    p.ttl = 64
+    p.tcp_options = p.payload = p.ip_options = b""
+    p.df = p.more_frags = p.v6_routing = p.truncated = False
+    p.inner = p.tag = None
+    return p
+
+
+_new = object.__new__
+
+
 def _parse_v4(data: bytes, lenient: bool) -> Packet:
     if len(data) < 20:
         raise PacketError("short IPv4 header")
@@ -375,10 +410,16 @@ def _parse_v4(data: bytes, lenient: bool) -> Packet:
     end = total if (total and total <= len(data)) else len(data)
     if not lenient and total > len(data):
         raise PacketError("IPv4 packet shorter than its total length")
-    packet = Packet(4, int.from_bytes(src, "big"), int.from_bytes(dst, "big"), proto,
-                    ttl=ttl, tos=tos, ip_id=ip_id, df=bool(frag & 0x4000),
-                    frag_offset=(frag & 0x1FFF) * 8, more_frags=bool(frag & 0x2000),
-                    ip_options=bytes(data[20:ihl]))
+    packet = _blank(4, int.from_bytes(src, "big"), int.from_bytes(dst, "big"), proto)
+    packet.ttl = ttl
+    packet.tos = tos
+    packet.ip_id = ip_id
+    if frag & 0x7FFF:
+        packet.df = bool(frag & 0x4000)
+        packet.frag_offset = (frag & 0x1FFF) * 8
+        packet.more_frags = bool(frag & 0x2000)
+    if ihl > 20:
+        packet.ip_options = bytes(data[20:ihl])
     packet.wire_len = total or len(data)
     packet.truncated = total > len(data)
     _parse_transport(packet, data, ihl, end, lenient)
@@ -389,8 +430,10 @@ def _parse_v6(data: bytes, lenient: bool) -> Packet:
     if len(data) < 40:
         raise PacketError("short IPv6 header")
     first, plen, next_header, hlim, src, dst = _IP6.unpack_from(data)
-    packet = Packet(6, int.from_bytes(src, "big"), int.from_bytes(dst, "big"), next_header,
-                    ttl=hlim, tos=(first >> 20) & 0xFF, flow=first & 0xFFFFF)
+    packet = _blank(6, int.from_bytes(src, "big"), int.from_bytes(dst, "big"), next_header)
+    packet.ttl = hlim
+    packet.tos = (first >> 20) & 0xFF
+    packet.flow = first & 0xFFFFF
     end = 40 + plen if 40 + plen <= len(data) else len(data)
     if not lenient and 40 + plen > len(data):
         raise PacketError("IPv6 packet shorter than its payload length")

@@ -15,7 +15,7 @@ match with negation, dynamic ``(if)`` addresses resolved through the injected
 
 from __future__ import annotations
 
-import heapq
+import operator
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
@@ -255,9 +255,11 @@ class CompiledRule:
     tagged_negated: bool = False
     never: bool = False  # user/group/os tests: no socket or fingerprint knowledge here
     fragment_ok: bool = True  # no ports, flags or icmp-type: may match a later fragment
+    fragments_only: bool = False  # ``fragment``: skipped for whole packets (PFRULE_FRAGMENT)
     probability: Optional[float] = None
     anchor: Optional["RuleList"] = None
     anchor_path: str = ""
+    gates: tuple = ()  # translation rules inside nat-/rdr-anchors: the anchors' own tests
     counters: Counters = field(default_factory=Counters)
     # index keys
     index_port: Optional[int] = None
@@ -268,6 +270,14 @@ class CompiledRule:
 
     def state_removed(self) -> None:
         self.counters.states_cur -= 1
+
+    @property
+    def trivial(self) -> bool:
+        """No test beyond interface, direction, family and protocol (the index's bucket key):
+        every whole packet of its bucket matches (``scrub in all``, ``pass out on xl0``)."""
+        return (self.src is None and self.dst is None and self.sport is None and self.dport is None
+                and self.flags is None and self.icmp is None and self.tagged is None and not self.never
+                and self.probability is None and not self.fragments_only)
 
     def matches(self, packet: Packet, ifname: str, inbound: bool, tag: Optional[str], rng=None) -> bool:
         """Every test of the rule (pf_test_rule's loop body), in pf's order."""
@@ -287,7 +297,10 @@ class CompiledRule:
             return False
         if self.dst is not None and not self.dst(af, packet.dst):
             return False
-        if packet.frag_offset and not self.fragment_ok:
+        if packet.frag_offset:
+            if not self.fragment_ok:
+                return False
+        elif self.fragments_only:
             return False
         if self.sport is not None or self.dport is not None:
             if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
@@ -312,40 +325,52 @@ class CompiledRule:
 
 
 # ---------------------------------------------------------------------- the index
+_position = operator.itemgetter(0)
+
+
 class _Bucket:
     """The rules that can match one (interface, direction, family, protocol), filed by a test
-    each rule cannot match without: its destination host, its destination port, its
+    each rule cannot match without: its destination host (and port), its destination port, its
     destination network, its source network - or, for rules with none of these, ``generic``.
 
     A packet's candidates are ``generic`` plus one dictionary probe per port and per distinct
-    prefix length, merged back into rule order.
+    prefix length, merged back into rule order. Lists hold (position, rule) pairs so the merge
+    restores file order; a bucket with only generic rules hands its list out as is.
     """
 
-    __slots__ = ("generic", "by_host_port", "by_port", "by_dst", "by_src")
+    __slots__ = ("generic", "generic_rules", "by_host_port", "by_port", "by_dst", "by_src", "simple")
 
     def __init__(self) -> None:
-        self.generic: list[int] = []
-        self.by_host_port: dict[tuple[int, int], list[int]] = {}
-        self.by_port: dict[int, list[int]] = {}
-        self.by_dst: dict[int, dict[int, list[int]]] = {}
-        self.by_src: dict[int, dict[int, list[int]]] = {}
+        self.generic: list[tuple[int, CompiledRule]] = []
+        self.generic_rules: list[CompiledRule] = []
+        self.by_host_port: dict[tuple[int, int], list] = {}
+        self.by_port: dict[int, list] = {}
+        self.by_dst: dict[int, dict[int, list]] = {}
+        self.by_src: dict[int, dict[int, list]] = {}
+        self.simple = True
 
     def add(self, index: int, rule: CompiledRule, full: int) -> None:
         dst, src, port = rule.index_dst, rule.index_src, rule.index_port
+        item = (index, rule)
         if dst is not None and dst[1] == full and port is not None:
-            self.by_host_port.setdefault((dst[0], port), []).append(index)
+            self.by_host_port.setdefault((dst[0], port), []).append(item)
         elif dst is not None and dst[1] == full:
-            self.by_dst.setdefault(dst[1], {}).setdefault(dst[0], []).append(index)
+            self.by_dst.setdefault(dst[1], {}).setdefault(dst[0], []).append(item)
         elif port is not None:
-            self.by_port.setdefault(port, []).append(index)
+            self.by_port.setdefault(port, []).append(item)
         elif dst is not None:
-            self.by_dst.setdefault(dst[1], {}).setdefault(dst[0], []).append(index)
+            self.by_dst.setdefault(dst[1], {}).setdefault(dst[0], []).append(item)
         elif src is not None:
-            self.by_src.setdefault(src[1], {}).setdefault(src[0], []).append(index)
+            self.by_src.setdefault(src[1], {}).setdefault(src[0], []).append(item)
         else:
-            self.generic.append(index)
+            self.generic.append(item)
+            self.generic_rules.append(rule)
+            return
+        self.simple = False
 
-    def candidates(self, port: int, src: int, dst: int) -> list[int]:
+    def candidates(self, port: int, src: int, dst: int) -> list:
+        if self.simple:
+            return self.generic_rules
         lists = [self.generic] if self.generic else []
         if port >= 0:
             if self.by_port:
@@ -367,8 +392,10 @@ class _Bucket:
         if not lists:
             return []
         if len(lists) == 1:
-            return lists[0]
-        return list(heapq.merge(*lists))
+            return [rule for _i, rule in lists[0]]
+        merged = [item for found in lists for item in found]
+        merged.sort(key=_position)  # back into file order (timsort on a few short runs)
+        return [rule for _i, rule in merged]
 
 
 class RuleList:
@@ -411,11 +438,14 @@ class RuleList:
             return ()
         if not self.indexed:
             return self.rules
-        bucket = self._bucket(ifname, inbound, packet.af, packet.proto)
         proto = packet.proto
+        bucket = self._buckets.get((ifname, inbound, packet.af, proto))
+        if bucket is None:
+            bucket = self._bucket(ifname, inbound, packet.af, proto)
+        if bucket.simple:
+            return bucket.generic_rules
         port = packet.dport if (proto == IPPROTO_TCP or proto == IPPROTO_UDP) and not packet.frag_offset else -1
-        rules = self.rules
-        return [rules[i] for i in bucket.candidates(port, packet.src, packet.dst)]
+        return bucket.candidates(port, packet.src, packet.dst)
 
 
 # ---------------------------------------------------------------------- compiling
@@ -468,4 +498,5 @@ def compile_filter_rule(rule: ast.Rule, resolver: Resolver) -> CompiledRule:
     if rule.uid is not None or rule.gid is not None:
         compiled.never = True  # no local socket owner is known to the engine
     compiled.probability = rule.probability if rule.probability not in (None, 1, 1.0) else None
+    compiled.fragments_only = rule.fragment
     return compiled

@@ -273,14 +273,17 @@ class Conversation:
     """Fills TCP sequence numbers the way the two ends of each connection would.
 
     Each (sender, receiver) endpoint pair remembers the next sequence number the sender will
-    use; a SYN without ``seq`` starts at 1000, an ACK without ``ack`` acknowledges what the
-    other end sent. Packets are recorded as written, as pf rewrote them, and as pf emitted them.
+    use and the ISN of its SYN; a SYN without ``seq`` reuses that ISN (the same SYN seen at
+    another interface, or pf's synproxy SYN) or starts at 1000, an ACK without ``ack``
+    acknowledges what the other end sent. Packets are recorded as written, as pf rewrote them, and as pf emitted them.
     """
 
     ISN = 1000
 
     def __init__(self) -> None:
         self.next_seq: dict[tuple, int] = {}
+        self.syn_seq: dict[tuple, int] = {}  # the ISN each end used: a SYN seen again reuses it
+        self.forwarded: Optional[tuple] = None  # (ends, seq, ack) of the last packet passed in
         self.now = 0.0
 
     @staticmethod
@@ -296,15 +299,33 @@ class Conversation:
         if packet.proto != IPPROTO_TCP:
             return
         me, peer = self._ends(packet)
+        if self.forwarded is not None and spec.direction == "out" and self.forwarded[0] == (me, peer):
+            # the packet that just came in, now written leaving: the same segment, same numbers
+            if not spec.seq_given:
+                packet.seq = self.forwarded[1]
+            if not spec.ack_given and packet.flags & TH_ACK:
+                packet.ack = self.forwarded[2]
+            return
         if not spec.seq_given:
-            packet.seq = self.next_seq.get((me, peer), self.ISN)
+            if packet.flags & TH_SYN:
+                packet.seq = self.syn_seq.get((me, peer), self.ISN)
+            else:
+                packet.seq = self.next_seq.get((me, peer), self.ISN)
         if not spec.ack_given and packet.flags & TH_ACK:
             packet.ack = self.next_seq.get((peer, me), 0)
+
+    def passed(self, packet: Packet, direction: str, action: str) -> None:
+        """Remember a packet pf let in, so the next line can be its forwarded copy."""
+        self.forwarded = None
+        if action == "pass" and direction == "in" and packet.proto == IPPROTO_TCP:
+            self.forwarded = (self._ends(packet), packet.seq, packet.ack)
 
     def record(self, packet: Packet) -> None:
         if packet.proto != IPPROTO_TCP:
             return
         me, peer = self._ends(packet)
+        if packet.flags & TH_SYN:
+            self.syn_seq[(me, peer)] = packet.seq
         end = packet.seq + packet.l4_len + (1 if packet.flags & TH_SYN else 0) + (1 if packet.flags & TH_FIN else 0)
         self.next_seq[(me, peer)] = end & 0xFFFFFFFF
 

@@ -67,8 +67,8 @@ DEFAULT_TIMEOUTS: dict[str, int] = {
     "frag": 30,
     "interval": 10,
     "src.track": 0,
-    "adaptive.start": 0,
-    "adaptive.end": 0,
+    "adaptive.start": 60000,  # PFSTATE_ADAPT_START: 60% of the default state limit
+    "adaptive.end": 120000,  # PFSTATE_ADAPT_END
 }
 #: ``set optimization`` presets (pfctl.c: pfctl_set_optimization).
 OPTIMIZATION_PRESETS: dict[str, dict[str, int]] = {
@@ -129,6 +129,7 @@ class SourceNode:
     conn_rate_last: float = 0.0
     translated: Optional[tuple] = None  # sticky-address: (af, addr) chosen for this source
     expire: float = 0.0
+    registry: Optional[set] = None  # the rule's set of its source nodes (max-src-nodes)
 
 
 @dataclass(slots=True, eq=False)
@@ -163,6 +164,7 @@ class State:
     synproxy_pending: list = field(default_factory=list)
     purged: bool = False
     icmp_replied: bool = False
+    adaptive: bool = False  # the rule has its own adaptive timeouts (``max n`` gives 60%/120% of n)
 
     @property
     def proto(self) -> int:
@@ -176,6 +178,7 @@ class State:
         return self.expire + self.timeouts.get(self.timeout, 0)
 
     def expired(self, now: float) -> bool:
+        """Expired without adaptive scaling (see :meth:`StateTable.expired` for the full rule)."""
         return self.purged or now >= self.expire + self.timeouts[self.timeout]
 
 
@@ -186,15 +189,38 @@ class StateTable:
     before floating ones (pf keeps each key's list sorted that way).
     """
 
-    __slots__ = ("wire", "stack", "states", "next_id", "src_nodes", "limit")
+    __slots__ = ("wire", "stack", "states", "next_id", "src_nodes", "limit", "adaptive_start", "adaptive_end")
 
-    def __init__(self, limit: int = DEFAULT_STATE_LIMIT) -> None:
+    def __init__(self, limit: int = DEFAULT_STATE_LIMIT, adaptive: tuple[int, int] = (60000, 120000)) -> None:
         self.wire: dict[StateKey, list[State]] = {}
         self.stack: dict[StateKey, list[State]] = {}
         self.states: dict[int, State] = {}
         self.next_id = 1
         self.src_nodes: dict[tuple, SourceNode] = {}
         self.limit = limit
+        self.adaptive_start, self.adaptive_end = adaptive
+
+    def expires_at(self, state: State) -> float:
+        """pf_state_expires: the state's deadline, with adaptive timeouts.
+
+        Past ``adaptive.start`` states the timeout shrinks linearly, reaching zero at
+        ``adaptive.end`` (a rule with its own adaptive values counts only its own states).
+        """
+        timeout = state.timeouts[state.timeout]
+        if state.adaptive:
+            start, end = state.timeouts["rule.adaptive.start"], state.timeouts.get("rule.adaptive.end", 0)
+            count = state.rule.counters.states_cur
+        else:
+            start, end = self.adaptive_start, self.adaptive_end
+            count = len(self.states)
+        if start and end and count > start:
+            if count >= end:
+                return state.expire
+            timeout = timeout * (end - count) / (end - start)
+        return state.expire + timeout
+
+    def expired(self, state: State, now: float) -> bool:
+        return state.purged or now >= self.expires_at(state)
 
     def __len__(self) -> int:
         return len(self.states)
@@ -256,11 +282,13 @@ class StateTable:
 
     def purge(self, now: float) -> int:
         """Remove every expired state (pf's purge thread); returns how many went."""
-        dead = [s for s in self.states.values() if s.expired(now)]
+        dead = [s for s in self.states.values() if self.expired(s, now)]
         for state in dead:
             self.remove(state)
         for key in [k for k, n in self.src_nodes.items() if n.states <= 0 and now >= n.expire]:
-            del self.src_nodes[key]
+            node = self.src_nodes.pop(key)
+            if node.registry is not None:
+                node.registry.discard(key)
         return len(dead)
 
     def by_source(self, af: int, addr: int) -> list[State]:

@@ -162,8 +162,15 @@ def synproxy(state: State, packet: Packet, from_src: bool, emit: Emit, rng: rand
 # ---------------------------------------------------------------------- TCP tracking
 def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng: random.Random,
                    on_established: Optional[Callable[[State], bool]] = None) -> Optional[str]:
-    """pf_tcp_track_full: None to pass (packet rewritten by the modulators), or a reason."""
-    src, dst = (state.src, state.dst) if from_src else (state.dst, state.src)
+    """pf_tcp_track_full: None to pass (packet rewritten by the modulators), or a reason.
+
+    The SEQ_GEQ/SEQ_GT comparisons are written inline (``(a - b) & MASK32 < 2**31``): this is
+    the per-packet hot path of every TCP state match.
+    """
+    if from_src:
+        src, dst = state.src, state.dst
+    else:
+        src, dst = state.dst, state.src
     flags = packet.flags
     orig_seq = seq = packet.seq
     win = packet.win
@@ -171,7 +178,12 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
         sws, dws = src.wscale & PF_WSCALE_MASK, dst.wscale & PF_WSCALE_MASK
     else:
         sws = dws = 0
-    plen = packet.l4_len
+    end = seq + len(packet.payload)
+    if flags & TH_SYN:
+        end += 1
+    if flags & TH_FIN:
+        end += 1
+    end &= MASK32
     if src.seqlo == 0:
         # First packet from this end: set its state.
         if flags & TH_SYN and dst.wscale & PF_WSCALE_FLAG:
@@ -192,17 +204,11 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
             packet.ack = ack
         else:
             ack = packet.ack
-        end = seq + plen
-        if flags & TH_SYN:
-            end += 1
-        if flags & TH_FIN:
-            end += 1
-        end &= MASK32
         src.seqlo = seq
         if src.state < TCPS_SYN_SENT:
             src.state = TCPS_SYN_SENT
         edge = (end + max(1, dst.max_win << dws)) & MASK32
-        if src.seqhi == 1 or seq_geq(edge, src.seqhi):
+        if src.seqhi == 1 or ((edge - src.seqhi) & MASK32) < 0x80000000:
             src.seqhi = edge
         if win > src.max_win:
             src.max_win = win
@@ -212,49 +218,51 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
             packet.seq = (seq + src.seqdiff) & MASK32
         if dst.seqdiff:
             packet.ack = ack
-        end = seq + plen
-        if flags & TH_SYN:
-            end += 1
-        if flags & TH_FIN:
-            end += 1
-        end &= MASK32
     if not flags & TH_ACK:
         ack = dst.seqlo  # let it pass the ack skew check
     elif ack == 0 and ((flags & (TH_ACK | TH_RST)) == (TH_ACK | TH_RST) or dst.state < TCPS_SYN_SENT):
         ack = dst.seqlo  # broken stacks send ack 0 on RST / before the handshake
     if seq == end:
         seq = end = src.seqlo  # ease sequencing restrictions on no-data packets
-    ackskew = signed32(dst.seqlo - ack)
-    if (seq_geq(src.seqhi, end)
-            and seq_geq(seq, (src.seqlo - (dst.max_win << dws)) & MASK32)
+    ackskew = (dst.seqlo - ack) & MASK32
+    if ackskew & 0x80000000:
+        ackskew -= 0x100000000
+    seqlo = src.seqlo
+    if (((src.seqhi - end) & MASK32) < 0x80000000
+            and ((seq - seqlo + (dst.max_win << dws)) & MASK32) < 0x80000000
             and -MAXACKWINDOW <= ackskew <= (MAXACKWINDOW << sws)
-            and (not flags & TH_RST or orig_seq == src.seqlo or orig_seq == (src.seqlo + 1) & MASK32
-                 or (orig_seq + 1) & MASK32 == src.seqlo)):
+            and (not flags & TH_RST or orig_seq == seqlo or orig_seq == (seqlo + 1) & MASK32
+                 or (orig_seq + 1) & MASK32 == seqlo)):
         if src.max_win < win:
             src.max_win = win
-        if seq_gt(end, src.seqlo):
+        diff = (end - seqlo) & MASK32
+        if diff and diff < 0x80000000:
             src.seqlo = end
-        if seq_geq((ack + (win << sws)) & MASK32, dst.seqhi):
+        edge = (ack + (win << sws)) & MASK32
+        if ((edge - dst.seqhi) & MASK32) < 0x80000000:
             dst.seqhi = (ack + max(win << sws, 1)) & MASK32
-        if flags & TH_SYN and src.state < TCPS_SYN_SENT:
-            src.state = TCPS_SYN_SENT
-        if flags & TH_FIN and src.state < TCPS_CLOSING:
-            src.state = TCPS_CLOSING
-        if flags & TH_ACK:
-            if dst.state == TCPS_SYN_SENT:
-                dst.state = TCPS_ESTABLISHED
-                if src.state == TCPS_ESTABLISHED and on_established is not None and on_established(state):
-                    return "src-limit"
-            elif dst.state == TCPS_CLOSING:
-                dst.state = TCPS_FIN_WAIT_2
-        if flags & TH_RST:
-            src.state = dst.state = TCPS_TIME_WAIT
         state.expire = now
-        state.timeout = tcp_timeout(src.state, dst.state)
+        if flags & (TH_SYN | TH_FIN | TH_RST) or dst.state != TCPS_ESTABLISHED or src.state != TCPS_ESTABLISHED:
+            if flags & TH_SYN and src.state < TCPS_SYN_SENT:
+                src.state = TCPS_SYN_SENT
+            if flags & TH_FIN and src.state < TCPS_CLOSING:
+                src.state = TCPS_CLOSING
+            if flags & TH_ACK:
+                if dst.state == TCPS_SYN_SENT:
+                    dst.state = TCPS_ESTABLISHED
+                    if src.state == TCPS_ESTABLISHED and on_established is not None and on_established(state):
+                        return "src-limit"
+                elif dst.state == TCPS_CLOSING:
+                    dst.state = TCPS_FIN_WAIT_2
+            if flags & TH_RST:
+                src.state = dst.state = TCPS_TIME_WAIT
+            state.timeout = tcp_timeout(src.state, dst.state)
+        else:
+            state.timeout = "tcp.established"
         return None
     if ((dst.state < TCPS_SYN_SENT or dst.state >= TCPS_FIN_WAIT_2 or src.state >= TCPS_FIN_WAIT_2)
             and seq_geq((src.seqhi + MAXACKWINDOW) & MASK32, end)
-            and seq_geq(seq, (src.seqlo - MAXACKWINDOW) & MASK32)):
+            and seq_geq(seq, (seqlo - MAXACKWINDOW) & MASK32)):
         # pf: "the other side hasn't seen the handshake" (e.g. a state picked up mid-stream).
         if src.max_win < win:
             src.max_win = win
@@ -290,6 +298,7 @@ def tcp_track_sloppy(state: State, packet: Packet, from_src: bool, now: float,
     """pf_tcp_track_sloppy: the peer state machine without any sequence checks."""
     src, dst = (state.src, state.dst) if from_src else (state.dst, state.src)
     flags = packet.flags
+    state.expire = now
     if flags & TH_SYN and src.state < TCPS_SYN_SENT:
         src.state = TCPS_SYN_SENT
     if flags & TH_FIN and src.state < TCPS_CLOSING:
@@ -310,7 +319,6 @@ def tcp_track_sloppy(state: State, packet: Packet, from_src: bool, now: float,
             dst.state = TCPS_FIN_WAIT_2  # only one side's FIN/ACK seen
     if flags & TH_RST:
         src.state = dst.state = TCPS_TIME_WAIT
-    state.expire = now
     state.timeout = tcp_timeout(src.state, dst.state)
     return None
 

@@ -196,7 +196,8 @@ class Translator:
         for name in order:
             for rule in self.lists[name].candidates(packet, ifname, inbound):
                 rule.counters.evaluations += 1
-                if rule.matches(packet, ifname, inbound, None):
+                if rule.matches(packet, ifname, inbound, packet.tag) and all(
+                        gate.matches(packet, ifname, inbound, packet.tag) for gate in rule.gates):
                     return self._by_rule[id(rule)]
         return None
 
@@ -273,11 +274,10 @@ def _nat_port(pool: CompiledPool, packet: Packet, new_addr: int, rng: random.Ran
             return packet.sport
         raise MapFailed("static-port: the source port is in use")
     low, high = (pool.port_low, pool.port_high or pool.port_low) if pool.port_low else (NAT_PORT_LOW, NAT_PORT_HIGH)
-    if packet.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and not pool.port_low:
-        # ICMP ids keep their value unless it clashes (pf_get_sport with low == high == id).
-        if port_free(af, new_addr, packet.sport):
-            return packet.sport
-        low, high = 1, 65535
+    if packet.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        if packet.icmp_id != packet.sport:
+            return packet.sport  # not a query: pf does not change ICMP type/code
+        low, high = 1, 65535  # pf_get_sport: echo ids are drawn from the whole range
     if low > high:
         low, high = high, low
     if low == high:

@@ -131,31 +131,48 @@ def _af_family(af: str | None) -> str | None:
 # ---------------------------------------------------------------------------------- tables
 def _table_networks(entries: Iterable[ast.TableEntry], view: InterfaceView | None) -> tuple[list[Any], list[Any]]:
     """The effective (v4, v6) networks of a table: longest prefix wins, so negated entries
-    punch holes in the broader ones they sit in (pf's radix-tree semantics)."""
-    by_family: dict[int, list[tuple[int, bool, Any]]] = {4: [], 6: []}
+    punch holes in the broader ones they sit in (pf's radix-tree semantics). Prefixes nest or
+    are disjoint, so one sorted walk with a stack of enclosing prefixes resolves them
+    (n log n: tables of 100,000 entries are common). The result never overlaps (nft interval
+    sets refuse overlaps) and keeps each written prefix whole where nothing punches it."""
+    polarity: dict[Any, bool] = {}
     for entry in entries:
         for network in _entry_networks(entry.address, view):
-            by_family[network.version].append((network.prefixlen, entry.negated, network))
-    result = []
+            polarity[network] = entry.negated  # a repeated prefix: the last one written wins
+    result: dict[int, list[Any]] = {4: [], 6: []}
     for version in (4, 6):
-        kept: list[Any] = []
-        for _len, negated, network in sorted(by_family[version], key=lambda t: t[0]):
-            if negated:
-                kept = [piece for net in kept for piece in _exclude(net, network)]
-            else:
-                kept = [net for net in kept if not net.subnet_of(network)]
-                if not any(network.subnet_of(net) for net in kept):
-                    kept.append(network)
-        result.append(sorted(kept, key=lambda n: (int(n.network_address), n.prefixlen)))
-    return result[0], result[1]
+        nodes = sorted(((n, neg) for n, neg in polarity.items() if n.version == version),
+                       key=lambda t: (int(t[0].network_address), t[0].prefixlen))
+        stack: list[tuple[Any, bool, list[tuple[int, int]]]] = []
+        out = result[version]
+        for network, negated in nodes:
+            while stack and not network.subnet_of(stack[-1][0]):
+                _close(stack.pop(), out)
+            if stack:
+                stack[-1][2].append((int(network.network_address), int(network.broadcast_address)))
+            stack.append((network, negated, []))
+        while stack:
+            _close(stack.pop(), out)
+        out.sort(key=lambda n: (int(n.network_address), n.prefixlen))
+    return result[4], result[6]
 
 
-def _exclude(net: Any, hole: Any) -> list[Any]:
-    if not net.overlaps(hole):
-        return [net]
-    if net.subnet_of(hole):
-        return []
-    return list(net.address_exclude(hole))
+def _close(node: tuple[Any, bool, list[tuple[int, int]]], out: list[Any]) -> None:
+    """Emit what a positive prefix covers itself: its range minus its children's."""
+    network, negated, children = node
+    if negated:
+        return
+    if not children:
+        out.append(network)
+        return
+    make = ipaddress.IPv4Address if network.version == 4 else ipaddress.IPv6Address
+    cursor, end = int(network.network_address), int(network.broadcast_address)
+    for child_start, child_end in children:
+        if child_start > cursor:
+            out.extend(ipaddress.summarize_address_range(make(cursor), make(child_start - 1)))
+        cursor = max(cursor, child_end + 1)
+    if cursor <= end:
+        out.extend(ipaddress.summarize_address_range(make(cursor), make(end)))
 
 
 def _entry_networks(address: Any, view: InterfaceView | None) -> list[Any]:

@@ -34,7 +34,9 @@ from pfha.node.config import (
 
 ASSIGN_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 SYSCTL_LINE_RE = re.compile(r"^\s*([A-Za-z0-9_.%-]+)\s*=\s*(.*?)\s*$")
-IFCONFIG_RE = re.compile(r"^ifconfig_([A-Za-z0-9_.]+?)(?:_alias(\d+))?$")
+IFCONFIG_RE = re.compile(r"^ifconfig_([A-Za-z0-9_.]+?)(_ipv6)?(?:_alias(\d+))?$")
+# ifconfig_IF_name (rename), ifconfig_DEFAULT and friends: reported, not imported.
+IFCONFIG_OTHER_RE = re.compile(r"^ifconfig_([A-Za-z0-9_.]+?)_(name|descr)$|^ifconfig_DEFAULT$")
 # Interfaces that are not network devices of their own on Linux.
 PSEUDO_PREFIXES = ("carp", "pfsync", "pflog", "enc")
 YES = {"yes", "true", "on", "1"}
@@ -87,22 +89,32 @@ class Setting:
     origin: Origin
 
 
-def parse_rc_conf(text: str, filename: str) -> dict[str, Setting]:
-    """rc.conf is sh: ``name="value"`` lines; a later assignment wins, as when sh sources it."""
+def parse_rc_conf(text: str, filename: str) -> tuple[dict[str, Setting], list[Note]]:
+    """rc.conf is sh: ``name="value"`` lines; a later assignment wins, as when sh sources it.
+
+    Lines that are not plain assignments (shell code) and assignments a later one overrides
+    come back as notes, so nothing is dropped silently.
+    """
     out: dict[str, Setting] = {}
+    notes: list[Note] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        origin = Origin(filename, number)
         match = ASSIGN_RE.match(line)
         if not match:
-            raise SourceError(f"not a name=\"value\" assignment: {line!r}", filename, number)
+            notes.append(Note(origin, line.split()[0], "not a name=\"value\" assignment (shell code?); not imported"))
+            continue
         try:
             words = shlex.split(match.group(2), comments=True, posix=True)
         except ValueError as error:
             raise SourceError(f"{match.group(1)}: {error}", filename, number) from None
-        out[match.group(1)] = Setting(match.group(1), " ".join(words), Origin(filename, number))
-    return out
+        name = match.group(1)
+        if name in out:
+            notes.append(Note(out[name].origin, name, f"overridden by line {number}, as sh would"))
+        out[name] = Setting(name, " ".join(words), origin)
+    return out, notes
 
 
 def parse_sysctl_conf(text: str, filename: str) -> list[Setting]:
@@ -149,9 +161,12 @@ def _classful_prefix(address: ipaddress.IPv4Address) -> int:
 
 
 def _netmask_prefix(mask: str) -> int:
-    if mask.lower().startswith("0x"):
-        mask = str(ipaddress.IPv4Address(int(mask, 16)))
-    return ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+    try:
+        if mask.lower().startswith("0x"):
+            mask = str(ipaddress.IPv4Address(int(mask, 16)))
+        return ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+    except ValueError:
+        raise _Fail(f"not a netmask: {mask!r}") from None
 
 
 class _Fail(Exception):
@@ -187,7 +202,7 @@ def parse_ifconfig(value: str) -> tuple[IfconfigArgs, list[str]]:
         elif low == "netmask":
             netmask = _netmask_prefix(operand(word))
         elif low == "prefixlen":
-            netmask = int(operand(word))
+            netmask = _int(operand(word), "prefixlen", (0, 128))
         elif low == "vhid":
             args.vhid = _int(operand(word), "vhid", VHID_RANGE)
         elif low == "pass":
@@ -216,7 +231,10 @@ def parse_ifconfig(value: str) -> tuple[IfconfigArgs, list[str]]:
     if args.address is not None:
         args.explicit_mask = netmask is not None or "/" in _address_word(words)
         if netmask is not None:
-            args.address = ipaddress.ip_interface(f"{args.address.ip}/{netmask}")
+            try:
+                args.address = ipaddress.ip_interface(f"{args.address.ip}/{netmask}")
+            except ValueError:
+                raise _Fail(f"prefix length {netmask} does not fit {args.address.ip}") from None
         elif "/" not in _address_word(words) and args.address.version == 4:
             prefix = _classful_prefix(args.address.ip)
             args.address = ipaddress.ip_interface(f"{args.address.ip}/{prefix}")
@@ -357,6 +375,11 @@ class _Importer:
         addresses: dict[str, list[IPInterface]] = {}
         carp_named: dict[str, list[Setting]] = {}
         for setting in self.rc.values():
+            if IFCONFIG_OTHER_RE.match(setting.name):
+                handled.add(setting.name)
+                self.note(setting, "interface renames, descriptions and defaults are not imported; "
+                                   "use --map to name the Linux device")
+                continue
             match = IFCONFIG_RE.match(setting.name)
             if not match:
                 continue
@@ -658,9 +681,11 @@ def import_freebsd(rc_text: str, rc_name: str, sysctl_text: str | None = None, s
     ``lo`` unless mapped otherwise. ``name`` and ``pf_conf`` override ``hostname`` and
     ``pf_rules``.
     """
-    rc = parse_rc_conf(rc_text, rc_name)
+    rc, notes = parse_rc_conf(rc_text, rc_name)
     sysctl = parse_sysctl_conf(sysctl_text, sysctl_name) if sysctl_text is not None else []
-    return _Importer(rc, sysctl, device_map or {}, name, pf_conf).run()
+    importer = _Importer(rc, sysctl, device_map or {}, name, pf_conf)
+    importer.notes.extend(notes)
+    return importer.run()
 
 
 def import_files(rc_conf: str | Path, sysctl_conf: str | Path | None = None, **options) -> Imported:

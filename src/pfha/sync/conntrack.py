@@ -28,7 +28,7 @@ import socket
 import struct
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pfha.sync import wire
 
@@ -84,7 +84,29 @@ def _attrs(buf, off: int, end: int) -> dict[int, tuple[int, int]]:
     return found
 
 
+# An IPv4 tuple with ports as the kernel writes it (ctnetlink_dump_tuples): IP nest {src, dst},
+# proto nest {num, sport, dport}, always in this order: 52 bytes at fixed offsets.
+_TUPLE4 = struct.Struct("=HH" "HH4s" "HH4s" "HH" "HHB3x" "HHH2x" "HHH2x")
+_TUPLE4_HEAD = (20, CTA_TUPLE_IP | NLA_F_NESTED, 8, CTA_IP_V4_SRC)
+
+
 def _tuple(buf, family: int, span: tuple[int, int]) -> tuple[int, bytes, bytes, int, int]:
+    start, end = span
+    if end - start == _TUPLE4.size and family == socket.AF_INET:
+        (ip_len, ip_type, s_len, s_type, src, d_len, d_type, dst, p_len, p_type, n_len, n_type, proto,
+         sp_len, sp_type, sport, dp_len, dp_type, dport) = _TUPLE4.unpack_from(buf, start)
+        if ((ip_len, ip_type & 0x7FFF, s_len, s_type) == (20, CTA_TUPLE_IP, 8, CTA_IP_V4_SRC)
+                and d_type == CTA_IP_V4_DST and n_type == CTA_PROTO_NUM
+                and sp_type == CTA_PROTO_SRC_PORT and dp_type == CTA_PROTO_DST_PORT):
+            return proto, src + _PAD12, dst + _PAD12, _ntohs(sport), _ntohs(dport)
+    return _tuple_generic(buf, family, span)
+
+
+_PAD12 = bytes(12)
+_ntohs = socket.ntohs
+
+
+def _tuple_generic(buf, family: int, span: tuple[int, int]) -> tuple[int, bytes, bytes, int, int]:
     top = _attrs(buf, *span)
     ip = _attrs(buf, *top[CTA_TUPLE_IP])
     proto_attrs = _attrs(buf, *top[CTA_TUPLE_PROTO])
@@ -108,9 +130,13 @@ def _tuple(buf, family: int, span: tuple[int, int]) -> tuple[int, bytes, bytes, 
     return proto, src, dst, a, b
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One parsed ctnetlink message: ``record`` is a packed STATE (creator and version 0)."""
+# CTA_PROTOINFO_TCP {state, wscale orig, wscale reply, flags orig, flags reply}, the kernel's order
+_PROTOINFO_TCP = struct.Struct("=HH" "HHB3x" "HHB3x" "HHB3x" "HHB3x" "HHB3x")
+
+
+class Event(NamedTuple):
+    """One parsed ctnetlink message: ``record`` is a packed STATE (creator and version 0).
+    A tuple, not a dataclass: one is made per kernel event, and tuples are cheapest."""
 
     kind: int
     pid: int
@@ -120,36 +146,48 @@ class Event:
 
 def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | None:
     """One ctnetlink message at ``buf[off:off+length]``; None if it is not a conntrack entry or
-    ``mark & mark_mask == 0`` (with a non-zero mask: the entry is not one the data plane made)."""
+    ``mark & mark_mask == 0`` (with a non-zero mask: the entry is not one the data plane made).
+
+    The hot path of the intake: one pass over the top-level attributes, no dictionaries."""
     _, msg_type, flags, _, pid = _NLH.unpack_from(buf, off)
     if msg_type >> 8 != NFNL_SUBSYS_CTNETLINK:
         return None
-    top = _attrs(buf, off + 20, off + length)
-    mark_at = top.get(CTA_MARK)
-    mark = _BE32.unpack_from(buf, mark_at[0])[0] if mark_at else 0
-    if mark_mask and not mark & mark_mask:
-        return None
-    if CTA_TUPLE_ORIG not in top:
+    end = off + length
+    at = off + 20
+    orig = reply = info = None
+    status = timeout = mark = zone = 0
+    nla, be32 = _NLA.unpack_from, _BE32.unpack_from
+    while at + 4 <= end:
+        size, kind = nla(buf, at)
+        if size < 4:
+            break
+        kind &= 0x3FFF
+        if kind == CTA_TUPLE_ORIG:
+            orig = (at + 4, at + size)
+        elif kind == CTA_TUPLE_REPLY:
+            reply = (at + 4, at + size)
+        elif kind == CTA_STATUS:
+            status = be32(buf, at + 4)[0]
+        elif kind == CTA_TIMEOUT:
+            timeout = be32(buf, at + 4)[0]
+        elif kind == CTA_MARK:
+            mark = be32(buf, at + 4)[0]
+        elif kind == CTA_PROTOINFO:
+            info = (at + 4, at + size)
+        elif kind == CTA_ZONE:
+            zone = _BE16.unpack_from(buf, at + 4)[0]
+        at += (size + 3) & ~3
+    if mark_mask and not mark & mark_mask or orig is None:
         return None
     family = buf[off + 16]
-    proto, osrc, odst, osp, odp = _tuple(buf, family, top[CTA_TUPLE_ORIG])
-    if CTA_TUPLE_REPLY in top:
-        _, rsrc, rdst, rsp, rdp = _tuple(buf, family, top[CTA_TUPLE_REPLY])
+    proto, osrc, odst, osp, odp = _tuple(buf, family, orig)
+    if reply is not None:
+        _, rsrc, rdst, rsp, rdp = _tuple(buf, family, reply)
     else:
         rsrc, rdst, rsp, rdp = odst, osrc, odp, osp
-    status = _BE32.unpack_from(buf, top[CTA_STATUS][0])[0] if CTA_STATUS in top else 0
-    timeout = _BE32.unpack_from(buf, top[CTA_TIMEOUT][0])[0] if CTA_TIMEOUT in top else 0
-    zone = _BE16.unpack_from(buf, top[CTA_ZONE][0])[0] if CTA_ZONE in top else 0
     tcp_state = wso = wsr = tfo = tfr = 0
-    if proto == socket.IPPROTO_TCP and CTA_PROTOINFO in top:
-        info = _attrs(buf, *top[CTA_PROTOINFO])
-        if CTA_PROTOINFO_TCP in info:
-            tcp = _attrs(buf, *info[CTA_PROTOINFO_TCP])
-            tcp_state = buf[tcp[1][0]] if 1 in tcp else 0
-            wso = buf[tcp[2][0]] if 2 in tcp else 0
-            wsr = buf[tcp[3][0]] if 3 in tcp else 0
-            tfo = buf[tcp[4][0]] if 4 in tcp else 0
-            tfr = buf[tcp[5][0]] if 5 in tcp else 0
+    if info is not None and proto == socket.IPPROTO_TCP:
+        tcp_state, wso, wsr, tfo, tfr = _tcp_info(buf, *info)
     if msg_type & 0xFF == IPCTNL_MSG_CT_DELETE:
         kind = KIND_DESTROY
     else:
@@ -157,6 +195,20 @@ def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | Non
     record = wire.STATE.pack(family, proto, zone, osrc, odst, osp, odp, 0, 0, rsrc, rdst, rsp, rdp,
                              status, timeout, mark, tcp_state, wso, wsr, tfo, tfr)
     return Event(kind, pid, mark, record)
+
+
+def _tcp_info(buf, start: int, end: int) -> tuple[int, int, int, int, int]:
+    """TCP state, window scales and flag bytes from CTA_PROTOINFO (fixed layout first)."""
+    if end - start == _PROTOINFO_TCP.size:
+        fixed = _PROTOINFO_TCP.unpack_from(buf, start)
+        if fixed[:4] == (44, CTA_PROTOINFO_TCP | NLA_F_NESTED, 5, 1) and fixed[5:7] == (5, 2) \
+                and fixed[8:10] == (5, 3) and fixed[11:13] == (6, 4) and fixed[14:16] == (6, 5):
+            return fixed[4], fixed[7], fixed[10], fixed[13], fixed[16]
+    info = _attrs(buf, start, end)
+    if CTA_PROTOINFO_TCP not in info:
+        return 0, 0, 0, 0, 0
+    tcp = _attrs(buf, *info[CTA_PROTOINFO_TCP])
+    return tuple(buf[tcp[i][0]] if i in tcp else 0 for i in range(1, 6))  # type: ignore[return-value]
 
 
 def parse_datagram(buf, size: int, mark_mask: int = 0, ignore_pid: int = -1) -> Iterator[Event | int]:
@@ -222,14 +274,80 @@ def _message(msg: int, flags: int, seq: int, family: int, payload: bytes) -> byt
     return _NLH.pack(16 + len(body), NFNL_SUBSYS_CTNETLINK << 8 | msg, flags, seq, 0) + body
 
 
+_REQ_TUPLE4 = struct.Struct("=HH" "HH" "HH4s" "HH4s" "HH" "HHB3x" "HHH2x" "HHH2x")
+_REQ_NAT4 = struct.Struct("=HH" "HH4s" "HH4s" "HH" "HHH2x" "HHH2x")
+_REQ_SCALARS = struct.Struct("=HHI" "HHI" "HHI")
+_REQ_ZONE = struct.Struct("=HHH2x")
+_REQ_TCP = struct.Struct("=HH" "HH" "HHB3x" "HHB3x" "HHB3x" "HHBB2x" "HHBB2x")
+_htons, _htonl = socket.htons, socket.htonl
+_STATUS_DROP = IPS_EXPECTED | IPS_DYING | IPS_TEMPLATE | IPS_UNTRACKED | IPS_OFFLOAD | IPS_HW_OFFLOAD
+_NESTED_TUPLE_IP, _NESTED_PROTO = CTA_TUPLE_IP | NLA_F_NESTED, CTA_TUPLE_PROTO | NLA_F_NESTED
+
+
+def _tuple4(kind: int, proto: int, src: bytes, dst: bytes, a: int, b: int) -> bytes:
+    return _REQ_TUPLE4.pack(52, kind | NLA_F_NESTED, 20, _NESTED_TUPLE_IP, 8, CTA_IP_V4_SRC, src[:4],
+                            8, CTA_IP_V4_DST, dst[:4], 28, _NESTED_PROTO, 5, CTA_PROTO_NUM, proto,
+                            6, CTA_PROTO_SRC_PORT, _htons(a), 6, CTA_PROTO_DST_PORT, _htons(b))
+
+
+def _nat4(kind: int, addr: bytes, port: int) -> bytes:
+    return _REQ_NAT4.pack(40, kind | NLA_F_NESTED, 8, CTA_NAT_V4_MINIP, addr[:4], 8, CTA_NAT_V4_MAXIP, addr[:4],
+                          20, CTA_NAT_PROTO | NLA_F_NESTED, 6, CTA_PROTONAT_PORT_MIN, _htons(port),
+                          6, CTA_PROTONAT_PORT_MAX, _htons(port))
+
+
+def _entry_request4(fields: tuple, seq: int, create: bool, liberal: bool) -> bytes:
+    """The common case (IPv4 TCP/UDP) in a few struct packs; same bytes as the general path."""
+    (family, proto, zone, osrc, odst, osp, odp, _, _, rsrc, rdst, rsp, rdp,
+     status, timeout, mark, tcp_state, wso, wsr, tfo, tfr) = fields
+    parts = [_tuple4(CTA_TUPLE_ORIG, proto, osrc, odst, osp, odp)]
+    if create:
+        u_src, u_dst, u_sp, u_dp = rsrc, rdst, rsp, rdp
+        if status & IPS_SRC_NAT:
+            u_dst, u_dp = osrc, osp
+        if status & IPS_DST_NAT:
+            u_src, u_sp = odst, odp
+        parts.append(_tuple4(CTA_TUPLE_REPLY, proto, u_src, u_dst, u_sp, u_dp))
+        if status & IPS_SRC_NAT:
+            parts.append(_nat4(CTA_NAT_SRC, rdst, rdp))
+        if status & IPS_DST_NAT:
+            parts.append(_nat4(CTA_NAT_DST, rsrc, rsp))
+    status = (status & ~_STATUS_DROP) | IPS_CONFIRMED
+    if mark:
+        parts.append(_REQ_SCALARS.pack(8, CTA_STATUS, _htonl(status), 8, CTA_TIMEOUT, _htonl(max(timeout, 1)),
+                                       8, CTA_MARK, _htonl(mark)))
+    else:
+        parts.append(_REQ_SCALARS.pack(8, CTA_STATUS, _htonl(status), 8, CTA_TIMEOUT,
+                                       _htonl(max(timeout, 1)), 0, 0, 0)[:16])
+    if zone and create:
+        parts.append(_REQ_ZONE.pack(6, CTA_ZONE, _htons(zone)))
+    if proto == socket.IPPROTO_TCP and tcp_state:
+        extra = 0x08 if liberal else 0
+        parts.append(_REQ_TCP.pack(48, CTA_PROTOINFO | NLA_F_NESTED, 44, CTA_PROTOINFO_TCP | NLA_F_NESTED,
+                                   5, 1, tcp_state, 5, 2, wso, 5, 3, wsr,
+                                   6, 4, tfo & TCP_PEER_FLAGS | extra, 0xFF,
+                                   6, 5, tfr & TCP_PEER_FLAGS | extra, 0xFF))
+    flags = NLM_F_REQUEST | (NLM_F_CREATE | NLM_F_EXCL if create else 0)
+    body = b"".join(parts)
+    return _NLH.pack(20 + len(body), NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW, flags, seq, 0) \
+        + _NFGEN.pack(socket.AF_INET, 0, 0) + body
+
+
 def entry_request(record: bytes, seq: int, create: bool, liberal: bool = False) -> bytes:
+    fields = wire.STATE.unpack(record)
+    if fields[0] == socket.AF_INET and (fields[1] == socket.IPPROTO_TCP or fields[1] == socket.IPPROTO_UDP):
+        return _entry_request4(fields, seq, create, liberal)
+    return _entry_request_generic(fields, seq, create, liberal)
+
+
+def _entry_request_generic(fields: tuple, seq: int, create: bool, liberal: bool = False) -> bytes:
     """A ctnetlink request that creates (CREATE|EXCL) or updates the entry ``record`` describes.
 
     On create the reply tuple goes un-NATed and the binding as CTA_NAT_SRC/DST; on update NAT is
     left out (the kernel refuses to change it, pfsync.md §3.4).
     """
     (family, proto, zone, osrc, odst, osp, odp, _, _, rsrc, rdst, rsp, rdp,
-     status, timeout, mark, tcp_state, wso, wsr, tfo, tfr) = wire.STATE.unpack(record)
+     status, timeout, mark, tcp_state, wso, wsr, tfo, tfr) = fields
     parts = [_tuple_attr(CTA_TUPLE_ORIG, family, proto, osrc, odst, osp, odp)]
     if create:
         u_src, u_dst, u_sp, u_dp = rsrc, rdst, rsp, rdp
@@ -257,7 +375,7 @@ def entry_request(record: bytes, seq: int, create: bool, liberal: bool = False) 
             CTA_PROTOINFO_TCP, _nla(1, bytes([tcp_state])), _nla(2, bytes([wso])), _nla(3, bytes([wsr])),
             _nla(4, bytes([tfo & TCP_PEER_FLAGS | extra, 0xFF])),
             _nla(5, bytes([tfr & TCP_PEER_FLAGS | extra, 0xFF])))))
-    flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if create else 0)
+    flags = NLM_F_REQUEST | (NLM_F_CREATE | NLM_F_EXCL if create else 0)
     return _message(IPCTNL_MSG_CT_NEW, flags, seq, family, b"".join(parts))
 
 
@@ -266,7 +384,7 @@ def delete_request(key: bytes, seq: int) -> bytes:
     parts = [_tuple_attr(CTA_TUPLE_ORIG, family, proto, src, dst, sp, dp)]
     if zone:
         parts.append(_nla(CTA_ZONE, _BE16.pack(zone)))
-    return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family, b"".join(parts))
+    return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, seq, family, b"".join(parts))
 
 
 def dump_request(seq: int) -> bytes:
@@ -363,14 +481,19 @@ class KernelTable:
         return self._seq
 
     def _transact(self, requests: list[tuple[int, bytes]]) -> dict[int, int]:
-        """Send requests (seq, bytes) in batches; returns seq -> errno for those that failed."""
+        """Send requests (seq, bytes) in batches; returns seq -> errno for those that failed.
+
+        The requests carry no NLM_F_ACK: the kernel handles a netlink request inside our
+        send() call and queues an error message only for a failure, so after each send the
+        socket holds exactly the failures of that batch (half the messages of ACK-ing each)."""
         failed: dict[int, int] = {}
         for start in range(0, len(requests), self.batch):
-            chunk = requests[start:start + self.batch]
-            self.sock.send(b"".join(message for _, message in chunk))
-            waiting = {seq for seq, _ in chunk}
-            while waiting:
-                size = self.sock.recv_into(self._buf)
+            self.sock.send(b"".join(message for _, message in requests[start:start + self.batch]))
+            while True:
+                try:
+                    size = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
                 off = 0
                 while off + 16 <= size:
                     length, msg_type, _, seq, _ = _NLH.unpack_from(self._buf, off)
@@ -378,7 +501,6 @@ class KernelTable:
                         break
                     if msg_type == NLMSG_ERROR:
                         code = -_ERRNO.unpack_from(self._buf, off + 16)[0]
-                        waiting.discard(seq)
                         if code:
                             failed[seq] = code
                     off += (length + 3) & ~3
@@ -395,7 +517,7 @@ class KernelTable:
         for seq, code in self._transact(requests).items():
             record, known = by_seq[seq]
             if not known and code == errno.EEXIST or known and code == errno.ENOENT:
-                retry.append((record, not known))
+                retry.append((record, known))  # created if we tried an update, and vice versa
             else:
                 self._error(code, record)
         self.counters["created"] += sum(1 for _, k in by_seq.values() if not k)

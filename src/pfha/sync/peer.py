@@ -13,11 +13,12 @@ Protocol (pfsync.md §5.2-5.5, docs/sync.md):
 
 * **Batching.** Local changes wait in a collapse queue keyed by state, so repeated updates of one
   state coalesce (pfsync's queues); the queue is flushed after ``collapse_window`` or at once
-  when it fills a datagram.
+  when it fills a datagram. With the default window of 0 it is flushed at the next timer check,
+  i.e. after the batch of kernel events the adapter fed in.
 * **Reliability.** Datagrams with state records are *reliable*: they carry a reliable sequence
   number (rseq), are kept until acknowledged (cumulative ACK, every ``ack_every`` datagrams or
-  after ``ack_delay``), are retransmitted after ``rto`` (doubling per try), and a receiver that
-  sees a gap sends NACK(first, last). The receiver delivers strictly in rseq order. At most
+  after ``ack_delay``); on timeout only the oldest is resent (TCP's RTO: at least ``rto``, three
+  smoothed round trips, doubling per try), and a receiver that sees a gap sends NACK(first, last). The receiver delivers strictly in rseq order. At most
   ``window`` datagrams are unacknowledged, which also paces a bulk update. ALIVE every
   ``alive_interval`` carries the first rseq the sender can still resend and the last it sent:
   tail loss is found, and loss too old to resend makes the receiver ask for a bulk update.
@@ -98,7 +99,7 @@ Event = StateReceived | StateDeleted | BulkUpdateStarted | BulkUpdateComplete | 
 class Config:
     node_id: int
     keyring: wire.Keyring
-    collapse_window: float = 0.005
+    collapse_window: float = 0.0
     ack_delay: float = 0.02
     ack_every: int = 32
     rto: float = 0.2
@@ -372,12 +373,18 @@ class Peer:
     def _apply_state(self, record: bytes) -> None:
         key = record[:wire.KEY_LEN]
         current = self._table.get(key)
+        creator, version = wire.creator_version(record)
         if current is not None:
-            creator, version = wire.creator_version(record)
             old_creator, old_version = wire.creator_version(current)
             if creator == old_creator and version <= old_version:
                 self.stats.stale += 1
                 return
+        elif creator == self.config.node_id and version > self.epoch << VERSION_SHIFT:
+            # our own state, of this run, that we no longer have: we deleted it since the peer
+            # copied it (its bulk update may echo it back). States of an earlier run of ours
+            # (same --node-id, older epoch) are taken back: that is what a restart needs.
+            self.stats.stale += 1
+            return
         self._table[key] = record
         self.stats.states_received += 1
         if self._bulk_nonce is not None:

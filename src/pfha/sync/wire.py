@@ -235,6 +235,9 @@ class Keyring:
         mac.update(body)
         return mac.digest()[:MAC_LEN]
 
+    def __contains__(self, key_id: int) -> bool:
+        return key_id in self._macs
+
     def verify(self, body: bytes, tag: bytes, key_id: int) -> bool:
         if key_id not in self._macs:
             return False
@@ -269,7 +272,7 @@ def open_datagram(keyring: Keyring, data: bytes) -> Datagram:
         raise Rejected(RejectReason.VERSION, f"version {version}")
     body, tag = data[:-MAC_LEN], data[-MAC_LEN:]
     if not keyring.verify(body, tag, key_id):
-        raise Rejected(RejectReason.AUTH if key_id in keyring._macs else RejectReason.KEY_ID,
+        raise Rejected(RejectReason.AUTH if key_id in keyring else RejectReason.KEY_ID,
                        f"key id {key_id}")
     sections = []
     off, end = HEADER.size, len(body)

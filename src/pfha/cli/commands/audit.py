@@ -2,7 +2,8 @@
 
 ``pfha audit`` alone audits the live host (and its node config in /etc/pfha, if any);
 ``pfha audit NODE [NODE]`` audits node configurations (TOML files, rc.conf files, or folders
-holding them); ``--root DIR`` audits a tree of host files instead of the live host.
+holding them); ``--root DIR`` audits a tree of host files instead of the live host
+(``--root /`` with nodes: those nodes and this host).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     tree = None
     if not args.no_host:
         if root is not None:
-            tree = HostTree(root)
+            # --root / is this host: read the running sysctls and mounts, not just the files.
+            tree = HostTree(root, live=root.resolve() == Path("/"))
         elif not args.nodes:
             tree = HostTree(Path("/"), live=True)
     report = audit(nodes, tree, args.only)

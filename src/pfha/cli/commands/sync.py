@@ -1,6 +1,6 @@
 """``pfha sync run|status``: state sync in the foreground (pfsync for Linux), and its status.
 
-    pfha sync run --dev rl0 [--peer ADDR] --key-file FILE [--mark-mask 0x3] [--collapse-ms 5]
+    pfha sync run --dev rl0 [--peer ADDR] --key-file FILE [--mark-mask 0x3] [--collapse-ms 0]
                   [--node-id HEX] [--status-file PATH] [--liberal]
     pfha sync status [--json] [--status-file PATH | --status-dir DIR]
 
@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="shared key: one line of hex (>= 16 bytes), or lines 'ID:HEX' for rotation")
     run.add_argument("--mark-mask", type=_int, default=0x3,
                      help="sync entries with ct mark & MASK != 0 (default 0x3: states pf rules created; 0 = all)")
-    run.add_argument("--collapse-ms", type=float, default=5.0, help="collapse window for updates (default 5 ms)")
+    run.add_argument("--collapse-ms", type=float, default=0.0, help="collapse window for updates, ms (default 0: coalesce within each batch of kernel events, send at once)")
     run.add_argument("--node-id", type=lambda t: int(t, 16), help="creator id, hex (default random)")
     run.add_argument("--no-bulk", action="store_true", help="do not ask the peer for its table at start")
     run.add_argument("--bulk-retry", type=float, default=2.0, help="seconds between bulk requests (default 2)")
@@ -71,7 +72,7 @@ def _keyring(path: Path):
     except OSError as error:
         raise PfhaError(f"{path}: {error.strerror}") from None
     if os.stat(path).st_mode & 0o077:
-        print(f"pfha sync: warning: {path} is readable by others; chmod 600 it", flush=True)
+        print(f"pfha sync: warning: {path} is readable by others; chmod 600 it", file=sys.stderr, flush=True)
     try:
         return wire.read_key_file(data)
     except ValueError as error:

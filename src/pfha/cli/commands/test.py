@@ -64,7 +64,8 @@ def _lines(args) -> Iterable[tuple[str, str]]:
 
 def run(args) -> int:
     from pfha.engine.report import format_rules_verbose, format_state
-    from pfha.engine.spec import Conversation, SpecError, parse_packet
+    from pfha.engine.packet import PacketError
+    from pfha.engine.spec import Conversation, parse_packet
 
     engine = load_engine(args.file, args.interfaces, args.seed)
     lines = list(_lines(args))
@@ -75,13 +76,14 @@ def run(args) -> int:
     for where, text in lines:
         try:
             spec = parse_packet(text)
-        except SpecError as error:
+        except PacketError as error:
             raise PfhaError(f"{where}: {error}") from None
         conversation.fill(spec)
         conversation.record(spec.packet)
         engine.purge(conversation.now)
         decision = engine.process(spec.packet, spec.ifname, spec.direction, conversation.now)
         conversation.record(decision.packet)
+        conversation.passed(decision.packet, spec.direction, decision.action)
         for emitted in decision.emitted:
             conversation.record(emitted.packet)
         if args.json:
