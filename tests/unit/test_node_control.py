@@ -89,3 +89,16 @@ def test_a_component_that_dies_stops_the_node(tmp_path):
 
     died = asyncio.run(scenario())
     assert died is not None and "carp stopped unexpectedly" in died and "netlink socket closed" in died
+
+
+def test_a_refused_server_leaves_the_live_socket_alone(server):
+    path, _calls, _srv, _loop = server
+
+    async def start_and_close():
+        second = control.ControlServer(path, lambda c, r: None)
+        with pytest.raises(control.ControlError):
+            await second.start()
+        await second.close()
+
+    asyncio.run(start_and_close())
+    assert control.request(path, "status")["echo"] == "status"

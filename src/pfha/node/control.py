@@ -51,10 +51,12 @@ class ControlServer:
             os.umask(old_umask)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop serving and remove the socket file, only if it is ours (never another node's)."""
+        if self._server is None:
+            return
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
         try:
             self.path.unlink()
         except FileNotFoundError:

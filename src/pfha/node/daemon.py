@@ -70,6 +70,7 @@ class Node:
         self._reloading = asyncio.Lock()
         self.died: str | None = None
         self._watched: set[asyncio.Task] = set()
+        self._restarting = False
 
     def _part(self, name: str, make) -> Part:
         return Disabled(name) if name in self.without else make()
@@ -96,6 +97,19 @@ class Node:
         if compiled is not None:
             self.ruleset.commit(compiled)
         self.config = config
+        try:
+            await self._start_parts(config)
+        except BaseException:
+            await self.shutdown()  # whatever started stops again (CARP releases its addresses)
+            raise
+        self._install_signals(loop)
+        log.info("node running", extra=fields(node=config.name, control=str(self.control.path)))
+        self._watch_parts()
+        await self.stopping.wait()
+        await self.shutdown()
+        return 1 if self.died else 0
+
+    async def _start_parts(self, config: node_config.NodeConfig) -> None:
         await self.pflog.start(config)
         sync_pending = isinstance(self.sync, SyncPart) and config.sync is not None
         if isinstance(self.carp, CarpPart):
@@ -104,12 +118,6 @@ class Node:
             await self.carp.start(config)
         await self.sync.start(config)
         await self.control.start()
-        self._install_signals(loop)
-        log.info("node running", extra=fields(node=config.name, control=str(self.control.path)))
-        self._watch_parts()
-        await self.stopping.wait()
-        await self.shutdown()
-        return 1 if self.died else 0
 
     def _watch_parts(self) -> None:
         """A component's task that ends on its own is a crash: stop the whole node (CARP bows
@@ -122,7 +130,7 @@ class Node:
                 task.add_done_callback(lambda t, name=part.name: self._part_ended(name, t))
 
     def _part_ended(self, name: str, task: asyncio.Task) -> None:
-        if self.stopping.is_set() or task.cancelled() or getattr(self, "_restarting", False):
+        if self.stopping.is_set() or task.cancelled() or self._restarting:
             return
         error = task.exception()
         self.died = f"{name} stopped unexpectedly: {error!r}" if error else f"{name} stopped unexpectedly"
