@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fail.add_argument("--link", default="xl1", help="which cable --how link cuts (default xl1, the LAN)")
     recover = sub.add_parser("recover", help="plug a failed firewall's cables back in and restart its node")
     recover.add_argument("host")
+    sub.add_parser("matrix", help="check the tutorial ruleset's reachability matrix against the running lab")
     probe = sub.add_parser("probe", help="probe services from a host: pfha lab probe HOST tcp:ADDR:PORT ...")
     probe.add_argument("host")
     probe.add_argument("targets", nargs="+")
@@ -65,6 +66,16 @@ def run(args: argparse.Namespace) -> int:
     if action == "recover":
         _say(running.recover(args.host))
         return 0
+    if action == "matrix":
+        from pfha.lab import scenarios
+
+        results = scenarios.check_matrix(running)
+        for line, result, ok in results:
+            seen = "open" if result.ok else "blocked"
+            print(f"{'ok ' if ok else 'BAD'} {line.source:7} {line.target:24} {seen:8} {line.why}")
+        bad = sum(not ok for _l, _r, ok in results)
+        print(f"{len(results) - bad}/{len(results)} as the ruleset says")
+        return 1 if bad else 0
     if action == "probe":
         results = running.probe(args.host, args.targets, args.timeout)
         for result in results:
