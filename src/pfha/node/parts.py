@@ -1,0 +1,484 @@
+"""The node daemon's parts, each a thin adapter from the node config to one component's API:
+the ruleset (pfha.conf + pfha.nft), pflogd (pfha.pflog), CARP (pfha.carp) and state sync
+(pfha.sync).
+
+Every part has the same life: ``start(config)``, ``reconfigure(config)`` on SIGHUP (only what
+changed, never a flap), ``stop()`` on SIGTERM, and ``status()`` for ``pfha status``. A part
+whose component is not in this build raises :class:`PartUnavailable` with what is missing,
+before the node changes anything; ``pfha node run --without PART`` leaves a part out on
+purpose (and ``pfha status`` says so).
+
+This module holds no protocol logic: that lives in the components. It must never apply a
+ruleset that did not compile, and never leave CARP undemoted before the first bulk sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pfha.errors import PfhaError
+from pfha.node.config import NodeConfig
+from pfha.node.logs import fields
+
+log = logging.getLogger("pfha.node")
+
+PART_NAMES = ("ruleset", "pflog", "carp", "sync")
+
+
+class PartUnavailable(PfhaError):
+    """A part of the node needs a component that is not in this build."""
+
+
+class PartError(PfhaError):
+    """A part could not start or be reconfigured."""
+
+
+def require(part: str, module: str, *names: str) -> Any:
+    """Import ``module`` (and check it has ``names``) or say clearly which part cannot run."""
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as error:
+        raise PartUnavailable(f"{part}: needs {module}, which is not in this build ({error}); "
+                              f"run with --without {part} to leave it out") from None
+    missing = [n for n in names if not hasattr(loaded, n)]
+    if missing:
+        raise PartUnavailable(f"{part}: {module} has no {', '.join(missing)} in this build; "
+                              f"run with --without {part} to leave it out")
+    return loaded
+
+
+class Part:
+    name = "part"
+
+    def __init__(self) -> None:
+        self.enabled = True
+
+    def check(self) -> None:
+        """Raise :class:`PartUnavailable` if the component is missing (before anything changes)."""
+
+    async def start(self, config: NodeConfig) -> None:
+        raise NotImplementedError
+
+    async def reconfigure(self, config: NodeConfig) -> None:
+        await self.stop()
+        await self.start(config)
+
+    async def stop(self) -> None:
+        pass
+
+    def status(self) -> dict:
+        return {}
+
+
+class Disabled(Part):
+    """A part left out with ``--without``: it does nothing and says so."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name, self.enabled = name, False
+
+    async def start(self, config: NodeConfig) -> None:
+        log.warning("part disabled", extra=fields(part=self.name))
+
+    async def reconfigure(self, config: NodeConfig) -> None:
+        pass
+
+    def status(self) -> dict:
+        return {"state": "disabled (--without)"}
+
+
+# --- the ruleset ---------------------------------------------------------------------------
+
+
+def interface_view(config: NodeConfig):
+    """What pf.conf's interface names resolve to: the node config's addresses, CARP ones under
+    their carp interface names, not the live host (whose VIPs come and go with CARP state)."""
+    from pfha.conf import InterfaceView
+
+    specs = [f"{name}=" + ",".join(str(a) for a in addrs) for name, addrs in config.addresses_by_interface().items()]
+    return InterfaceView.from_specs(specs)
+
+
+@dataclass(frozen=True)
+class CompiledRuleset:
+    """A ruleset ready to load: parsed, checked and compiled, not yet in the kernel."""
+
+    source: str
+    digest: str
+    rules: int  # nftables rules
+    payload: Any  # pfha.nft.compile.Compiled
+    warnings: tuple[str, ...] = ()
+
+
+class RulesetPart(Part):
+    name = "ruleset"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded: CompiledRuleset | None = None
+        self.loaded_at: float | None = None
+        self.last_error: str | None = None
+
+    def check(self) -> None:
+        require(self.name, "pfha.conf.parser", "parse_file")  # pfha.conf's entry point imports it lazily
+        self._nft()
+
+    def _nft(self):
+        require(self.name, "pfha.nft.loader", "load")
+        return require(self.name, "pfha.nft.compile", "compile_ruleset")
+
+    def prepare(self, config: NodeConfig) -> CompiledRuleset:
+        """Parse and compile ``config``'s pf.conf: pure, raises on any error, changes nothing."""
+        self.check()
+        from pfha.conf import parse_file
+
+        renamed = {name: dev for name, dev in config.device_map().items() if name != dev and name != "lo0"}
+        if renamed:
+            raise PartError("ruleset: interfaces renamed in [interfaces] (" + ", ".join(f"{n} -> {d}" for n, d in renamed.items())
+                            + ") are not supported by pfha.nft yet: name the Linux devices as pf.conf does")
+        view = interface_view(config)
+        ruleset = parse_file(config.pf_conf, view, include_base=config.pf_conf.parent)
+        compiled = self._nft().compile_ruleset(ruleset, view)
+        digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
+        count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
+        return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
+
+    def commit(self, compiled: CompiledRuleset) -> bool:
+        """Load atomically; False (and nothing changed) when it is the ruleset already loaded."""
+        if self.loaded is not None and self.loaded.digest == compiled.digest:
+            return False
+        from pfha.nft import loader
+
+        loader.load(compiled.payload.commands, compiled.payload.metadata)
+        self.loaded, self.loaded_at, self.last_error = compiled, time.time(), None
+        log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source, rules=compiled.rules))
+        for warning in compiled.warnings:
+            log.warning("ruleset: the kernel cannot do this as pf does", extra=fields(detail=warning))
+        return True
+
+    async def start(self, config: NodeConfig) -> None:
+        self.commit(self.prepare(config))
+
+    async def reconfigure(self, config: NodeConfig) -> None:
+        self.commit(self.prepare(config))
+
+    def status(self) -> dict:
+        if self.loaded is None:
+            return {"state": "not loaded", "error": self.last_error}
+        return {"state": "loaded", "hash": self.loaded.digest, "source": self.loaded.source, "rules": self.loaded.rules,
+                "loaded_at": self.loaded_at, "warnings": list(self.loaded.warnings), "last_error": self.last_error}
+
+
+# --- pflogd --------------------------------------------------------------------------------
+
+
+class PflogPart(Part):
+    """pflogd inside the daemon's loop: the NFLOG socket is read when it is readable."""
+
+    name = "pflog"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.daemon = None
+        self.path: str | None = None
+
+    def check(self) -> None:
+        require(self.name, "pfha.pflog.linux", "Pflogd")
+
+    async def start(self, config: NodeConfig) -> None:
+        if not config.pflog.enabled or config.pflog.file is None:
+            self.path = None
+            return
+        linux = require(self.name, "pfha.pflog.linux", "Pflogd")
+        config.pflog.file.parent.mkdir(parents=True, exist_ok=True)
+        self.daemon = linux.Pflogd(str(config.pflog.file))
+        self.daemon.start()
+        self.path = str(config.pflog.file)
+        asyncio.get_running_loop().add_reader(self.daemon.source.fileno(), self._readable)
+        log.info("pflogd started", extra=fields(file=self.path))
+
+    def _readable(self) -> None:
+        try:
+            for packet in self.daemon.source.receive():
+                self.daemon.handle(packet)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except Exception:  # never let a bad packet take the node down
+            log.exception("pflogd: packet dropped")
+
+    async def reconfigure(self, config: NodeConfig) -> None:
+        wanted = str(config.pflog.file) if config.pflog.enabled and config.pflog.file else None
+        if wanted != self.path:
+            await self.stop()
+            await self.start(config)
+        elif self.daemon is not None:
+            self.daemon.open_log()  # as pflogd on SIGHUP: reopen after rotation
+
+    async def stop(self) -> None:
+        if self.daemon is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.daemon.source.fileno())
+            except (ValueError, OSError):
+                pass
+            self.daemon.close()
+            log.info("pflogd stopped", extra=fields(report=self.daemon.report()))
+            self.daemon = None
+
+    def status(self) -> dict:
+        if self.daemon is None:
+            return {"state": "off", "file": self.path}
+        stats = self.daemon.stats
+        return {"state": "running", "file": self.path, "received": stats.received, "written": stats.written,
+                "dropped": stats.dropped}
+
+
+# --- CARP ----------------------------------------------------------------------------------
+
+DEMOTE_SYNC = "pfsync bulk update"
+DEMOTE_SYNC_AMOUNT = 32  # OpenBSD's pfsync demotion while the bulk update is outstanding
+
+
+def vhid_configs(config: NodeConfig) -> list:
+    """The node config's CARP groups as pfha.carp's VhidConfig (parent -> Linux device)."""
+    from pfha.carp import wire
+    from pfha.carp.machine import VhidConfig
+
+    out = []
+    for group in config.carp:
+        parent = config.interface(group.parent)
+        password = group.password
+        if password is None and group.password_file is not None:
+            try:
+                password = group.password_file.read_text().strip()
+            except OSError as error:
+                raise PartError(f"carp vhid {group.vhid}: {group.password_file}: {error.strerror}") from None
+        try:
+            out.append(VhidConfig(vhid=group.vhid, interface=parent.device if parent else group.parent,
+                                  addresses=tuple(group.addresses), key=wire.carp_key(password or ""),
+                                  advbase=group.advbase, advskew=group.advskew, preempt=group.preempt))
+        except ValueError as error:
+            raise PartError(f"carp vhid {group.vhid}: {error}") from None
+    return out
+
+
+def _runner_class():
+    """pfha.carp's runner, plus what the node needs to say *why* a vhid is in its state."""
+    runner = require("carp", "pfha.carp.runner", "CarpRunner")
+    from pfha.carp.machine import StateChanged
+
+    class NodeCarpRunner(runner.CarpRunner):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.reasons: dict[tuple[str, int], tuple[str, float]] = {}
+
+        def _perform(self, action) -> bool:
+            if isinstance(action, StateChanged):
+                self.reasons[(action.interface, action.vhid)] = (action.reason, time.time())
+                log.info("carp state", extra=fields(vhid=action.vhid, interface=action.interface, old=action.old.value,
+                                                    new=action.new.value, reason=action.reason))
+            return super()._perform(action)
+
+    return NodeCarpRunner
+
+
+class CarpPart(Part):
+    """The vhids of the node config, run by pfha.carp's Linux runner in the node's loop.
+
+    Demotion causes are pfha.carp's own (link loss, send errors); this part adds pfsync's
+    "bulk update outstanding" cause, held until sync says the first bulk is done.
+    """
+
+    name = "carp"
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        super().__init__()
+        self.runner = None
+        self.task: asyncio.Task | None = None
+        self.configs: list = []
+        self.run_dir = run_dir
+        self.pending: dict[str, int] = {}
+
+    def check(self) -> None:
+        _runner_class()
+
+    async def start(self, config: NodeConfig, demoted_for: tuple[str, ...] = ()) -> None:
+        if not config.carp:
+            return
+        self.configs = vhid_configs(config)
+        status_path = self.run_dir / "carp.json" if self.run_dir else None
+        self.runner = _runner_class()(self.configs, status_path=status_path)
+        for reason in demoted_for:
+            self.runner.node.demotion.demote(reason, DEMOTE_SYNC_AMOUNT)
+        self.task = asyncio.create_task(self.runner.run(), name="carp")
+        # Let the runner set itself up (sockets, first transitions) before going on.
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if self.runner._stopping is not None or self.task.done():
+                break
+        if self.task.done():
+            self.task.result()  # raises what stopped it
+
+    def set_demoted(self, reason: str, on: bool) -> None:
+        if self.runner is None:
+            return
+        demotion = self.runner.node.demotion
+        if on:
+            demotion.demote(reason, DEMOTE_SYNC_AMOUNT)
+        else:
+            demotion.undemote(reason)
+        log.info("carp demotion", extra=fields(reason=reason, demoted=on, total=demotion.value))
+
+    async def reconfigure(self, config: NodeConfig) -> None:
+        """Same groups (interface, vhid): new timing, key or preempt in place, no flap.
+        Groups added or removed: CARP restarts (the node bows out and comes back)."""
+        new = vhid_configs(config)
+        if self.runner is None:
+            if new:
+                await self.start(config)
+            return
+        old_keys = {(c.interface, c.vhid) for c in self.configs}
+        new_keys = {(c.interface, c.vhid) for c in new}
+        if old_keys == new_keys and all(c.addresses == self.runner.node.groups[(c.interface, c.vhid)].config.addresses for c in new):
+            for c in new:
+                group = self.runner.node.groups[(c.interface, c.vhid)]
+                group.config = dataclasses.replace(c, source=group.config.source)
+            self.configs = new
+            return
+        log.warning("carp groups changed: restarting carp (this node bows out and comes back)")
+        demotions = tuple(r for r in self.runner.node.demotion.reasons if r == DEMOTE_SYNC)
+        await self.stop()
+        await self.start(config, demotions)
+
+    async def stop(self) -> None:
+        if self.runner is not None and self.task is not None:
+            if self.runner._stopping is not None:
+                self.runner._stopping.set()  # the runner bows out and releases the addresses
+            try:
+                await asyncio.wait_for(self.task, 10)
+            except asyncio.TimeoutError:
+                log.error("carp did not stop within 10 s")
+            self.runner, self.task = None, None
+
+    def status(self) -> dict:
+        if self.runner is None:
+            return {"state": "off", "vhids": []}
+        node = self.runner.node.status()
+        vhids = []
+        for group in node["groups"]:
+            reason, since = self.reasons_for(group["interface"], group["vhid"])
+            vhids.append({**group, "reason": reason, "since": since})
+        return {"state": "running" if self.task and not self.task.done() else "stopped",
+                "demotion": node["demotion"], "demoted": sorted(node["demotion_reasons"]), "vhids": vhids}
+
+    def reasons_for(self, interface: str, vhid: int) -> tuple[str, float | None]:
+        return self.runner.reasons.get((interface, vhid), ("", None))
+
+
+# --- state sync ----------------------------------------------------------------------------
+
+
+def sync_keyring(config: NodeConfig):
+    """pfsync has no authentication; pfha's sync always authenticates (pfsync.md §5.3)."""
+    from pfha.sync import wire
+
+    sync = config.sync
+    if sync.key is not None:
+        data = sync.key.encode()
+    elif sync.key_file is not None:
+        try:
+            data = sync.key_file.read_bytes()
+        except OSError as error:
+            raise PartError(f"sync: {sync.key_file}: {error.strerror}") from None
+    else:
+        raise PartError("sync: no key: set sync.key_file (the same secret file on both nodes); pfha's state "
+                        "sync authenticates every message, where pfsync had no authentication at all")
+    try:
+        return wire.read_key_file(data)
+    except ValueError as error:
+        raise PartError(f"sync: bad key: {error}") from None
+
+
+class SyncPart(Part):
+    """pfha.sync's runner: conntrack states to and from the peer; tells CARP when the first
+    bulk update is done (or has given up), so that the node only becomes master with states."""
+
+    name = "sync"
+
+    def __init__(self, on_bulk_done: Callable[[bool], None], run_dir: Path | None = None) -> None:
+        super().__init__()
+        self.runner = None
+        self.task: asyncio.Task | None = None
+        self.on_bulk_done = on_bulk_done
+        self.run_dir = run_dir
+        self.config_key: object = None
+        self.closers: list = []
+
+    def check(self) -> None:
+        require(self.name, "pfha.sync.runner", "Runner")
+        require(self.name, "pfha.sync.peer", "Peer", "Config")
+        require(self.name, "pfha.sync.conntrack", "EventSource", "KernelTable")
+        require(self.name, "pfha.sync.transport", "Transport")
+
+    async def start(self, config: NodeConfig) -> None:
+        if config.sync is None:
+            self.on_bulk_done(True)
+            return
+        import random
+
+        from pfha.sync.conntrack import EventSource, KernelTable
+        from pfha.sync.peer import Config, Peer
+        from pfha.sync.runner import Runner
+        from pfha.sync.transport import Transport
+
+        keyring = sync_keyring(config)
+        device = config.interface(config.sync.device)
+        dev = device.device if device else config.sync.device
+        transport = Transport(dev, str(config.sync.peer) if config.sync.peer else None)
+        intake, kernel = EventSource(), KernelTable()
+        self.closers = [transport, intake, kernel]
+        loop = asyncio.get_running_loop()
+        peer = Peer(Config(node_id=random.SystemRandom().randrange(1, 1 << 32), keyring=keyring),
+                    epoch=time.time_ns() // 1_000_000, now=loop.time())
+        status_path = self.run_dir / "sync.json" if self.run_dir else None
+        self.runner = Runner(peer, transport, intake, kernel, status_path, on_bulk_complete=self._bulk_complete,
+                             log=lambda line: log.info("sync", extra=fields(detail=line)))
+        self.config_key = config.sync
+        self.task = asyncio.create_task(self.runner.run(), name="sync")
+        await asyncio.sleep(0)
+
+    def _bulk_complete(self, event) -> None:
+        if getattr(event, "initial", True):
+            self.on_bulk_done(bool(event.succeeded))
+
+    async def reconfigure(self, config: NodeConfig) -> None:
+        if config.sync == self.config_key:
+            return  # unchanged: keep the running peer, no resync
+        await self.stop()
+        await self.start(config)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            try:
+                await asyncio.wait_for(self.task, 5)
+            except asyncio.TimeoutError:
+                log.error("sync did not stop within 5 s")
+            for closer in self.closers:
+                closer.close()
+            self.runner, self.task, self.closers = None, None, []
+
+    def status(self) -> dict:
+        if self.runner is None:
+            return {"state": "off"}
+        running = self.task is not None and not self.task.done()
+        return {"state": "running" if running else "stopped", **self.runner.status()}

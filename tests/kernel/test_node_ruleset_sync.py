@@ -1,0 +1,135 @@
+"""The node's ruleset and sync parts in namespaces: the ruleset loads at start and on SIGHUP in
+one transaction, a pf.conf that does not parse is refused and the loaded one kept; CARP starts
+demoted while the first bulk update is outstanding."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pfha.lab.build import python_env
+from pfha.node import control
+
+pytestmark = pytest.mark.root
+
+PF_CONF = """\
+ext_if = "xl1"
+set skip on lo0
+block log all
+pass in quick on $ext_if proto tcp to port {port}
+pass out quick all
+"""
+
+NODE_TOML = """\
+[node]
+name = "fwa"
+pf_conf = "{pf_conf}"
+
+[interfaces.xl1]
+device = "xl1"
+addresses = ["192.0.2.2/24"]
+
+[interfaces.lo0]
+device = "lo"
+
+[[carp.group]]
+vhid = 9
+parent = "xl1"
+addresses = ["192.0.2.1/24"]
+password = "lab"
+
+{sync}
+[pflog]
+file = "{pflog}"
+"""
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except control.ControlError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def node(lab, tmp_path):
+    a, b = lab.ns("a"), lab.ns("b")
+    lab.link(a, "xl1", b, "eth0")
+    b.exec("ip", "addr", "add", "192.0.2.9/24", "dev", "eth0")
+    procs = []
+
+    def start(port: int = 22, sync: bool = False, without: str = ""):
+        pf_conf = tmp_path / "pf.conf"
+        pf_conf.write_text(PF_CONF.format(port=port))
+        key = tmp_path / "sync.key"
+        key.write_text("00112233445566778899aabbccddeeff\n")
+        sync_table = f'[sync]\ndevice = "xl1"\nkey_file = "{key}"\n' if sync else ""
+        config = tmp_path / "node.toml"
+        config.write_text(NODE_TOML.format(pf_conf=pf_conf, sync=sync_table, pflog=tmp_path / "pflog"))
+        sock = tmp_path / "node.sock"
+        argv = [sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock)]
+        if without:
+            argv += ["--without", without]
+        proc = a.popen(*argv, stdout=open(tmp_path / "node.log", "w"), stderr=subprocess.STDOUT,
+                       env=python_env(PFHA_STATE_DIR=str(tmp_path), PFHA_RUN_DIR=str(tmp_path)))
+        procs.append(proc)
+        wait_for(lambda: control.request(sock, "status", timeout=1), 20, "the control socket")
+        return proc, pf_conf, sock
+
+    yield a, b, start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_ruleset_loaded_reloaded_and_bad_pf_conf_refused(node):
+    a, b, start = node
+    proc, pf_conf, sock = start(port=22)
+    first = control.request(sock, "status")["ruleset"]
+    assert first["state"] == "loaded"
+    assert "table inet pfha" in a.exec("nft", "list", "tables").stdout
+    # a change: loaded in one transaction on reload, with a new hash
+    pf_conf.write_text(PF_CONF.format(port=2222))
+    result = control.request(sock, "reload", timeout=30)
+    assert result["ok"] and result["message"] == "ruleset reloaded", result
+    second = control.request(sock, "status")["ruleset"]
+    assert second["hash"] != first["hash"] and second["loaded_at"] > first["loaded_at"]
+    listing = a.exec("nft", "-s", "list", "table", "inet", "pfha").stdout  # -s: no counters
+    assert "2222" in listing
+    # a pf.conf that does not parse: refused, the kernel keeps what it had
+    pf_conf.write_text("pass in on xl1 proto tcp to port 99999\n")
+    result = control.request(sock, "reload", timeout=30)
+    assert not result["ok"] and "kept the running config" in result["message"], result
+    third = control.request(sock, "status")
+    assert third["ruleset"]["hash"] == second["hash"]
+    assert third["last_reload"]["ok"] is False
+    assert a.exec("nft", "-s", "list", "table", "inet", "pfha").stdout == listing
+    assert proc.poll() is None
+
+
+def test_carp_demoted_until_the_first_bulk_update(node):
+    a, b, start = node
+    # no peer answers: the bulk update stays outstanding and CARP advertises demoted (skew 240)
+    proc, _, sock = start(sync=True, without="ruleset")
+    status = control.request(sock, "status")
+    assert "pfsync bulk update" in status["carp"]["demoted"], status["carp"]
+    assert status["carp"]["vhids"][0]["advskew_effective"] == 240
+    assert status["sync"]["bulk_done_at"] is None
+    assert status["sync"]["state"] == "running"
+    # a reload with the same [sync] keeps the running peer (same epoch) and the demotion
+    result = control.request(sock, "reload", timeout=30)
+    assert result["ok"], result
+    after = control.request(sock, "status")
+    assert after["sync"]["epoch"] == status["sync"]["epoch"]
+    assert "pfsync bulk update" in after["carp"]["demoted"]
