@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{'-' if takeover is None else f'{takeover * 1000:.0f} ms'}", file=sys.stderr, flush=True)
                     rows.append((setup, scenario, values, takeovers, noise, lost))
             finally:
-                bed.close()
+                bed.cleanup()
     print(f"CARP failover as seen by a client pinging the shared address every 10 ms through a bridge; "
           f"{trials} trials per row, outage in ms (min / median / max); "
           f"run took {time.monotonic() - started:.0f} s.\n")

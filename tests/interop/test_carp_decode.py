@@ -82,7 +82,7 @@ def test_live_adverts_decode(lab, tmp_path):
         dump.send_signal(signal.SIGINT)
         dump.wait(5)
     finally:
-        bed.close()
+        bed.cleanup()
     out = subprocess.run(["tcpdump", "-n", "-v", "-T", "carp", "-r", str(path)], capture_output=True, text=True, check=True).stdout
     adverts = re.findall(r"CARPv2-advertise 36: vhid=5 advbase=(\d+) advskew=(\d+) authlen=7 counter=(\d+)", out)
     assert len(adverts) >= 4, out

@@ -24,7 +24,7 @@ PFHA = ("--dev", "eth0", "--vhid", "1", "--pass", "secretpass", "--advbase", "1"
 def bed(lab):
     made = CarpBed(lab, client=False)
     yield made
-    made.close()
+    made.cleanup()
 
 
 def test_ucarp_accepts_our_adverts_then_takes_over_then_we_preempt(bed):

@@ -26,7 +26,7 @@ FAST = ("--advbase", "0", "--pass", "secretpass", "--preempt")
 def bed(lab):
     made = CarpBed(lab)
     yield made
-    made.close()
+    made.cleanup()
 
 
 def start_pair(bed, *extra):
@@ -101,7 +101,7 @@ def test_several_vhids_with_aliases_and_one_link_demotes_all(lab):
         assert wait_for(lambda: all_on("a"), 6), (a.log_text(), b.log_text())
         assert bed.status(a)["node"]["demotion"] == 0
     finally:
-        bed.close()
+        bed.cleanup()
 
 
 def send_raw(bed, payload: bytes, ttl: int = 255) -> None:
@@ -175,4 +175,4 @@ def test_ipv6_and_ipv4_vips_move_together_with_unsolicited_na(lab):
         stats = bed.status(b)["node"]["groups"][0]["stats"]
         assert stats.get("accepted", 0) > 0 and stats.get("ttl", 0) == 0 and stats.get("hmac", 0) == 0, stats
     finally:
-        bed.close()
+        bed.cleanup()

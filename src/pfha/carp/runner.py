@@ -216,6 +216,8 @@ class CarpRunner:
 
     def _perform(self, action: Action) -> bool:
         assert self.netlink is not None
+        if log.isEnabledFor(logging.DEBUG) and not isinstance(action, StateChanged | Dropped):
+            log.debug("vhid %d on %s: %s", action.vhid, action.interface, _describe(action, self._deferred is not None))
         group = self.node.groups[(action.interface, action.vhid)] if (action.interface, action.vhid) in self.node.groups else None
         if isinstance(action, SendAdvert):
             # BSD sends one advert per address family the group has addresses in.
@@ -273,6 +275,17 @@ class CarpRunner:
         while True:
             self._write_status()
             await asyncio.sleep(1.0)
+
+
+def _describe(action: Action, deferring: bool) -> str:
+    if isinstance(action, SendAdvert):
+        a = action.advert
+        return f"send advert advbase {a.advbase} advskew {a.advskew} demote {a.demote} counter {a.counter}"
+    if isinstance(action, AcquireAddresses | ReleaseAddresses | Announce):
+        verb = {AcquireAddresses: "add", ReleaseAddresses: "remove (after hand-over)" if deferring else "remove",
+                Announce: "announce"}[type(action)]
+        return f"{verb} {' '.join(str(x) for x in action.addresses)}"
+    return type(action).__name__
 
 
 def read_status(directory: Path | None = None) -> list[dict]:

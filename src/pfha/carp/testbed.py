@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,7 +199,13 @@ class CarpBed:
         return daemon
 
     def close(self) -> None:
+        """Kill every daemon started here (the bed stays usable for another trial)."""
         for daemon in self.daemons:
             if daemon.alive():
                 daemon.stop(signal.SIGKILL, timeout=2)
         self.daemons.clear()
+
+    def cleanup(self) -> None:
+        """:meth:`close`, then remove the bed's temporary files (logs, configs, status)."""
+        self.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
