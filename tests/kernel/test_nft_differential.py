@@ -58,10 +58,10 @@ def compare(bed, text: str, attempts) -> list[str]:
     from pfha.nft import testbed
     from pfha.nft.differential import EngineSide, kernel_equivalent, kernel_outcomes
 
-    path = bed.lab.prefix + ".conf"
-    with open(f"/tmp/{path}", "w") as out:
+    path = os.path.join(bed.state_dir, "pf.conf")  # removed with the lab
+    with open(path, "w") as out:
         out.write(text)
-    bed.pfctl(bed.fw, *bed.specs, "-f", f"/tmp/{path}")
+    bed.pfctl(bed.fw, *bed.specs, "-f", path)
     bed.pfctl(bed.fw, "-F", "states")
     view = testbed.tutorial_view()
     engine = EngineSide(kernel_equivalent(parse_text(text, "pf.conf", view)), view)

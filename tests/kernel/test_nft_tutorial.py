@@ -132,6 +132,8 @@ def test_states_listing_and_kill(bed):
         states = bed.pfctl(bed.fw, "-ss").stdout
         assert re.search(r"^all tcp 192\.168\.1\.100:\d+ -> 203\.0\.113\.10:\d+ -> 198\.51\.100\.80:80 ESTABLISHED:ESTABLISHED$", states, re.M), states
         assert re.search(r"^all tcp 198\.51\.100\.80:80 <- 192\.168\.1\.100:\d+ ESTABLISHED:ESTABLISHED$", states, re.M), states
+        verbose = bed.pfctl(bed.fw, "-vss").stdout
+        assert re.search(r"^   expires in \d+:\d\d:\d\d, [1-9]\d*:[1-9]\d* pkts, [1-9]\d*:[1-9]\d* bytes, rule \d+$", verbose, re.M), verbose
         rules = bed.pfctl(bed.fw, "-vsr").stdout.splitlines()
         web_in = rules.index("pass in quick on xl1 inet proto tcp from 192.168.1.0/24 to any port = http flags S/SA keep state")
         packets = int(re.search(r"Packets: (\d+)", rules[web_in + 1]).group(1))

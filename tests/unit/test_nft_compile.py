@@ -149,7 +149,8 @@ def test_what_the_kernel_cannot_do_is_a_warning():
 def test_set_timeout_becomes_conntrack_sysctls():
     compiled = compile_ruleset(ast.Ruleset(options=ast.Options(timeouts=(("tcp.established", 3600), ("udp.multiple", 90), ("interval", 5)))), VIEW)
     assert compiled.metadata["sysctls"] == {"net.netfilter.nf_conntrack_tcp_timeout_established": 3600,
-                                            "net.netfilter.nf_conntrack_udp_timeout_stream": 90}
+                                            "net.netfilter.nf_conntrack_udp_timeout_stream": 90,
+                                            "net.netfilter.nf_conntrack_acct": 1}
     assert any("set timeout interval" in str(w) for w in compiled.warnings)
 
 

@@ -291,6 +291,7 @@ class _Compiler:
                 self.emit(name, [x.match(x.band(x.meta("mark"), ANSWER_MARK), ANSWER_MARK), x.ACCEPT], "block return answers")
         if answers:
             self.sysctls.update({"net.ipv4.fwmark_reflect": 1, "net.ipv6.fwmark_reflect": 1})
+        self.sysctls["net.netfilter.nf_conntrack_acct"] = 1  # per-state packets/bytes for pfctl -vss
         self.compile_tables()
         self.unsupported_options(options)
         self.compile_scrub()
