@@ -51,6 +51,11 @@ from pfha.conf.printer import format_address
 _ANY_HOST = ResolvedHost(AnyAddress())
 _NONE = (None,)
 _FLAGS_S_SA = TcpFlags(0x02, 0x12)
+#: filter options stored in the rule as parsed, under the rule field of the same name
+_RULE_OPTIONS = frozenset((
+    "rtable", "ridentifier", "received_on", "tos", "prio", "set_prio", "set_tos", "scrub",
+    "dnpipe", "dnqueue", "divert", "max_pkt_rate", "max_pkt_size",
+))
 PROXY_PORTS = (50001, 65535)
 
 
@@ -246,32 +251,28 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
         flags = _FLAGS_S_SA
 
     tagged = o.get("tagged")
-    common = dict(
-        origin=origin,
-        direction=spec.direction,
-        log=spec.log,
-        quick=spec.quick,
-        rtable=o.get("rtable"),
-        ridentifier=o.get("ridentifier"),
-        received_on=o.get("received_on"),
-        action=action,
-        block=block,
-        tos=o.get("tos"),
-        prio=o.get("prio"),
-        set_prio=o.get("set_prio"),
-        set_tos=o.get("set_tos"),
-        fragment=fragment,
-        allow_opts=bool(o.get("allow_opts")),
-        scrub=o.get("scrub"),
-        queue=tuple(q for q in o.get("queue", ()) if q),
-        dnpipe=o.get("dnpipe", ()),
-        dnqueue=o.get("dnqueue", ()),
-        divert=o.get("divert"),
-        once=bool(o.get("once")),
-        max_pkt_rate=o.get("max_pkt_rate"),
-        max_pkt_size=o.get("max_pkt_size"),
-        limiters=tuple(o.get("limiters", ())),
-    )
+    # only what differs from Rule's defaults: building a rule from few keywords is cheaper
+    common = {"origin": origin, "action": action}
+    if spec.direction is not None:
+        common["direction"] = spec.direction
+    if spec.log is not None:
+        common["log"] = spec.log
+    if spec.quick:
+        common["quick"] = True
+    if block is not None:
+        common["block"] = block
+    if fragment:
+        common["fragment"] = True
+    for key in _RULE_OPTIONS.intersection(o):
+        common[key] = o[key]
+    if o.get("allow_opts"):
+        common["allow_opts"] = True
+    if o.get("once"):
+        common["once"] = True
+    if "queue" in o:
+        common["queue"] = tuple(q for q in o["queue"] if q)
+    if "limiters" in o:
+        common["limiters"] = tuple(o["limiters"])
     if tagged is not None:
         common["tagged_negated"] = tagged[1]
     probability = o.get("probability")
@@ -361,9 +362,12 @@ def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dpo
     fields["proto"] = proto
     fields["src"] = Endpoint(HostMatch(src.address, src.negated), sport, os_name) if (src is not _ANY_HOST or sport is not None or os_name is not None) else ANY_ENDPOINT
     fields["dst"] = Endpoint(HostMatch(dst.address, dst.negated), dport) if (dst is not _ANY_HOST or dport is not None) else ANY_ENDPOINT
-    fields["uid"] = uid
-    fields["gid"] = gid
-    fields["icmp"] = IcmpMatch(icmp[0], icmp[1], icmp[2]) if icmp is not None else None
+    if uid is not None:
+        fields["uid"] = uid
+    if gid is not None:
+        fields["gid"] = gid
+    if icmp is not None:
+        fields["icmp"] = IcmpMatch(icmp[0], icmp[1], icmp[2])
     if tcp:
         fields["flags"] = flags
         fields["state"] = keep_tcp
@@ -391,6 +395,9 @@ def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dpo
             prefer_ipv6_nexthop=bool(ropts.get("prefer_ipv6_nexthop")),
             hash_key=ropts.get("key"),
         ))
+    if not spec.translations:
+        fields["af"] = af
+        return fields
     translations = []
     fields["_binat"] = None
     for tr in spec.translations:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pfha.conf.ast import Address, HostAddress
+from pfha.conf.ast import Address, HostAddress, fast_init
 from pfha.conf.interfaces import InterfaceView
 
 _V4_MASKS = [0] + [((1 << 32) - 1) ^ ((1 << (32 - b)) - 1) for b in range(1, 33)]
@@ -26,6 +26,7 @@ class HostError(ValueError):
     """Why a host specification resolved to nothing (pfctl prints it before the syntax error)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResolvedHost:
     """One address of a host list, before expansion into rules."""

@@ -51,6 +51,18 @@ _TOKEN_RE = re.compile(
     re.DOTALL,
 )
 _OPS = frozenset(("!=", "<=", ">=", "<>", "><", "->"))
+# The same tokens for a "plain" line (no quotes, no backslash, no digits right before
+# ``({!#``), which is nearly every line: findall() returns the token texts in one call and
+# only blanks are skipped (the last alternative takes any other character).
+_PLAIN_RE = re.compile(
+    r"#[^\n]*|!=|<=|>=|<>|><|->"
+    r"|-[0-9]+(?=[ \t\n\r\f\v),/}><=]|\Z)"
+    r"|[^(){}<>!=/#,\"'\s\-][^(){}<>!=/#,\"'\s]*"
+    r"|[^ \t\f\r\v]"
+)
+_NOT_PLAIN_RE = re.compile(r"[\"'\\]|[0-9][({!#]")
+# token text -> kind, for the tokens whose kind is fixed by their text
+_FIXED_KINDS = {c: c for c in "(){}<>!=/,-"} | {op: op for op in _OPS} | {"\n": "nl"}
 _BLANK_START = frozenset(" \t\f\r\v#")
 _PUNCT = frozenset("(){}<>!=/,-")
 # a digit-only word is a number unless what follows cannot end a number (parse.y)
@@ -136,7 +148,10 @@ class Lexer:
         try:
             if "$" in text:
                 text = self._expand(text, line)
-            self._tokenize(text, line)
+            if _NOT_PLAIN_RE.search(text) is None:
+                self._tokenize_plain(text, line)
+            else:
+                self._tokenize(text, line)
         except ParseError as error:
             if self.on_error is None:
                 raise
@@ -165,6 +180,21 @@ class Lexer:
         if len(out) > MAX_LINE:
             raise self.error("line too long after macro expansion", line)
         return out
+
+    def _tokenize_plain(self, text: str, line: int) -> None:
+        """_tokenize() for a line with no quotes, continuations or number ambiguity."""
+        append = self._tokens.append
+        fixed = _FIXED_KINDS.get
+        for piece in _PLAIN_RE.findall(text):
+            kind = fixed(piece)
+            if kind is not None:
+                append(Token(kind, piece, line))
+            elif piece[0] == "#":
+                continue
+            elif piece[0] == "-" or (piece.isdigit() and piece.isascii()):
+                append(Token("number", piece, line, int(piece)))
+            else:
+                append(Token("word", piece, line))
 
     def _tokenize(self, text: str, line: int) -> None:
         append = self._tokens.append
