@@ -45,10 +45,9 @@ from pfha.conf.ast import (
     Translation,
     TranslationRule,
 )
-from pfha.conf.hosts import ResolvedHost, interface_addresses
+from pfha.conf.hosts import ANY_HOST as _ANY_HOST, ResolvedHost, interface_addresses
 from pfha.conf.printer import format_address
 
-_ANY_HOST = ResolvedHost(AnyAddress())
 _NONE = (None,)
 _FLAGS_S_SA = TcpFlags(0x02, 0x12)
 #: filter options stored in the rule as parsed, under the rule field of the same name
@@ -82,25 +81,29 @@ def expand_label(text: str, rule_fields: dict, number: int) -> str:
     """parse.y expand_label(): the ``$`` variables of labels and tags, per expanded rule."""
     if "$" not in text:
         return text
-    iface = rule_fields.get("interface")
-    af = rule_fields.get("af")
-    proto = rule_fields.get("proto")
-    src = rule_fields.get("src", ANY_ENDPOINT)
-    dst = rule_fields.get("dst", ANY_ENDPOINT)
-    values = {
-        "$if": iface.name if iface is not None else "any",
-        "$srcaddr": _label_addr(src.host, af),
-        "$dstaddr": _label_addr(dst.host, af),
-        "$srcport": _label_port(src.port),
-        "$dstport": _label_port(dst.port),
-        "$proto": (names.protocol_name(proto) or str(proto)) if proto is not None else "ip",
-        "$nr": str(number),
-    }
     out = text
-    for key in ("$srcaddr", "$dstaddr", "$srcport", "$dstport", "$proto", "$if", "$nr"):
+    for key in _LABEL_MACROS:  # pfctl's order; each value computed only when used
         if key in out:
-            out = out.replace(key, values[key])
+            out = out.replace(key, _label_value(key, rule_fields, number))
     return out
+
+
+_LABEL_MACROS = ("$srcaddr", "$dstaddr", "$srcport", "$dstport", "$proto", "$if", "$nr")
+
+
+def _label_value(key: str, rule_fields: dict, number: int) -> str:
+    if key == "$nr":
+        return str(number)
+    if key == "$if":
+        iface = rule_fields.get("interface")
+        return iface.name if iface is not None else "any"
+    if key == "$proto":
+        proto = rule_fields.get("proto")
+        return (names.protocol_name(proto) or str(proto)) if proto is not None else "ip"
+    end = rule_fields.get("src" if key.startswith("$src") else "dst", ANY_ENDPOINT)
+    if key.endswith("addr"):
+        return _label_addr(end.host, rule_fields.get("af"))
+    return _label_port(end.port)
 
 
 def _family_ok(af, src: ResolvedHost, dst: ResolvedHost) -> str | None | bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pfha.conf.ast import Address, HostAddress, fast_init
+from pfha.conf.ast import Address, AnyAddress, HostAddress, fast_init
 from pfha.conf.interfaces import InterfaceView
 
 _V4_MASKS = [0] + [((1 << 32) - 1) ^ ((1 << (32 - b)) - 1) for b in range(1, 33)]
@@ -36,6 +36,10 @@ class ResolvedHost:
     family: str | None = None  # "inet" / "inet6" / None
     scope: str | None = None  # interface of a link-local address (pfctl's ifindex/ifname)
     interface: str | None = None  # the interface a name resolved through
+
+
+#: ``any``: one shared value (immutable); expansion recognises it by identity
+ANY_HOST = ResolvedHost(AnyAddress())
 
 
 def mask_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, bits: int):

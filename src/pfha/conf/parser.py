@@ -50,7 +50,7 @@ from pfha.conf.ast import (
     UrpfFailed,
 )
 from pfha.conf.errors import ParseError
-from pfha.conf.hosts import HostError, ResolvedHost, interface_addresses, resolve, split_modifiers
+from pfha.conf.hosts import ANY_HOST as _ANY_HOST, HostError, ResolvedHost, interface_addresses, resolve, split_modifiers
 from pfha.conf.interfaces import InterfaceView
 from pfha.conf.lexer import Lexer, Token
 from pfha.conf import names
@@ -657,7 +657,7 @@ class Parser:
     def _host_list(self) -> list[ResolvedHost]:
         """ipspec: any | [!] host | { [!] host, ... }"""
         if self._accept("any"):
-            return [ResolvedHost(AnyAddress())]
+            return [_ANY_HOST]
         if self.tok.kind == "{":
             self._advance()
             out: list[ResolvedHost] = []
@@ -676,7 +676,7 @@ class Parser:
         negated = self._accept_kind("!")
         if self._word("any") and not negated:
             self._advance()
-            return [ResolvedHost(AnyAddress())]
+            return [_ANY_HOST]
         if self._accept("self"):
             hosts = interface_addresses("self", (), self.view)
             if not hosts:
@@ -812,18 +812,26 @@ class Parser:
         return log
 
     def _logquick(self, spec: _Spec) -> None:
-        while True:
-            if self._accept("log"):
+        while self.tok.kind == "word":
+            word = self.tok.value
+            if word == "log":
+                self._advance()
                 spec.log = self._log_opts()
-            elif self._accept("quick"):
+            elif word == "quick":
+                self._advance()
                 spec.quick = True
             else:
                 return
 
     def _fromto(self, spec: _Spec) -> None:
-        if self._accept("all"):
+        if self.tok.kind != "word":
             return
-        if self._accept("from"):
+        word = self.tok.value
+        if word == "all":
+            self._advance()
+            return
+        if word == "from":
+            self._advance()
             spec.src_hosts, spec.src_ports = self._ipportspec()
             if self._accept("os"):
                 spec.src_os = self._os_list()
@@ -831,11 +839,17 @@ class Parser:
             spec.dst_hosts, spec.dst_ports = self._ipportspec()
 
     def _ipportspec(self):
-        hosts = None
-        if not self._word("port"):
+        tok = self.tok
+        if tok.kind == "word" and tok.value == "port":
+            hosts = None
+        elif tok.kind == "word" and tok.value == "any":
+            self._advance()
+            hosts = [_ANY_HOST]
+        else:
             hosts = self._host_list()
         ports = None
-        if self._accept("port"):
+        if self.tok.kind == "word" and self.tok.value == "port":
+            self._advance()
             ports = self._port_list()
         return hosts, ports
 
@@ -911,7 +925,8 @@ class Parser:
         self._logquick(spec)
         if self._accept("on"):
             spec.interfaces = self._interface_list()
-        self._route_opt(spec)
+        if self._word("route-to", "reply-to", "dup-to", "fastroute"):
+            self._route_opt(spec)
         if self._word("inet", "inet6"):
             spec.af = self._advance().value
         if self._accept("proto"):
