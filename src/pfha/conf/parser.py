@@ -53,6 +53,7 @@ from pfha.conf.errors import ParseError
 from pfha.conf.hosts import ANY_HOST as _ANY_HOST, HostError, ResolvedHost, interface_addresses, resolve, split_modifiers
 from pfha.conf.interfaces import InterfaceView
 from pfha.conf.lexer import Lexer, Token
+from pfha.conf import expand as _expand
 from pfha.conf import names
 from pfha import data
 
@@ -154,6 +155,7 @@ class Parser:
         self.load_anchors: list[tuple[str, str, int, str]] = []
         self.loaded: list[tuple[str, str, Ruleset]] = []
         self.main = _Builder("")
+        self.if_matches: dict[tuple[str, bool], InterfaceMatch] = {}
 
     # ============================================================== token plumbing
     def _advance(self) -> Token:
@@ -740,7 +742,11 @@ class Parser:
         name = self._string()
         if len(name) >= 16:
             self._error(f"interface name too long", self.tok.line)
-        return InterfaceMatch(name, negated)
+        key = (name, negated)
+        match = self.if_matches.get(key)
+        if match is None:  # one shared value per interface test: rules hold thousands
+            match = self.if_matches[key] = InterfaceMatch(name, negated)
+        return match
 
     def _interface_list(self) -> list[InterfaceMatch]:
         if self.tok.kind == "{":
@@ -871,9 +877,7 @@ class Parser:
             spec.block = self._block_return()
         self._rule_body(spec)
         spec.end_line = self._end_of_statement()
-        from pfha.conf.expand import expand_filter
-
-        expand_filter(self, b, spec)
+        _expand.expand_filter(self, b, spec)
 
     def _block_return(self) -> BlockReturn | None:
         if self._accept("drop"):
@@ -1513,9 +1517,7 @@ class Parser:
             sc = replace(sc, fragment="reassemble")
         spec.opts["scrub"] = sc
         spec.end_line = self._end_of_statement()
-        from pfha.conf.expand import expand_scrub
-
-        expand_scrub(self, b, spec)
+        _expand.expand_scrub(self, b, spec)
 
     # ------------------------------------------------------------------ translation rules
     def _translation_stmt(self, b: _Builder, tok: Token) -> None:
@@ -1560,9 +1562,7 @@ class Parser:
                 spec.redirect_ports = self._redir_port()
             spec.pool_opts = self._pool_opts()
         spec.end_line = self._end_of_statement()
-        from pfha.conf.expand import expand_translation
-
-        expand_translation(self, b, spec)
+        _expand.expand_translation(self, b, spec)
 
     # ------------------------------------------------------------------ antispoof
     def _antispoof(self, b: _Builder, tok: Token) -> None:
@@ -1589,9 +1589,7 @@ class Parser:
                 self._advance()
                 spec.opts["ridentifier"] = self._number()
         spec.end_line = self._end_of_statement()
-        from pfha.conf.expand import expand_antispoof
-
-        expand_antispoof(self, b, spec, ifs)
+        _expand.expand_antispoof(self, b, spec, ifs)
 
     def _antispoof_if(self) -> tuple[str, bool]:
         if self.tok.kind == "(":
@@ -1640,9 +1638,7 @@ class Parser:
             self.blockpolicy = saved_policy
             spec.body = body
         spec.end_line = self._end_of_statement()
-        from pfha.conf.expand import expand_anchor
-
-        expand_anchor(self, b, spec)
+        _expand.expand_anchor(self, b, spec)
 
     def _load(self, b: _Builder, tok: Token) -> None:
         self._expect("anchor")
@@ -1759,9 +1755,7 @@ class Parser:
 
     # ------------------------------------------------------------------ results
     def ruleset(self) -> Ruleset:
-        from pfha.conf.expand import build_ruleset
-
-        return build_ruleset(self, self.main)
+        return _expand.build_ruleset(self, self.main)
 
     def build_options(self) -> Options:
         o = self.options
