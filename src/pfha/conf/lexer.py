@@ -96,6 +96,25 @@ def _unquote(body: str, quote: str) -> str:
     return "".join(out)
 
 
+#: token text -> (kind, number) on plain lines (None: a comment); words recur, so memoised
+_PLAIN_KINDS: dict[str, tuple[str | None, int]] = {}
+
+
+def _plain_kind(piece: str) -> tuple[str | None, int]:
+    kind = _FIXED_KINDS.get(piece)
+    if kind is not None:
+        found = (kind, 0)
+    elif piece[0] == "#":
+        return (None, 0)
+    elif piece[0] == "-" or (piece.isdigit() and piece.isascii()):
+        found = ("number", int(piece))
+    else:
+        found = ("word", 0)
+    if len(_PLAIN_KINDS) < 16384 and len(piece) <= 64:
+        _PLAIN_KINDS[piece] = found
+    return found
+
+
 class Lexer:
     """Tokens of one file. ``macros`` is shared with the parser, which defines them."""
 
@@ -184,17 +203,13 @@ class Lexer:
     def _tokenize_plain(self, text: str, line: int) -> None:
         """_tokenize() for a line with no quotes, continuations or number ambiguity."""
         append = self._tokens.append
-        fixed = _FIXED_KINDS.get
+        known = _PLAIN_KINDS.get
         for piece in _PLAIN_RE.findall(text):
-            kind = fixed(piece)
-            if kind is not None:
-                append(Token(kind, piece, line))
-            elif piece[0] == "#":
-                continue
-            elif piece[0] == "-" or (piece.isdigit() and piece.isascii()):
-                append(Token("number", piece, line, int(piece)))
-            else:
-                append(Token("word", piece, line))
+            kind_number = known(piece)
+            if kind_number is None:
+                kind_number = _plain_kind(piece)
+            if kind_number[0] is not None:
+                append(Token(kind_number[0], piece, line, kind_number[1]))
 
     def _tokenize(self, text: str, line: int) -> None:
         append = self._tokens.append
