@@ -50,6 +50,9 @@ from pfha.conf.printer import format_address
 
 _NONE = (None,)
 _FLAGS_S_SA = TcpFlags(0x02, 0x12)
+#: shared immutable values for what most rules hold
+_POLICY_BLOCKS = {"drop": BlockReturn("drop"), "return": BlockReturn("return")}
+_PLAIN_STATES = {kind: StateSpec(kind) for kind in ("none", "keep", "modulate", "synproxy")}
 #: filter options stored in the rule as parsed, under the rule field of the same name
 _RULE_OPTIONS = frozenset((
     "rtable", "ridentifier", "received_on", "tos", "prio", "set_prio", "set_tos", "scrub",
@@ -226,7 +229,7 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     # ---- defaults and per-rule checks (before expansion, as parse.y does)
     block = None
     if action == "block":
-        block = spec.block if spec.block is not None else BlockReturn(p.blockpolicy)
+        block = spec.block if spec.block is not None else _POLICY_BLOCKS[p.blockpolicy]
         if spec.route is not None:
             p._error("route-to, reply-to and dup-to are not supported on block rules", line)
     state = o.get("state")
@@ -266,8 +269,9 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
         common["block"] = block
     if fragment:
         common["fragment"] = True
-    for key in _RULE_OPTIONS.intersection(o):
-        common[key] = o[key]
+    for key, value in o.items():
+        if key in _RULE_OPTIONS:
+            common[key] = value
     if o.get("allow_opts"):
         common["allow_opts"] = True
     if o.get("once"):
@@ -285,8 +289,11 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     tag = o.get("tag")
     tagged_name = tagged[0] if tagged is not None else None
     dynamic_text = bool(labels) or (tag is not None and "$" in tag) or (tagged_name is not None and "$" in tagged_name)
-    keep_tcp = StateSpec(state_kind, state_opts)
-    keep_other = keep_tcp if state_kind not in ("modulate", "synproxy") else StateSpec("keep", state_opts)
+    keep_tcp = _PLAIN_STATES[state_kind] if not state_opts else StateSpec(state_kind, state_opts)
+    if state_kind not in ("modulate", "synproxy"):
+        keep_other = keep_tcp
+    else:
+        keep_other = _PLAIN_STATES["keep"] if not state_opts else StateSpec("keep", state_opts)
 
     interfaces = spec.interfaces or _NONE
     protos = spec.protos or _NONE

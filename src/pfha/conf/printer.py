@@ -308,11 +308,12 @@ def format_rule(rule, verbose: int = 1, numeric: bool = False) -> str:
     if verbose >= 2:
         out.append(f"@{rule.number} ")
     anchor = isinstance(rule, AnchorRule)
+    is_rule = not anchor and isinstance(rule, Rule)
     if anchor:
         out.append(rule.kind)
         if rule.name and not rule.name.startswith("_"):
             out.append(f' "{rule.name}"')
-    elif isinstance(rule, Rule):
+    elif is_rule:
         out.append(rule.action)
         if rule.action == "block":
             out.append(_block_return(rule))
@@ -330,7 +331,6 @@ def format_rule(rule, verbose: int = 1, numeric: bool = False) -> str:
         out.append(" quick")
     if rule.interface is not None:
         out.append(_iface(rule))
-    is_rule = isinstance(rule, Rule)
     if is_rule and rule.route is not None:
         out.append(f" {rule.route.kind} ")
         out.append(format_pool(rule.route.pool, rule.af, "route"))
