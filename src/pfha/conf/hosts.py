@@ -44,6 +44,8 @@ ANY_HOST = ResolvedHost(AnyAddress())
 
 def mask_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, bits: int):
     if addr.version == 4:
+        if bits == 32:
+            return addr  # nothing to mask (immutable: the same value)
         return ipaddress.IPv4Address(int(addr) & _V4_MASKS[bits])
     full = (1 << 128) - 1
     return ipaddress.IPv6Address(int(addr) & (full ^ ((1 << (128 - bits)) - 1)))
@@ -76,12 +78,15 @@ def parse_v4(text: str) -> ipaddress.IPv4Address | None:
     parts = text.split(".")
     if len(parts) != 4:
         return None
-    try:
-        if not all((p.isascii() and p.isdigit()) and len(p) <= 3 for p in parts):
+    value = 0
+    for p in parts:  # what IPv4Address(text) accepts, without parsing the text twice
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (p[0] == "0" and p != "0"):
             return None
-        return ipaddress.IPv4Address(text)
-    except ValueError:
-        return None
+        octet = int(p)
+        if octet > 255:
+            return None
+        value = (value << 8) | octet
+    return ipaddress.IPv4Address(value)
 
 
 def parse_v6(text: str) -> tuple[ipaddress.IPv6Address, str | None] | None:
