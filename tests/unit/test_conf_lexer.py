@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from pfha.conf.errors import ParseError
 from pfha.conf.lexer import Lexer
@@ -74,3 +76,28 @@ def test_unterminated_quote_is_an_error():
 
 def test_form_feed_is_blank():
     assert [t[0] for t in tokens("pass in\f\npass")] == ["word", "word", "nl", "word"]
+
+
+# The lexer has a findall() path for "plain" lines (no quotes, backslashes or digits right
+# before ``({!#``) beside the general one: both must give the same tokens on such lines.
+_PLAIN_ALPHABET = "ab09 \t\f\r\v\x1c(){}<>!=/#,-:.$_\n\xa0\u0663"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_PLAIN_ALPHABET, max_size=40))
+def test_plain_line_path_gives_the_general_paths_tokens(text):
+    from pfha.conf.lexer import _NOT_PLAIN_RE
+
+    text = text.split("\n")[0] + "\n"
+    assume(_NOT_PLAIN_RE.search(text) is None)
+    plain, general = Lexer("", "t.conf", {}), Lexer("", "t.conf", {})
+    plain._tokenize_plain(text, 1)
+    general._tokenize(text, 1)
+    as_tuples = lambda lx: [(t.kind, t.value, t.line, t.number) for t in lx._tokens]  # noqa: E731
+    assert as_tuples(plain) == as_tuples(general)
+
+
+def test_lines_the_plain_path_cannot_take_go_the_general_way():
+    # a digit word before "(" is a word, not a number; quotes and continuations
+    assert tokens("a 12(b)\n") == [("word", "a", 1), ("word", "12", 1), ("(", "(", 1), ("word", "b", 1), (")", ")", 1), ("nl", "\n", 1)]
+    assert tokens('x "a b" \\\n -3 ,\n') == [("word", "x", 1), ("string", "a b", 1), ("number", "-3", 2), (",", ",", 2), ("nl", "\n", 2)]

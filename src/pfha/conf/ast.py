@@ -17,6 +17,8 @@ Rules of this module:
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal, Union
@@ -627,5 +629,45 @@ class Ruleset:
     def binat(self) -> tuple[TranslationRule | AnchorRule, ...]:
         return tuple(r for r in self.translation if r.kind in ("binat", "binat-anchor"))
 
+
+def fast_init(cls: type) -> type:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its
+    slot descriptor: the generated one calls ``object.__setattr__`` per field (a 44-field
+    Rule took about 10 us to build, a tenth of the parse time of a 10,000-rule file). Same
+    signature, defaults and errors as the dataclass one; nothing else changes."""
+    fields = dataclasses.fields(cls)
+    if hasattr(cls, "__post_init__") or any(not f.init or f.default_factory is not dataclasses.MISSING for f in fields):
+        return cls  # the generated __init__ does more than store: keep it
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    namespace: dict = {}
+    args: list[str] = []
+    kw_only = False
+    for p in params:
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and not kw_only:
+            args.append("*")
+            kw_only = True
+        if p.default is inspect.Parameter.empty:
+            args.append(p.name)
+        else:
+            namespace[f"_d_{p.name}"] = p.default
+            args.append(f"{p.name}=_d_{p.name}")
+    body = []
+    for f in fields:
+        namespace[f"_s_{f.name}"] = getattr(cls, f.name).__set__
+        body.append(f"    _s_{f.name}(self, {f.name})")
+    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body or ["    pass"]) + "\n"
+    exec(source, namespace)  # noqa: S102 - generated from the class's own fields
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init
+    return cls
+
+
+for _cls in list(globals().values()):
+    if (isinstance(_cls, type) and dataclasses.is_dataclass(_cls) and _cls.__module__ == __name__
+            and _cls.__dataclass_params__.frozen and "__slots__" in _cls.__dict__):
+        fast_init(_cls)
+del _cls
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -45,12 +45,19 @@ from pfha.conf.ast import (
     Translation,
     TranslationRule,
 )
-from pfha.conf.hosts import ResolvedHost, interface_addresses
+from pfha.conf.hosts import ANY_HOST as _ANY_HOST, ResolvedHost, interface_addresses
 from pfha.conf.printer import format_address
 
-_ANY_HOST = ResolvedHost(AnyAddress())
 _NONE = (None,)
 _FLAGS_S_SA = TcpFlags(0x02, 0x12)
+#: shared immutable values for what most rules hold
+_POLICY_BLOCKS = {"drop": BlockReturn("drop"), "return": BlockReturn("return")}
+_PLAIN_STATES = {kind: StateSpec(kind) for kind in ("none", "keep", "modulate", "synproxy")}
+#: filter options stored in the rule as parsed, under the rule field of the same name
+_RULE_OPTIONS = frozenset((
+    "rtable", "ridentifier", "received_on", "tos", "prio", "set_prio", "set_tos", "scrub",
+    "dnpipe", "dnqueue", "divert", "max_pkt_rate", "max_pkt_size",
+))
 PROXY_PORTS = (50001, 65535)
 
 
@@ -77,25 +84,29 @@ def expand_label(text: str, rule_fields: dict, number: int) -> str:
     """parse.y expand_label(): the ``$`` variables of labels and tags, per expanded rule."""
     if "$" not in text:
         return text
-    iface = rule_fields.get("interface")
-    af = rule_fields.get("af")
-    proto = rule_fields.get("proto")
-    src = rule_fields.get("src", ANY_ENDPOINT)
-    dst = rule_fields.get("dst", ANY_ENDPOINT)
-    values = {
-        "$if": iface.name if iface is not None else "any",
-        "$srcaddr": _label_addr(src.host, af),
-        "$dstaddr": _label_addr(dst.host, af),
-        "$srcport": _label_port(src.port),
-        "$dstport": _label_port(dst.port),
-        "$proto": (names.protocol_name(proto) or str(proto)) if proto is not None else "ip",
-        "$nr": str(number),
-    }
     out = text
-    for key in ("$srcaddr", "$dstaddr", "$srcport", "$dstport", "$proto", "$if", "$nr"):
+    for key in _LABEL_MACROS:  # pfctl's order; each value computed only when used
         if key in out:
-            out = out.replace(key, values[key])
+            out = out.replace(key, _label_value(key, rule_fields, number))
     return out
+
+
+_LABEL_MACROS = ("$srcaddr", "$dstaddr", "$srcport", "$dstport", "$proto", "$if", "$nr")
+
+
+def _label_value(key: str, rule_fields: dict, number: int) -> str:
+    if key == "$nr":
+        return str(number)
+    if key == "$if":
+        iface = rule_fields.get("interface")
+        return iface.name if iface is not None else "any"
+    if key == "$proto":
+        proto = rule_fields.get("proto")
+        return (names.protocol_name(proto) or str(proto)) if proto is not None else "ip"
+    end = rule_fields.get("src" if key.startswith("$src") else "dst", ANY_ENDPOINT)
+    if key.endswith("addr"):
+        return _label_addr(end.host, rule_fields.get("af"))
+    return _label_port(end.port)
 
 
 def _family_ok(af, src: ResolvedHost, dst: ResolvedHost) -> str | None | bool:
@@ -218,7 +229,7 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     # ---- defaults and per-rule checks (before expansion, as parse.y does)
     block = None
     if action == "block":
-        block = spec.block if spec.block is not None else BlockReturn(p.blockpolicy)
+        block = spec.block if spec.block is not None else _POLICY_BLOCKS[p.blockpolicy]
         if spec.route is not None:
             p._error("route-to, reply-to and dup-to are not supported on block rules", line)
     state = o.get("state")
@@ -246,32 +257,29 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
         flags = _FLAGS_S_SA
 
     tagged = o.get("tagged")
-    common = dict(
-        origin=origin,
-        direction=spec.direction,
-        log=spec.log,
-        quick=spec.quick,
-        rtable=o.get("rtable"),
-        ridentifier=o.get("ridentifier"),
-        received_on=o.get("received_on"),
-        action=action,
-        block=block,
-        tos=o.get("tos"),
-        prio=o.get("prio"),
-        set_prio=o.get("set_prio"),
-        set_tos=o.get("set_tos"),
-        fragment=fragment,
-        allow_opts=bool(o.get("allow_opts")),
-        scrub=o.get("scrub"),
-        queue=tuple(q for q in o.get("queue", ()) if q),
-        dnpipe=o.get("dnpipe", ()),
-        dnqueue=o.get("dnqueue", ()),
-        divert=o.get("divert"),
-        once=bool(o.get("once")),
-        max_pkt_rate=o.get("max_pkt_rate"),
-        max_pkt_size=o.get("max_pkt_size"),
-        limiters=tuple(o.get("limiters", ())),
-    )
+    # only what differs from Rule's defaults: building a rule from few keywords is cheaper
+    common = {"origin": origin, "action": action}
+    if spec.direction is not None:
+        common["direction"] = spec.direction
+    if spec.log is not None:
+        common["log"] = spec.log
+    if spec.quick:
+        common["quick"] = True
+    if block is not None:
+        common["block"] = block
+    if fragment:
+        common["fragment"] = True
+    for key, value in o.items():
+        if key in _RULE_OPTIONS:
+            common[key] = value
+    if o.get("allow_opts"):
+        common["allow_opts"] = True
+    if o.get("once"):
+        common["once"] = True
+    if "queue" in o:
+        common["queue"] = tuple(q for q in o["queue"] if q)
+    if "limiters" in o:
+        common["limiters"] = tuple(o["limiters"])
     if tagged is not None:
         common["tagged_negated"] = tagged[1]
     probability = o.get("probability")
@@ -281,8 +289,11 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     tag = o.get("tag")
     tagged_name = tagged[0] if tagged is not None else None
     dynamic_text = bool(labels) or (tag is not None and "$" in tag) or (tagged_name is not None and "$" in tagged_name)
-    keep_tcp = StateSpec(state_kind, state_opts)
-    keep_other = keep_tcp if state_kind not in ("modulate", "synproxy") else StateSpec("keep", state_opts)
+    keep_tcp = _PLAIN_STATES[state_kind] if not state_opts else StateSpec(state_kind, state_opts)
+    if state_kind not in ("modulate", "synproxy"):
+        keep_other = keep_tcp
+    else:
+        keep_other = _PLAIN_STATES["keep"] if not state_opts else StateSpec("keep", state_opts)
 
     interfaces = spec.interfaces or _NONE
     protos = spec.protos or _NONE
@@ -361,9 +372,12 @@ def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dpo
     fields["proto"] = proto
     fields["src"] = Endpoint(HostMatch(src.address, src.negated), sport, os_name) if (src is not _ANY_HOST or sport is not None or os_name is not None) else ANY_ENDPOINT
     fields["dst"] = Endpoint(HostMatch(dst.address, dst.negated), dport) if (dst is not _ANY_HOST or dport is not None) else ANY_ENDPOINT
-    fields["uid"] = uid
-    fields["gid"] = gid
-    fields["icmp"] = IcmpMatch(icmp[0], icmp[1], icmp[2]) if icmp is not None else None
+    if uid is not None:
+        fields["uid"] = uid
+    if gid is not None:
+        fields["gid"] = gid
+    if icmp is not None:
+        fields["icmp"] = IcmpMatch(icmp[0], icmp[1], icmp[2])
     if tcp:
         fields["flags"] = flags
         fields["state"] = keep_tcp
@@ -391,6 +405,9 @@ def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dpo
             prefer_ipv6_nexthop=bool(ropts.get("prefer_ipv6_nexthop")),
             hash_key=ropts.get("key"),
         ))
+    if not spec.translations:
+        fields["af"] = af
+        return fields
     translations = []
     fields["_binat"] = None
     for tr in spec.translations:

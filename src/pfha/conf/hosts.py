@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pfha.conf.ast import Address, HostAddress
+from pfha.conf.ast import Address, AnyAddress, HostAddress, fast_init
 from pfha.conf.interfaces import InterfaceView
 
 _V4_MASKS = [0] + [((1 << 32) - 1) ^ ((1 << (32 - b)) - 1) for b in range(1, 33)]
@@ -26,6 +26,7 @@ class HostError(ValueError):
     """Why a host specification resolved to nothing (pfctl prints it before the syntax error)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResolvedHost:
     """One address of a host list, before expansion into rules."""
@@ -37,8 +38,14 @@ class ResolvedHost:
     interface: str | None = None  # the interface a name resolved through
 
 
+#: ``any``: one shared value (immutable); expansion recognises it by identity
+ANY_HOST = ResolvedHost(AnyAddress())
+
+
 def mask_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, bits: int):
     if addr.version == 4:
+        if bits == 32:
+            return addr  # nothing to mask (immutable: the same value)
         return ipaddress.IPv4Address(int(addr) & _V4_MASKS[bits])
     full = (1 << 128) - 1
     return ipaddress.IPv6Address(int(addr) & (full ^ ((1 << (128 - bits)) - 1)))
@@ -71,12 +78,15 @@ def parse_v4(text: str) -> ipaddress.IPv4Address | None:
     parts = text.split(".")
     if len(parts) != 4:
         return None
-    try:
-        if not all((p.isascii() and p.isdigit()) and len(p) <= 3 for p in parts):
+    value = 0
+    for p in parts:  # what IPv4Address(text) accepts, without parsing the text twice
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (p[0] == "0" and p != "0"):
             return None
-        return ipaddress.IPv4Address(text)
-    except ValueError:
-        return None
+        octet = int(p)
+        if octet > 255:
+            return None
+        value = (value << 8) | octet
+    return ipaddress.IPv4Address(value)
 
 
 def parse_v6(text: str) -> tuple[ipaddress.IPv6Address, str | None] | None:

@@ -51,6 +51,18 @@ _TOKEN_RE = re.compile(
     re.DOTALL,
 )
 _OPS = frozenset(("!=", "<=", ">=", "<>", "><", "->"))
+# The same tokens for a "plain" line (no quotes, no backslash, no digits right before
+# ``({!#``), which is nearly every line: findall() returns the token texts in one call and
+# only blanks are skipped (the last alternative takes any other character).
+_PLAIN_RE = re.compile(
+    r"#[^\n]*|!=|<=|>=|<>|><|->"
+    r"|-[0-9]+(?=[ \t\n\r\f\v),/}><=]|\Z)"
+    r"|[^(){}<>!=/#,\"'\s\-][^(){}<>!=/#,\"'\s]*"
+    r"|[^ \t\f\r\v]"
+)
+_NOT_PLAIN_RE = re.compile(r"[\"'\\]|[0-9][({!#]")
+# token text -> kind, for the tokens whose kind is fixed by their text
+_FIXED_KINDS = {c: c for c in "(){}<>!=/,-"} | {op: op for op in _OPS} | {"\n": "nl"}
 _BLANK_START = frozenset(" \t\f\r\v#")
 _PUNCT = frozenset("(){}<>!=/,-")
 # a digit-only word is a number unless what follows cannot end a number (parse.y)
@@ -82,6 +94,25 @@ def _unquote(body: str, quote: str) -> str:
         out.append(c)
         i += 1
     return "".join(out)
+
+
+#: token text -> (kind, number) on plain lines (None: a comment); words recur, so memoised
+_PLAIN_KINDS: dict[str, tuple[str | None, int]] = {}
+
+
+def _plain_kind(piece: str) -> tuple[str | None, int]:
+    kind = _FIXED_KINDS.get(piece)
+    if kind is not None:
+        found = (kind, 0)
+    elif piece[0] == "#":
+        return (None, 0)
+    elif piece[0] == "-" or (piece.isdigit() and piece.isascii()):
+        found = ("number", int(piece))
+    else:
+        found = ("word", 0)
+    if len(_PLAIN_KINDS) < 16384 and len(piece) <= 64:
+        _PLAIN_KINDS[piece] = found
+    return found
 
 
 class Lexer:
@@ -136,7 +167,10 @@ class Lexer:
         try:
             if "$" in text:
                 text = self._expand(text, line)
-            self._tokenize(text, line)
+            if _NOT_PLAIN_RE.search(text) is None:
+                self._tokenize_plain(text, line)
+            else:
+                self._tokenize(text, line)
         except ParseError as error:
             if self.on_error is None:
                 raise
@@ -165,6 +199,17 @@ class Lexer:
         if len(out) > MAX_LINE:
             raise self.error("line too long after macro expansion", line)
         return out
+
+    def _tokenize_plain(self, text: str, line: int) -> None:
+        """_tokenize() for a line with no quotes, continuations or number ambiguity."""
+        append = self._tokens.append
+        known = _PLAIN_KINDS.get
+        for piece in _PLAIN_RE.findall(text):
+            kind_number = known(piece)
+            if kind_number is None:
+                kind_number = _plain_kind(piece)
+            if kind_number[0] is not None:
+                append(Token(kind_number[0], piece, line, kind_number[1]))
 
     def _tokenize(self, text: str, line: int) -> None:
         append = self._tokens.append

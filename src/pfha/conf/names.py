@@ -21,11 +21,25 @@ UID_MAX = 0xFFFFFFFF
 GID_MAX = 0xFFFFFFFF
 
 
+_SERVICE_PORTS: dict[str, int | None] = {}
+
+
 def port_number(name: str) -> int | None:
     """A port name or number (pfctl getservice(): tcp first, then udp)."""
     if (name.isascii() and name.isdigit()):
         value = int(name)
         return value if value <= 65535 else None
+    try:
+        return _SERVICE_PORTS[name]  # names are looked up again and again: memoised
+    except KeyError:
+        pass
+    port = _service_port(name)
+    if len(_SERVICE_PORTS) < 4096:
+        _SERVICE_PORTS[name] = port
+    return port
+
+
+def _service_port(name: str) -> int | None:
     if name.startswith("0x"):
         try:
             value = int(name, 16)

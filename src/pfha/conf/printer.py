@@ -223,6 +223,19 @@ def _block_return(rule: Rule) -> str:
     return f" return-icmp({n4}, {n6})"
 
 
+_FLAG_TEXTS: dict[int, str] = {}
+
+
+def _flag_text(value: int) -> str:
+    """names.format_flags(), memoised: a rule set uses a handful of flag values."""
+    text = _FLAG_TEXTS.get(value)
+    if text is None:
+        text = names.format_flags(value)
+        if value < 256:
+            _FLAG_TEXTS[value] = text
+    return text
+
+
 def _proto(proto) -> str:
     if proto is None:
         return ""
@@ -238,13 +251,17 @@ def _ugid(word: str, m) -> str:
     return f" {word}" + _format_op(m.op, a1, str(m.high))
 
 
+#: the order print_rule() prints state options in (timeouts after these)
+_STATE_OPT_RANK = {n: i for i, n in enumerate((
+    "max", "no-sync", "source-track", "max-src-states", "max-src-conn", "max-src-conn-rate",
+    "max-src-nodes", "overload", "if-bound", "floating", "sloppy", "pflow", "allow-related",
+))}
+
+
 def _state_opts(opts: tuple[StateOption, ...]) -> str:
     if not opts:
         return ""
-    order = ("max", "no-sync", "source-track", "max-src-states", "max-src-conn",
-             "max-src-conn-rate", "max-src-nodes", "overload", "if-bound", "floating", "sloppy",
-             "pflow", "allow-related")
-    rank = {n: i for i, n in enumerate(order)}
+    rank = _STATE_OPT_RANK
     parts: list[tuple[int, str]] = []
     for o in opts:
         if o.name in _TIMEOUT_RANK:
@@ -291,11 +308,12 @@ def format_rule(rule, verbose: int = 1, numeric: bool = False) -> str:
     if verbose >= 2:
         out.append(f"@{rule.number} ")
     anchor = isinstance(rule, AnchorRule)
+    is_rule = not anchor and isinstance(rule, Rule)
     if anchor:
         out.append(rule.kind)
         if rule.name and not rule.name.startswith("_"):
             out.append(f' "{rule.name}"')
-    elif isinstance(rule, Rule):
+    elif is_rule:
         out.append(rule.action)
         if rule.action == "block":
             out.append(_block_return(rule))
@@ -307,11 +325,12 @@ def format_rule(rule, verbose: int = 1, numeric: bool = False) -> str:
             out.append(" pass")
     if rule.direction:
         out.append(f" {rule.direction}")
-    out.append(_log(rule.log))
+    if rule.log is not None:
+        out.append(_log(rule.log))
     if rule.quick:
         out.append(" quick")
-    out.append(_iface(rule))
-    is_rule = isinstance(rule, Rule)
+    if rule.interface is not None:
+        out.append(_iface(rule))
     if is_rule and rule.route is not None:
         out.append(f" {rule.route.kind} ")
         out.append(format_pool(rule.route.pool, rule.af, "route"))
@@ -323,10 +342,13 @@ def format_rule(rule, verbose: int = 1, numeric: bool = False) -> str:
         ro = rule.received_on
         out.append(f" received-on {'! ' if ro.negated else ''}{ro.name}")
     if is_rule or anchor:
-        out.append(_ugid("user", rule.uid))
-        out.append(_ugid("group", rule.gid))
-        if rule.flags is not None and (rule.flags.set or rule.flags.mask):
-            out.append(f" flags {names.format_flags(rule.flags.set)}/{names.format_flags(rule.flags.mask)}")
+        if rule.uid is not None:
+            out.append(_ugid("user", rule.uid))
+        if rule.gid is not None:
+            out.append(_ugid("group", rule.gid))
+        flags = rule.flags
+        if flags is not None and (flags.set or flags.mask):
+            out.append(f" flags {_flag_text(flags.set)}/{_flag_text(flags.mask)}")
         elif (
             is_rule
             and rule.action == "pass"
@@ -361,8 +383,10 @@ def format_rule(rule, verbose: int = 1, numeric: bool = False) -> str:
             out.append(" modulate state")
         elif kind == "synproxy":
             out.append(" synproxy state")
-        out.append(_prob(rule))
-        out.append(_state_opts(rule.state.options))
+        if rule.probability is not None:
+            out.append(_prob(rule))
+        if rule.state.options:
+            out.append(_state_opts(rule.state.options))
         for lim in rule.limiters:
             out.append(f" {lim}")
         if rule.fragment:
