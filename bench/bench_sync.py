@@ -178,10 +178,12 @@ class Pair:
         self.next_flow = 0
 
     def start(self) -> None:
-        if self.impl == "pfha":
+        if self.impl.startswith("pfha"):
             (self.tmp / "key").write_text(KEY)
             os.chmod(self.tmp / "key", 0o600)
-            env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+            # "pfha@DIR": the pfha of another checkout (e.g. the previous version, for before/after)
+            source = Path(self.impl.partition("@")[2] or REPO) / "src"
+            env = dict(os.environ, PYTHONPATH=str(source))
             for name, ns in (("peer", self.peer), ("gen", self.gen)):
                 self.daemons[name] = ns.popen(
                     PY, "-m", "pfha.cli.main", "sync", "run", "--dev", "sync0", "--key-file", str(self.tmp / "key"),
@@ -301,6 +303,9 @@ def table(results: dict) -> str:
                   f"offered at {r['rate']['offered_rate']:,.0f}/s)")
     row("burst capacity: 20,000 new states queued while the master daemon is stopped, then resumed",
         lambda r: f"{r['burst']['rate']:,.0f}/s ({r['burst']['installed']:,} of {r['burst']['created']:,})")
+    row("CPU per state in the burst, master / backup daemon (user+system; what the machine's load does not change)",
+        lambda r: f"{r['burst']['cpu_s']['gen'] * 1e6 / max(r['burst']['installed'], 1):.1f} / "
+                  f"{r['burst']['cpu_s']['peer'] * 1e6 / max(r['burst']['installed'], 1):.1f} µs")
     row("CPU seconds in the max-rate run (master / backup daemon)",
         lambda r: f"{r['rate']['cpu_s']['gen']} / {r['rate']['cpu_s']['peer']}")
     row("states per CPU-second in that run (master / backup; independent of the machine's load)",
@@ -314,6 +319,36 @@ def table(results: dict) -> str:
         lambda r: f"{r['rss_kib_per_100k']['gen'] / 1024:.1f} MiB")
     row("memory per 100,000 states, backup daemon (RSS growth)",
         lambda r: f"{r['rss_kib_per_100k']['peer'] / 1024:.1f} MiB")
+    return "\n".join(rows)
+
+
+def summary(results: dict, impls: list[str]) -> str:
+    """Medians over the rounds per implementation, and each one's ratio to conntrackd's."""
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    figures = {
+        "burst capacity (states/s)": lambda r: r["burst"]["rate"],
+        "max-rate run (states/s)": lambda r: r["rate"]["rate"],
+        "burst CPU per state, master (µs)": lambda r: r["burst"]["cpu_s"]["gen"] * 1e6 / max(r["burst"]["installed"], 1),
+        "burst CPU per state, backup (µs)": lambda r: r["burst"]["cpu_s"]["peer"] * 1e6 / max(r["burst"]["installed"], 1),
+        "latency p99 (ms)": lambda r: r["latency"]["p99_ms"],
+    }
+    medians = {impl: {name: median([fn(r) for label, r in results.items() if label.rpartition(" (")[0] == impl
+                                    or label == impl]) for name, fn in figures.items()} for impl in impls}
+    rows = ["| median of the rounds | " + " | ".join(impls) + " |", "|---|" + "---|" * len(impls)]
+    for name in figures:
+        cells = []
+        for impl in impls:
+            value = medians[impl][name]
+            cell = f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+            base = medians.get("conntrackd", {}).get(name)
+            if impl != "conntrackd" and base:
+                cell += f" ({value / base:.2f}x conntrackd)"
+            cells.append(cell)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -331,6 +366,9 @@ def main() -> int:
         for impl in impls if n % 2 == 0 else impls[::-1]:
             results[f"{impl} ({n + 1})" if rounds > 1 else impl] = bench(impl)
     print(table(results))
+    if rounds > 1:
+        print()
+        print(summary(results, impls))
     if "--json" in sys.argv:
         print(json.dumps(results, indent=1))
     return 0

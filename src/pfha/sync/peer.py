@@ -53,7 +53,7 @@ from pfha.sync import wire
 from pfha.sync.wire import Action, BulkStatus, Header, RejectReason
 
 VERSION_SHIFT = 20  # version = epoch_ms << 20 | counter: grows across restarts
-_INS, _UPD = int(Action.INS), int(Action.UPD)  # plain ints on the hot paths
+_INS, _UPD, _DEL = int(Action.INS), int(Action.UPD), int(Action.DEL)  # plain ints on hot paths
 _CREATOR = wire.STATE_CREATOR.unpack_from
 _new_tuple = tuple.__new__  # a StateReceived without the NamedTuple's Python-level __new__
 
@@ -641,22 +641,26 @@ class Peer:
         room = self.config.max_datagram - wire.HEADER.size - wire.MAC_LEN
         parts: list[bytes] = []
         action, records = None, []
-        while self._out:
-            next_action, record = self._out[0]
-            extra = len(record) + (wire.SECTION.size if next_action != action else 0)
+        out, section_size = self._out, wire.SECTION.size
+        states = deletes = 0
+        while out:
+            next_action, record = out[0]
+            extra = len(record) + (section_size if next_action != action else 0)
             if extra > room:
                 break
             room -= extra
-            self._out.popleft()
+            out.popleft()
             if next_action != action:
                 if records:
                     parts.append(wire.section(action, records))
                 action, records = next_action, []
             records.append(record)
-            if next_action in (Action.INS, Action.UPD):
-                self.stats.states_sent += 1
-            elif next_action == Action.DEL:
-                self.stats.deletes_sent += 1
+            if next_action == _INS or next_action == _UPD:
+                states += 1
+            elif next_action == _DEL:
+                deletes += 1
+        self.stats.states_sent += states
+        self.stats.deletes_sent += deletes
         if records:
             parts.append(wire.section(action, records))
         self._rseq += 1
