@@ -269,7 +269,7 @@ class Pair:
 def bench(impl: str) -> dict:
     from pfha.lab.netns import Lab
 
-    tmp = Path(tempfile.mkdtemp(prefix=f"bench-sync-{impl}-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-sync-{impl.partition('@')[0]}-"))
     try:
         with Lab(prefix="bs") as lab:
             pair = Pair(lab, tmp, impl)
