@@ -150,6 +150,19 @@ General {{
 """
 
 
+# conntrackd 1.4.7 puts itself into SCHED_RR at priority 99 by default (its `Scheduler` section
+# unset: `ps -o cls,rtprio` shows RR 99): on a loaded machine it then preempts every ordinary
+# process, while a daemon under SCHED_OTHER gets its fair share only. So both implementations run
+# in one class: "rr" (conntrackd's default, the default here) or "other" (both demoted).
+SCHED = os.environ.get("BENCH_SYNC_SCHED", "rr")
+
+
+def set_scheduling(procs) -> None:
+    policy, priority = (os.SCHED_RR, 99) if SCHED == "rr" else (os.SCHED_OTHER, 0)
+    for proc in procs:
+        os.sched_setscheduler(proc.pid, policy, os.sched_param(priority))
+
+
 class Pair:
     def __init__(self, lab, tmp: Path, impl: str) -> None:
         self.lab, self.tmp, self.impl = lab, tmp, impl
@@ -200,6 +213,7 @@ class Pair:
         for name, proc in self.daemons.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{self.impl} {name} exited at start")
+        set_scheduling(self.daemons.values())
 
     def times(self, ns) -> dict[int, int]:
         out = self.tmp / "times.json"
@@ -365,6 +379,9 @@ def main() -> int:
     for n in range(rounds):  # alternate the order: the machine's load drifts during a run
         for impl in impls if n % 2 == 0 else impls[::-1]:
             results[f"{impl} ({n + 1})" if rounds > 1 else impl] = bench(impl)
+    print(f"Both daemons of each pair scheduled {'SCHED_RR 99' if SCHED == 'rr' else 'SCHED_OTHER'} "
+          f"(BENCH_SYNC_SCHED={SCHED}).")
+    print()
     print(table(results))
     if rounds > 1:
         print()
