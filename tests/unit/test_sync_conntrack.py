@@ -142,7 +142,7 @@ def test_bulk_encoding_equals_one_request_at_a_time():
     # runs of one shape (several records each, different addresses), a v6 record between runs
     batch = []
     for i, record in enumerate(records):
-        for n in range(3):
+        for n in range(conntrack._BULK_MIN + 2 if i % 2 else 3):  # bulk-encoded runs, and short ones
             batch.append((record[:4] + bytes([10, 1, n, i]) + record[8:], i % 3 == 0))
         if i % 7 == 0:
             batch.append((v6, False))
@@ -152,6 +152,7 @@ def test_bulk_encoding_equals_one_request_at_a_time():
         base = 0x7FFFFFF0  # the sequence numbers wrap inside the batch
         chunks = table._encode(batch, base)
         assert sum(count for _, count, _ in chunks) == len(batch)
+        assert any(count >= conntrack._BULK_MIN for _, count, _ in chunks)  # the bulk path ran
         assert all(len(blob) == count * size for blob, count, size in chunks)
         expected = b"".join(conntrack.entry_request(record, (base + i) & 0x7FFFFFFF, not known, liberal)
                             for i, (record, known) in enumerate(batch))

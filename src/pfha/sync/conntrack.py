@@ -532,6 +532,7 @@ def _compile_builder(shape: tuple) -> Callable[..., bytes]:
 # transformed (status bits, TCP flag masks). About 40 such copies per run, whatever N is: the
 # per-request work left in Python is choosing the shape.
 _SHAPES: dict[tuple, tuple[bytes, list[tuple[int, int, bytes | None]], int, int]] = {}
+_BULK_MIN = 8  # shorter runs are encoded one request at a time (the bulk copies cost ~40 slices)
 _IDENTITY = bytes(range(256))
 _RECORD_AT = {"f[1]": (1, 1), "f[2]": (2, 2), "f[3]": (4, 4), "f[4]": (20, 4), "f[5]": (36, 2),
               "f[6]": (38, 2), "f[7]": (52, 4), "f[8]": (68, 4), "f[9]": (84, 2), "f[10]": (86, 2),
@@ -748,12 +749,13 @@ class _MultiReceiver:
         return cls(fd, recvmmsg, count, slot)
 
     def receive(self, limit: int) -> list[tuple[int, int]]:
-        """(offset in ``data``, size) of each datagram read; BlockingIOError if none waits."""
+        """(offset in ``data``, size) of each datagram read; empty if none waits."""
         got = self._call(self.fd, self._headers_addr, min(limit, self.count), MSG_DONTWAIT, None)
         if got < 0:
             code = ctypes.get_errno()
-            raise BlockingIOError(code, os.strerror(code)) if code in (errno.EAGAIN, errno.EWOULDBLOCK) \
-                else OSError(code, os.strerror(code))
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return []
+            raise OSError(code, os.strerror(code))
         spans = []
         result, headers, slot = self._RESULT.unpack_from, self._headers, self.slot
         for i in range(got):
@@ -818,7 +820,8 @@ class EventSource:
                     spans: Iterable[tuple[int, int]] = ((0, size),)
                     buf = self._buf
                 else:
-                    spans = batch.receive(limit)
+                    asked = min(limit, batch.count)
+                    spans = batch.receive(asked)
                     buf = batch.data
             except BlockingIOError:
                 break
@@ -847,8 +850,8 @@ class EventSource:
                         events.append(item)
                     elif item == -2:
                         self.ignored += 1
-            if not got:
-                break
+            if not got or batch is not None and got < asked:
+                break  # the socket is empty: no second system call to learn it
             limit -= got
         return events, False
 
@@ -935,11 +938,13 @@ class KernelTable:
             if shape is not None:
                 while j < n and request_shape(records[j][0], not records[j][1], liberal) == shape:
                     j += 1
+            if shape is not None and j - i >= _BULK_MIN:
                 blob = entry_requests_bulk([r for r, _ in records[i:j]], base + i, not known, liberal)
                 chunks.append((blob, j - i, len(blob) // (j - i)))
-            else:
-                message = entry_request(record, (base + i) & 0x7FFFFFFF, not known, liberal)
-                chunks.append((message, 1, len(message)))
+            else:  # one at a time: cheaper than the bulk encoder's fixed cost for a few
+                for k in range(i, j):
+                    message = entry_request(records[k][0], (base + k) & 0x7FFFFFFF, not records[k][1], liberal)
+                    chunks.append((message, 1, len(message)))
             i = j
         return chunks
 
