@@ -150,6 +150,19 @@ General {{
 """
 
 
+# conntrackd 1.4.7 puts itself into SCHED_RR at priority 99 by default (its `Scheduler` section
+# unset: `ps -o cls,rtprio` shows RR 99): on a loaded machine it then preempts every ordinary
+# process, while a daemon under SCHED_OTHER gets its fair share only. So both implementations run
+# in one class: "rr" (conntrackd's default, the default here) or "other" (both demoted).
+SCHED = os.environ.get("BENCH_SYNC_SCHED", "rr")
+
+
+def set_scheduling(procs) -> None:
+    policy, priority = (os.SCHED_RR, 99) if SCHED == "rr" else (os.SCHED_OTHER, 0)
+    for proc in procs:
+        os.sched_setscheduler(proc.pid, policy, os.sched_param(priority))
+
+
 class Pair:
     def __init__(self, lab, tmp: Path, impl: str) -> None:
         self.lab, self.tmp, self.impl = lab, tmp, impl
@@ -178,10 +191,12 @@ class Pair:
         self.next_flow = 0
 
     def start(self) -> None:
-        if self.impl == "pfha":
+        if self.impl.startswith("pfha"):
             (self.tmp / "key").write_text(KEY)
             os.chmod(self.tmp / "key", 0o600)
-            env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+            # "pfha@DIR": the pfha of another checkout (e.g. the previous version, for before/after)
+            source = Path(self.impl.partition("@")[2] or REPO) / "src"
+            env = dict(os.environ, PYTHONPATH=str(source))
             for name, ns in (("peer", self.peer), ("gen", self.gen)):
                 self.daemons[name] = ns.popen(
                     PY, "-m", "pfha.cli.main", "sync", "run", "--dev", "sync0", "--key-file", str(self.tmp / "key"),
@@ -198,6 +213,7 @@ class Pair:
         for name, proc in self.daemons.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{self.impl} {name} exited at start")
+        set_scheduling(self.daemons.values())
 
     def times(self, ns) -> dict[int, int]:
         out = self.tmp / "times.json"
@@ -267,7 +283,7 @@ class Pair:
 def bench(impl: str) -> dict:
     from pfha.lab.netns import Lab
 
-    tmp = Path(tempfile.mkdtemp(prefix=f"bench-sync-{impl}-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-sync-{impl.partition('@')[0]}-"))
     try:
         with Lab(prefix="bs") as lab:
             pair = Pair(lab, tmp, impl)
@@ -301,6 +317,9 @@ def table(results: dict) -> str:
                   f"offered at {r['rate']['offered_rate']:,.0f}/s)")
     row("burst capacity: 20,000 new states queued while the master daemon is stopped, then resumed",
         lambda r: f"{r['burst']['rate']:,.0f}/s ({r['burst']['installed']:,} of {r['burst']['created']:,})")
+    row("CPU per state in the burst, master / backup daemon (user+system; what the machine's load does not change)",
+        lambda r: f"{r['burst']['cpu_s']['gen'] * 1e6 / max(r['burst']['installed'], 1):.1f} / "
+                  f"{r['burst']['cpu_s']['peer'] * 1e6 / max(r['burst']['installed'], 1):.1f} µs")
     row("CPU seconds in the max-rate run (master / backup daemon)",
         lambda r: f"{r['rate']['cpu_s']['gen']} / {r['rate']['cpu_s']['peer']}")
     row("states per CPU-second in that run (master / backup; independent of the machine's load)",
@@ -317,6 +336,36 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def summary(results: dict, impls: list[str]) -> str:
+    """Medians over the rounds per implementation, and each one's ratio to conntrackd's."""
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    figures = {
+        "burst capacity (states/s)": lambda r: r["burst"]["rate"],
+        "max-rate run (states/s)": lambda r: r["rate"]["rate"],
+        "burst CPU per state, master (µs)": lambda r: r["burst"]["cpu_s"]["gen"] * 1e6 / max(r["burst"]["installed"], 1),
+        "burst CPU per state, backup (µs)": lambda r: r["burst"]["cpu_s"]["peer"] * 1e6 / max(r["burst"]["installed"], 1),
+        "latency p99 (ms)": lambda r: r["latency"]["p99_ms"],
+    }
+    medians = {impl: {name: median([fn(r) for label, r in results.items() if label.rpartition(" (")[0] == impl
+                                    or label == impl]) for name, fn in figures.items()} for impl in impls}
+    rows = ["| median of the rounds | " + " | ".join(impls) + " |", "|---|" + "---|" * len(impls)]
+    for name in figures:
+        cells = []
+        for impl in impls:
+            value = medians[impl][name]
+            cell = f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+            base = medians.get("conntrackd", {}).get(name)
+            if impl != "conntrackd" and base:
+                cell += f" ({value / base:.2f}x conntrackd)"
+            cells.append(cell)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_sync: skipped: needs root (network namespaces, conntrack)")
@@ -330,7 +379,13 @@ def main() -> int:
     for n in range(rounds):  # alternate the order: the machine's load drifts during a run
         for impl in impls if n % 2 == 0 else impls[::-1]:
             results[f"{impl} ({n + 1})" if rounds > 1 else impl] = bench(impl)
+    print(f"Both daemons of each pair scheduled {'SCHED_RR 99' if SCHED == 'rr' else 'SCHED_OTHER'} "
+          f"(BENCH_SYNC_SCHED={SCHED}).")
+    print()
     print(table(results))
+    if rounds > 1:
+        print()
+        print(summary(results, impls))
     if "--json" in sys.argv:
         print(json.dumps(results, indent=1))
     return 0

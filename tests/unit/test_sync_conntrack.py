@@ -133,3 +133,27 @@ def test_datagram_with_several_messages_at_an_offset():
     buf = bytes(8) + CAPTURED_NEW * 3
     events = list(conntrack.parse_datagram(buf, len(CAPTURED_NEW) * 3, 0, -1, start=8))
     assert len(events) == 3 and events[0] == events[2] == conntrack.parse_message(CAPTURED_NEW, 0, len(CAPTURED_NEW))
+
+
+def test_bulk_encoding_equals_one_request_at_a_time():
+    v6 = wire.State(wire.AF_INET6, 6, wire.Tuple("2001:db8::1", "2001:db8::2", 1000, 80),
+                    wire.Tuple("2001:db8::2", "2001:db8::1", 80, 1000), status=0xE, timeout=9, mark=1).pack()
+    records = [r for r in _records()]
+    # runs of one shape (several records each, different addresses), a v6 record between runs
+    batch = []
+    for i, record in enumerate(records):
+        for n in range(conntrack._BULK_MIN + 2 if i % 2 else 3):  # bulk-encoded runs, and short ones
+            batch.append((record[:4] + bytes([10, 1, n, i]) + record[8:], i % 3 == 0))
+        if i % 7 == 0:
+            batch.append((v6, False))
+    for liberal in (False, True):
+        table = object.__new__(conntrack.KernelTable)
+        table.liberal = liberal
+        base = 0x7FFFFFF0  # the sequence numbers wrap inside the batch
+        chunks = table._encode(batch, base)
+        assert sum(count for _, count, _ in chunks) == len(batch)
+        assert any(count >= conntrack._BULK_MIN for _, count, _ in chunks)  # the bulk path ran
+        assert all(len(blob) == count * size for blob, count, size in chunks)
+        expected = b"".join(conntrack.entry_request(record, (base + i) & 0x7FFFFFFF, not known, liberal)
+                            for i, (record, known) in enumerate(batch))
+        assert b"".join(bytes(blob) for blob, _, _ in chunks) == expected

@@ -259,3 +259,19 @@ def test_a_repeated_destroy_keeps_the_queued_delete():
     a.peer.local_delete(wire.state_key(make_state(0)), net.now)
     net.run(0.5)
     assert b.kernel == {}
+
+
+def test_batched_local_updates_equal_one_by_one():
+    from pfha.sync.peer import Config, Peer
+
+    config = Config(node_id=7, keyring=KEYRING, request_bulk_on_start=False)
+    one, many = Peer(config, epoch=5, now=0.0), Peer(config, epoch=5, now=0.0)
+    changes = [(make_state(i % 40), i < 40 or i % 3 == 0) for i in range(100)]  # repeats collapse
+    for record, new in changes:
+        one.local_update(record, 0.5, new)
+    many.local_updates(changes[:30], 0.5)
+    many.local_updates(changes[30:], 0.5)
+    assert one.states() == many.states()
+    assert one._pending == many._pending and list(one._out) == list(many._out)
+    assert one._pending_since == many._pending_since == 0.5
+    assert one.datagrams_to_send(1.0) == many.datagrams_to_send(1.0)

@@ -45,20 +45,25 @@ master's live state.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pfha.sync import wire
 from pfha.sync.wire import Action, BulkStatus, Header, RejectReason
 
 VERSION_SHIFT = 20  # version = epoch_ms << 20 | counter: grows across restarts
+_INS, _UPD, _DEL = int(Action.INS), int(Action.UPD), int(Action.DEL)  # plain ints on hot paths
+_CREATOR = wire.STATE_CREATOR.unpack_from
+_new_tuple = tuple.__new__  # a StateReceived without the NamedTuple's Python-level __new__
 
 
 # --- events: what the core asks the adapter (and the node daemon) to do ---------------------
-@dataclass(frozen=True, slots=True)
-class StateReceived:
+class StateReceived(NamedTuple):
     """Install or refresh this state (a packed ``wire.STATE`` record) in the kernel; ``known``
-    says the state was already in the table, so the kernel most likely has it (update first)."""
+    says the state was already in the table, so the kernel most likely has it (update first).
+    A tuple, not a dataclass: one is made per received state, and it is already the
+    ``(record, known)`` pair the kernel adapter's ``install`` takes."""
 
     record: bytes
     known: bool = False
@@ -176,6 +181,7 @@ class Peer:
         self._table: dict[bytes, bytes] = {}
         self._pending: dict[bytes, tuple[int, bytes]] = {}
         self._pending_since: float | None = None
+        self._per_datagram = self._records_per_datagram(wire.STATE.size)
         self._out: deque[tuple[int, bytes]] = deque()
         self._control: list[tuple[int, bytes]] = []
         self._ring: OrderedDict[int, _InFlight] = OrderedDict()  # unacknowledged, by rseq
@@ -208,6 +214,28 @@ class Peer:
         self._table[key] = record
         self._queue(key, Action.INS if new else Action.UPD, record, now)
 
+    def local_updates(self, changes: Iterable[tuple[bytes, bool]], now: float) -> None:
+        """``local_update(record, now, new)`` for each ``(record, new)``, in order: the intake's
+        batch in one call, with the per-state work inlined (this is the sender's hot path)."""
+        node, pack = self.config.node_id, wire.STATE_CREATOR.pack
+        table, pending, per_datagram = self._table, self._pending, self._per_datagram
+        version = self._version
+        for record, new in changes:
+            version += 1
+            key = record[:40]
+            record = key + pack(node, version) + record[52:]
+            table[key] = record
+            if new:
+                pending[key] = (_INS, record)
+            else:
+                previous = pending.get(key)
+                pending[key] = (_INS if previous is not None and previous[0] == _INS else _UPD, record)
+            if len(pending) >= per_datagram:
+                self._flush_pending()
+        self._version = version
+        if pending and self._pending_since is None:
+            self._pending_since = now
+
     def local_load(self, record: bytes) -> None:
         """A state found in the kernel at start: kept (and given in bulk updates), not sent."""
         self._version += 1
@@ -239,7 +267,7 @@ class Peer:
         self._pending[key] = (action, record)
         if self._pending_since is None:
             self._pending_since = now
-        if len(self._pending) >= self._records_per_datagram(wire.STATE.size):
+        if len(self._pending) >= self._per_datagram:
             self._flush_pending()
 
     def _flush_pending(self) -> None:
@@ -382,9 +410,9 @@ class Peer:
     def _apply_state(self, record: bytes) -> None:
         key = record[:wire.KEY_LEN]
         current = self._table.get(key)
-        creator, version = wire.creator_version(record)
+        creator, version = _CREATOR(record, wire.KEY_LEN)
         if current is not None:
-            old_creator, old_version = wire.creator_version(current)
+            old_creator, old_version = _CREATOR(current, wire.KEY_LEN)
             if creator == old_creator and version <= old_version:
                 self.stats.stale += 1
                 return
@@ -398,7 +426,7 @@ class Peer:
         self.stats.states_received += 1
         if self._bulk_nonce is not None:
             self._bulk_states += 1
-        self._events.append(StateReceived(record, current is not None))
+        self._events.append(_new_tuple(StateReceived, (record, current is not None)))
 
     def _apply_delete(self, record: bytes) -> None:
         key = record[:wire.KEY_LEN]
@@ -613,22 +641,26 @@ class Peer:
         room = self.config.max_datagram - wire.HEADER.size - wire.MAC_LEN
         parts: list[bytes] = []
         action, records = None, []
-        while self._out:
-            next_action, record = self._out[0]
-            extra = len(record) + (wire.SECTION.size if next_action != action else 0)
+        out, section_size = self._out, wire.SECTION.size
+        states = deletes = 0
+        while out:
+            next_action, record = out[0]
+            extra = len(record) + (section_size if next_action != action else 0)
             if extra > room:
                 break
             room -= extra
-            self._out.popleft()
+            out.popleft()
             if next_action != action:
                 if records:
                     parts.append(wire.section(action, records))
                 action, records = next_action, []
             records.append(record)
-            if next_action in (Action.INS, Action.UPD):
-                self.stats.states_sent += 1
-            elif next_action == Action.DEL:
-                self.stats.deletes_sent += 1
+            if next_action == _INS or next_action == _UPD:
+                states += 1
+            elif next_action == _DEL:
+                deletes += 1
+        self.stats.states_sent += states
+        self.stats.deletes_sent += deletes
         if records:
             parts.append(wire.section(action, records))
         self._rseq += 1

@@ -91,15 +91,21 @@ class Runner:
         now = self._now()
         own = self.kernel.pid
         peer = self.peer
-        for event in events:
-            if event.pid == own:  # the BPF filter normally drops these already
+        updates: list[tuple[bytes, bool]] = []
+        for kind, pid, _, record in events:
+            if pid == own:  # the BPF filter normally drops these already
                 continue
-            elif event.record[1] == wire.IPPROTO_PFSYNC:
+            elif record[1] == wire.IPPROTO_PFSYNC:
                 continue  # the sync link's own traffic is not a state worth syncing
-            elif event.kind == KIND_DESTROY:
-                peer.local_delete(wire.state_key(event.record), now)
+            elif kind == KIND_DESTROY:
+                if updates:  # keep the kernel's order
+                    peer.local_updates(updates, now)
+                    updates = []
+                peer.local_delete(wire.state_key(record), now)
             else:
-                peer.local_update(event.record, now, event.kind == KIND_NEW)
+                updates.append((record, kind == KIND_NEW))
+        if updates:
+            peer.local_updates(updates, now)
         self.counters["events"] += len(events)
         self.counters["own_events"] = self.intake.ignored
         if overrun:
@@ -136,8 +142,8 @@ class Runner:
         installs: list[tuple[bytes, bool]] = []
         deletes: list[bytes] = []
         while (event := self.peer.next_event()) is not None:
-            if isinstance(event, StateReceived):
-                installs.append((event.record, event.known))
+            if event.__class__ is StateReceived:
+                installs.append(event)  # already the (record, known) pair
             elif isinstance(event, StateDeleted):
                 deletes.append(event.key)
             else:
