@@ -371,6 +371,12 @@ class Packet:
         ``lenient`` accepts a truncated packet (the quote inside an ICMP error): missing
         transport bytes read as zero and the packet is marked ``truncated``.
         """
+        size = len(data)
+        if size >= 40 and data[0] == 0x45 and (data[9] == IPPROTO_TCP or data[9] == IPPROTO_UDP) \
+                and not data[6] & 0x3F and not data[7]:
+            packet = _parse_v4_plain(data, size)  # IPv4 without options, unfragmented TCP/UDP
+            if packet is not None:
+                return packet
         if not data:
             raise PacketError("empty packet")
         version = data[0] >> 4
@@ -403,11 +409,6 @@ _new = object.__new__
 
 def _parse_v4(data: bytes, lenient: bool) -> Packet:
     size = len(data)
-    if size >= 40 and data[0] == 0x45 and (data[9] == IPPROTO_TCP or data[9] == IPPROTO_UDP) \
-            and not data[6] & 0x3F and not data[7]:
-        packet = _parse_v4_plain(data, size)
-        if packet is not None:
-            return packet
     if size < 20:
         raise PacketError("short IPv4 header")
     vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst = _IP4.unpack_from(data)
