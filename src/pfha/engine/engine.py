@@ -411,12 +411,8 @@ class Engine:
         """pf_normalize_ip / pf_normalize_tcp for the first matching scrub rule."""
         for rule in self.scrub.candidates(packet, ifname, inbound):
             rule.counters.evaluations += 1
-            if rule.extra["plain"] and not packet.frag_offset and not packet.more_frags and (
-                    packet.proto != IPPROTO_TCP or _FLAGS_OK[packet.flags & 0xFF]):
-                # the common case (``scrub in``, a whole packet, sane TCP flags): nothing to change
-                rule.counters.packets[0 if inbound else 1] += 1
-                return None
-            if not (rule.extra["trivial"] and not packet.frag_offset) and \
+            # a trivial rule's tests are its index bucket's key: only the index may skip them
+            if not (rule.extra["trivial"] and self.scrub.indexed and not packet.frag_offset) and \
                     not rule.matches(packet, ifname, inbound, packet.tag):
                 continue
             if rule.ast.negated:

@@ -365,7 +365,7 @@ class Packet:
 
     # ------------------------------------------------------------------ parsing
     @classmethod
-    def parse(cls, data: bytes, *, lenient: bool = False) -> "Packet":
+    def parse(cls, data: bytes, lenient: bool = False) -> "Packet":
         """Parse one datagram starting at the IP header.
 
         ``lenient`` accepts a truncated packet (the quote inside an ICMP error): missing
