@@ -349,7 +349,7 @@ class _Bucket:
     restores file order; a bucket with only generic rules hands its list out as is.
     """
 
-    __slots__ = ("generic", "generic_rules", "by_host_port", "by_port", "by_dst", "by_src", "simple")
+    __slots__ = ("generic", "generic_rules", "by_host_port", "by_port", "by_dst", "by_src", "simple", "multi")
 
     def __init__(self) -> None:
         self.generic: list[tuple[int, CompiledRule]] = []
@@ -359,6 +359,7 @@ class _Bucket:
         self.by_dst: dict[int, dict[int, list]] = {}
         self.by_src: dict[int, dict[int, list]] = {}
         self.simple = True
+        self.multi = False  # some rule is filed under several prefixes: merges deduplicate
 
     def add(self, index: int, rule: CompiledRule, af: int, full: int) -> None:
         dst, src, port = rule.index_dst, rule.index_src, rule.index_port
@@ -374,6 +375,7 @@ class _Bucket:
                     if paf == af:
                         self.by_src.setdefault(mask, {}).setdefault(net, []).append(item)
             self.simple = False
+            self.multi = True
             return
         if dst is not None and dst[1] == full and port is not None:
             self.by_host_port.setdefault((dst[0], port), []).append(item)
@@ -418,6 +420,8 @@ class _Bucket:
             return [rule for _i, rule in lists[0]]
         merged = [item for found in lists for item in found]
         merged.sort(key=_position)  # back into file order (timsort on a few short runs)
+        if not self.multi:
+            return [rule for _i, rule in merged]
         result = []
         last = -1
         for position, rule in merged:
