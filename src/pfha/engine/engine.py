@@ -28,6 +28,7 @@ from typing import Iterable, Optional
 from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
 from pfha.engine import tracking
+from pfha.engine.tracking import tcp_track_full
 from pfha.engine.packet import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TH_ACK,
                                 TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG, Packet, PacketError)
 from pfha.engine.rules import (CompiledRule, Resolver, RuleList, Table, compile_common,
@@ -253,6 +254,8 @@ class Engine:
         self.translator = self._compile_translation(ruleset)
         self.sticky: dict = {}
         self.fragments: dict = {}  # (af, src, dst, proto, id) -> [first seen, {offset: Packet}]
+        self._on_established = self._conn_limit  # bound once: passed on every TCP state match
+        self._plain_scrub: dict = {}  # (ifname, inbound, af, proto) -> the plain scrub rule or None
         self.log: list[LogRecord] = []
         self.packets_seen = 0
 
@@ -364,11 +367,23 @@ class Engine:
             return Decision("pass", "skip", None, None, None, None, False, [], [], packet, ifname, direction)
         emitted: list[Emitted] = []
         if self.scrub.rules:
-            bad = self._normalize(packet, ifname, inbound, now)
-            if bad is not None:
-                if bad.reason != "reassembled":
-                    return bad
-                packet = bad.packet  # the last fragment completed the datagram: go on with it
+            key = (ifname, inbound, packet.af, packet.proto)
+            plain = self._plain_scrub.get(key, False)
+            if plain is False:
+                plain = self._plain_scrub[key] = self._plain_scrub_rule(packet, ifname, inbound)
+            if plain is _NO_SCRUB:
+                pass  # no scrub rule can apply to this (interface, direction, family, protocol)
+            elif plain is not None and not packet.frag_offset and not packet.more_frags and (
+                    packet.proto != IPPROTO_TCP or _FLAGS_OK[packet.flags & 0xFF]):
+                # ``scrub in`` on a whole, sane packet: counted, nothing to normalise
+                plain.counters.evaluations += 1
+                plain.counters.packets[0 if inbound else 1] += 1
+            else:
+                bad = self._normalize(packet, ifname, inbound, now)
+                if bad is not None:
+                    if bad.reason != "reassembled":
+                        return bad
+                    packet = bad.packet  # the last fragment completed the datagram: go on with it
         # ---- state lookup
         if packet.frag_offset == 0:
             decision = self._test_state(packet, ifname, inbound, direction, now, emitted)
@@ -377,16 +392,27 @@ class Engine:
         return self._test_rule(packet, ifname, inbound, direction, now, emitted)
 
     # ------------------------------------------------------------------ scrub
+    def _plain_scrub_rule(self, packet: Packet, ifname: str, inbound: bool):
+        """The scrub rule every whole packet of this (interface, direction, family, protocol)
+        meets first when that rule only checks TCP flags (``scrub in``); ``_NO_SCRUB`` when no
+        scrub rule can match such a packet; None when :meth:`_normalize` must look."""
+        if not self.scrub.indexed:
+            return None
+        candidates = self.scrub.candidates(packet, ifname, inbound)
+        bucket = self.scrub._buckets.get((ifname, inbound, packet.af, packet.proto))
+        if bucket is None or not bucket.simple:
+            return None
+        if not candidates:
+            return _NO_SCRUB
+        first = candidates[0]
+        return first if first.extra["plain"] else None
+
     def _normalize(self, packet: Packet, ifname: str, inbound: bool, now: float) -> Optional[Decision]:
         """pf_normalize_ip / pf_normalize_tcp for the first matching scrub rule."""
         for rule in self.scrub.candidates(packet, ifname, inbound):
             rule.counters.evaluations += 1
-            if rule.extra["plain"] and not packet.frag_offset and not packet.more_frags and (
-                    packet.proto != IPPROTO_TCP or _FLAGS_OK[packet.flags & 0xFF]):
-                # the common case (``scrub in``, a whole packet, sane TCP flags): nothing to change
-                rule.counters.packets[0 if inbound else 1] += 1
-                return None
-            if not (rule.extra["trivial"] and not packet.frag_offset) and \
+            # a trivial rule's tests are its index bucket's key: only the index may skip them
+            if not (rule.extra["trivial"] and self.scrub.indexed and not packet.frag_offset) and \
                     not rule.matches(packet, ifname, inbound, packet.tag):
                 continue
             if rule.ast.negated:
@@ -481,10 +507,11 @@ class Engine:
             sport, dport = packet.sport, packet.dport
         else:
             sport = dport = 0
+        states = self.states
         if inbound:
-            bucket = self.states.wire.get((packet.af, proto, packet.src, sport, packet.dst, dport))
+            bucket = states.wire.get((packet.af, proto, packet.src, sport, packet.dst, dport))
         else:
-            bucket = self.states.stack.get((packet.af, proto, packet.dst, dport, packet.src, sport))
+            bucket = states.stack.get((packet.af, proto, packet.dst, dport, packet.src, sport))
         if not bucket:
             return None
         for state in bucket:
@@ -492,10 +519,10 @@ class Engine:
                 break
         else:
             return None
+        # Expired but not yet purged: pf's purge thread would have removed it by now.
         if now >= state.expire + state.timeouts[state.timeout] or state.purged or (
-                (state.adaptive or len(self.states.states) > self.states.adaptive_start)
-                and self.states.expired(state, now)):
-            self.states.remove(state)
+                (state.adaptive or len(states.states) > states.adaptive_start) and states.expired(state, now)):
+            states.remove(state)
             return None
         from_src = state.direction == direction
         reason = None
@@ -518,7 +545,7 @@ class Engine:
             if state.sloppy:
                 reason = tracking.tcp_track_sloppy(state, packet, from_src, now, self._conn_limit)
             else:
-                reason = tracking.tcp_track_full(state, packet, from_src, now, self.rng, self._conn_limit)
+                reason = tcp_track_full(state, packet, from_src, now, self.rng, self._on_established)
         elif proto == IPPROTO_UDP:
             tracking.pseudo_track(state, from_src, now, "udp")
         elif packet.is_icmp:
@@ -933,6 +960,7 @@ def _flags_ok(flags: int) -> bool:
     return bool(flags & (TH_ACK | TH_RST)) and (flags & TH_ACK or not flags & (TH_FIN | TH_PUSH | TH_URG))
 
 
+_NO_SCRUB = object()  # marker: no scrub rule for this (interface, direction, family, protocol)
 _FLAGS_OK = tuple(_flags_ok(flags) for flags in range(256))
 
 

@@ -53,8 +53,9 @@ _IPV6_ROUTING = 43
 _IPV6_FRAGMENT = 44
 
 _IP4 = struct.Struct("!BBHHHBBHII")
-_IP4_TCP = struct.Struct("!BBHHHBBHIIHHIIBBHHH")  # IPv4 without options + TCP, in one unpack
-_IP4_UDP = struct.Struct("!BBHHHBBHIIHHHH")
+# IPv4 without options + TCP or UDP in one unpack; version, checksums and urgent pointer skipped
+_IP4_TCP = struct.Struct("!xBHHHBB2xIIHHIIBBH4x")
+_IP4_UDP = struct.Struct("!xBHHHBB2xIIHH4x")
 _IP6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBBHHH")
 _UDP = struct.Struct("!HHHH")
@@ -365,12 +366,18 @@ class Packet:
 
     # ------------------------------------------------------------------ parsing
     @classmethod
-    def parse(cls, data: bytes, *, lenient: bool = False) -> "Packet":
+    def parse(cls, data: bytes, lenient: bool = False) -> "Packet":
         """Parse one datagram starting at the IP header.
 
         ``lenient`` accepts a truncated packet (the quote inside an ICMP error): missing
         transport bytes read as zero and the packet is marked ``truncated``.
         """
+        size = len(data)
+        if size >= 40 and data[0] == 0x45 and (data[9] == IPPROTO_TCP or data[9] == IPPROTO_UDP) \
+                and not data[6] & 0x3F and not data[7]:
+            packet = _parse_v4_plain(data, size)  # IPv4 without options, unfragmented TCP/UDP
+            if packet is not None:
+                return packet
         if not data:
             raise PacketError("empty packet")
         version = data[0] >> 4
@@ -403,11 +410,6 @@ _new = object.__new__
 
 def _parse_v4(data: bytes, lenient: bool) -> Packet:
     size = len(data)
-    if size >= 40 and data[0] == 0x45 and (data[9] == IPPROTO_TCP or data[9] == IPPROTO_UDP) \
-            and not data[6] & 0x3F and not data[7]:
-        packet = _parse_v4_plain(data, size)
-        if packet is not None:
-            return packet
     if size < 20:
         raise PacketError("short IPv4 header")
     vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst = _IP4.unpack_from(data)
@@ -438,13 +440,13 @@ def _parse_v4_plain(data: bytes, size: int) -> Optional[Packet]:
     UDP header. Every field is set here (no :func:`_blank`, no second header pass): this is
     most of the parsing cost of a replay. None sends anything unusual to the general parser."""
     if data[9] == IPPROTO_TCP:
-        (_v, tos, total, ip_id, frag, ttl, proto, _c, src, dst,
-         sport, dport, seq, ack, off, flags, win, _tc, _u) = _IP4_TCP.unpack_from(data)
+        tos, total, ip_id, frag, ttl, proto, src, dst, sport, dport, seq, ack, off, flags, win = \
+            _IP4_TCP.unpack_from(data)
         hlen = (off >> 4) * 4
         if hlen < 20:
             return None
     else:
-        _v, tos, total, ip_id, frag, ttl, proto, _c, src, dst, sport, dport, _ul, _uc = _IP4_UDP.unpack_from(data)
+        tos, total, ip_id, frag, ttl, proto, src, dst, sport, dport = _IP4_UDP.unpack_from(data)
         seq = ack = flags = 0
         win = 65535
         hlen = 8

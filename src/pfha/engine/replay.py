@@ -63,7 +63,7 @@ def replay(engine: Engine, linktype: int, frames: Iterable[tuple], in_if: str, o
             totals.not_ip += 1
             continue
         try:
-            packet = parse(data, lenient=True)
+            packet = parse(data, True)  # lenient: a truncated capture still parses
         except PacketError:
             totals.unparsable += 1
             continue

@@ -193,6 +193,15 @@ def single_prefix(match: ast.HostMatch, resolver: Resolver) -> Optional[tuple[in
     return (net, mask)
 
 
+def prefix_set(match: ast.HostMatch, resolver: Resolver) -> tuple:
+    """Every (family, network, mask) of a non-negated address that stands for a fixed set of
+    prefixes (``(carp0)`` with three addresses, ``(xl0)`` with IPv4 and IPv6): the index files
+    such a rule under each of them instead of handing it to every packet. Empty otherwise."""
+    if match.negated or not isinstance(match.address, (ast.HostAddress, ast.DynamicAddress)):
+        return ()
+    return tuple(dict.fromkeys(resolver.prefixes(match.address) or ()))
+
+
 def port_test(match: Optional[ast.PortMatch]) -> Optional[PortTest]:
     """pf_match_port: the operators of pf.conf(5) "Ports"."""
     if match is None:
@@ -265,6 +274,8 @@ class CompiledRule:
     index_port: Optional[int] = None
     index_dst: Optional[tuple[int, int]] = None  # (network, mask) the destination must be in
     index_src: Optional[tuple[int, int]] = None
+    index_dsts: tuple = ()  # (af, network, mask) of a multi-prefix destination (see prefix_set)
+    index_srcs: tuple = ()
     # filled by the engine
     extra: dict = field(default_factory=dict)
 
@@ -338,7 +349,7 @@ class _Bucket:
     restores file order; a bucket with only generic rules hands its list out as is.
     """
 
-    __slots__ = ("generic", "generic_rules", "by_host_port", "by_port", "by_dst", "by_src", "simple")
+    __slots__ = ("generic", "generic_rules", "by_host_port", "by_port", "by_dst", "by_src", "simple", "multi")
 
     def __init__(self) -> None:
         self.generic: list[tuple[int, CompiledRule]] = []
@@ -348,10 +359,24 @@ class _Bucket:
         self.by_dst: dict[int, dict[int, list]] = {}
         self.by_src: dict[int, dict[int, list]] = {}
         self.simple = True
+        self.multi = False  # some rule is filed under several prefixes: merges deduplicate
 
-    def add(self, index: int, rule: CompiledRule, full: int) -> None:
+    def add(self, index: int, rule: CompiledRule, af: int, full: int) -> None:
         dst, src, port = rule.index_dst, rule.index_src, rule.index_port
         item = (index, rule)
+        if dst is None and src is None and port is None and (rule.index_dsts or rule.index_srcs):
+            # a multi-prefix address: filed under each prefix of this family (none: never matches)
+            if rule.index_dsts:
+                for paf, net, mask in rule.index_dsts:
+                    if paf == af:
+                        self.by_dst.setdefault(mask, {}).setdefault(net, []).append(item)
+            else:
+                for paf, net, mask in rule.index_srcs:
+                    if paf == af:
+                        self.by_src.setdefault(mask, {}).setdefault(net, []).append(item)
+            self.simple = False
+            self.multi = True
+            return
         if dst is not None and dst[1] == full and port is not None:
             self.by_host_port.setdefault((dst[0], port), []).append(item)
         elif dst is not None and dst[1] == full:
@@ -395,7 +420,15 @@ class _Bucket:
             return [rule for _i, rule in lists[0]]
         merged = [item for found in lists for item in found]
         merged.sort(key=_position)  # back into file order (timsort on a few short runs)
-        return [rule for _i, rule in merged]
+        if not self.multi:
+            return [rule for _i, rule in merged]
+        result = []
+        last = -1
+        for position, rule in merged:
+            if position != last:  # a rule filed under several prefixes may be found twice
+                result.append(rule)
+                last = position
+        return result
 
 
 class RuleList:
@@ -429,7 +462,7 @@ class RuleList:
                     continue
                 if rule.never:
                     continue
-                bucket.add(index, rule, mask_of(af, _BITS[af]))
+                bucket.add(index, rule, af, mask_of(af, _BITS[af]))
             self._buckets[key] = bucket
         return bucket
 
@@ -480,6 +513,10 @@ def compile_common(rule, kind: str, resolver: Resolver, number: int, *, swap_sid
         compiled.index_port = dst_ep.port.low
     compiled.index_dst = single_prefix(dst_ep.host, resolver)
     compiled.index_src = single_prefix(src_ep.host, resolver)
+    if compiled.index_dst is None:
+        compiled.index_dsts = prefix_set(dst_ep.host, resolver)
+    if compiled.index_src is None:
+        compiled.index_srcs = prefix_set(src_ep.host, resolver)
     compiled.tagged = rule.tagged
     compiled.tagged_negated = rule.tagged_negated
     compiled.fragment_ok = src_ep.port is None and dst_ep.port is None

@@ -207,7 +207,7 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
         src.seqlo = seq
         if src.state < TCPS_SYN_SENT:
             src.state = TCPS_SYN_SENT
-        edge = (end + max(1, dst.max_win << dws)) & MASK32
+        edge = (end + ((dst.max_win << dws) or 1)) & MASK32
         if src.seqhi == 1 or ((edge - src.seqhi) & MASK32) < 0x80000000:
             src.seqhi = edge
         if win > src.max_win:
@@ -240,7 +240,7 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
             src.seqlo = end
         edge = (ack + (win << sws)) & MASK32
         if ((edge - dst.seqhi) & MASK32) < 0x80000000:
-            dst.seqhi = (ack + max(win << sws, 1)) & MASK32
+            dst.seqhi = (ack + ((win << sws) or 1)) & MASK32
         state.expire = now
         if flags & (TH_SYN | TH_FIN | TH_RST) or dst.state != TCPS_ESTABLISHED or src.state != TCPS_ESTABLISHED:
             if flags & TH_SYN and src.state < TCPS_SYN_SENT:
@@ -269,7 +269,7 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
         if seq_gt(end, src.seqlo):
             src.seqlo = end
         if seq_geq((ack + (win << sws)) & MASK32, dst.seqhi):
-            dst.seqhi = (ack + max(win << sws, 1)) & MASK32
+            dst.seqhi = (ack + ((win << sws) or 1)) & MASK32
         if flags & TH_FIN and src.state < TCPS_CLOSING:
             src.state = TCPS_CLOSING
         if flags & TH_RST:

@@ -169,6 +169,7 @@ def compile_translation(rule: ast.TranslationRule, resolver: Resolver, inbound_b
         compiled.dport = None
         compiled.index_port = None
         compiled.index_dst = (pool.prefixes[0][1], pool.prefixes[0][2]) if len(pool.prefixes) == 1 else None
+        compiled.index_dsts = ()  # compile_common's came from the swapped side: not this test
         compiled.index_src = compiled.index_src
     low = rule.dst.port.low if rule.dst.port is not None else 0
     return TranslationRuleC(compiled, rule.kind, rule.negated, rule.pass_, pool, low)

@@ -12,6 +12,7 @@ state table (like ``pfctl -ss``); logged packets go to a DLT_PFLOG file that
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 
@@ -55,12 +56,20 @@ def run(args) -> int:
         except OSError as error:
             raise PfhaError(f"{args.capture}: {error.strerror or error}") from None
         with stream:
+            # The loop makes no reference cycles (refcounting frees every packet and decision),
+            # but the cyclic collector would keep rescanning the growing state table: ~30% of
+            # the replay's time on a 10,000-flow capture. It is switched off for the loop only.
+            collecting = gc.isenabled()
+            gc.disable()
             try:
                 reader = PcapReader(stream)
                 totals = replay(engine, reader.linktype, reader.frames(), args.in_if, args.out_if,
                                 on_packet, on_log).as_dict()
             except (PcapError, ValueError) as error:
                 raise PfhaError(f"{args.capture}: {error}") from None
+            finally:
+                if collecting:
+                    gc.enable()
     finally:
         if pflog_stream is not None:
             pflog_stream.close()
