@@ -138,7 +138,7 @@ class Node:
         self.stopping.set()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The node's handlers, installed last: a component's runner may have set its own."""
+        """The node owns SIGTERM/SIGINT/SIGHUP (components run with their own handlers off)."""
         for sig, action in ((signal.SIGTERM, self.stopping.set), (signal.SIGINT, self.stopping.set),
                             (signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))):
             loop.add_signal_handler(sig, action)
@@ -183,7 +183,6 @@ class Node:
                     self._restarting = False
                     self._watch_parts()
                 await self.pflog.reconfigure(config)
-                self._install_signals(asyncio.get_running_loop())  # a restarted runner may have taken them
             except (PfhaError, OSError) as error:
                 return self._reload_result(started, False, f"reload partly failed, the ruleset is unchanged "
                                            f"unless reported loaded: {error}")

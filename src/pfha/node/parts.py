@@ -15,7 +15,6 @@ ruleset that did not compile, and never leave CARP undemoted before the first bu
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import importlib
 import json
@@ -142,13 +141,10 @@ class RulesetPart(Part):
         self.check()
         from pfha.conf import parse_file
 
-        renamed = {name: dev for name, dev in config.device_map().items() if name != dev and name != "lo0"}
-        if renamed:
-            raise PartError("ruleset: interfaces renamed in [interfaces] (" + ", ".join(f"{n} -> {d}" for n, d in renamed.items())
-                            + ") are not supported by pfha.nft yet: name the Linux devices as pf.conf does")
         view = interface_view(config)
         ruleset = parse_file(config.pf_conf, view, include_base=config.pf_conf.parent)
-        compiled = self._nft().compile_ruleset(ruleset, view)
+        devices = {name: dev for name, dev in config.device_map().items() if name != dev}
+        compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
         digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
         count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
         return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
@@ -272,23 +268,16 @@ def vhid_configs(config: NodeConfig) -> list:
 
 
 def _runner_class():
-    """pfha.carp's runner, plus what the node needs to say *why* a vhid is in its state."""
-    runner = require("carp", "pfha.carp.runner", "CarpRunner")
-    from pfha.carp.machine import StateChanged
+    runner = require("carp", "pfha.carp.runner", "CarpRunner").CarpRunner
+    missing = [n for n in ("stop", "reconfigure") if not hasattr(runner, n)]
+    if missing:
+        raise PartUnavailable(f"carp: pfha.carp's CarpRunner has no {', '.join(missing)} in this build")
+    return runner
 
-    class NodeCarpRunner(runner.CarpRunner):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.reasons: dict[tuple[str, int], tuple[str, float]] = {}
 
-        def _perform(self, action) -> bool:
-            if isinstance(action, StateChanged):
-                self.reasons[(action.interface, action.vhid)] = (action.reason, time.time())
-                log.info("carp state", extra=fields(vhid=action.vhid, interface=action.interface, old=action.old.value,
-                                                    new=action.new.value, reason=action.reason))
-            return super()._perform(action)
-
-    return NodeCarpRunner
+def _log_transition(action) -> None:
+    log.info("carp state", extra=fields(vhid=action.vhid, interface=action.interface, old=action.old.value,
+                                        new=action.new.value, reason=action.reason))
 
 
 class CarpPart(Part):
@@ -316,15 +305,15 @@ class CarpPart(Part):
             return
         self.configs = vhid_configs(config)
         status_path = self.run_dir / "carp.json" if self.run_dir else None
-        self.runner = _runner_class()(self.configs, status_path=status_path)
+        self.runner = _runner_class()(self.configs, status_path=status_path, handle_signals=False,
+                                      on_transition=_log_transition)
         for reason in demoted_for:
             self.runner.node.demotion.demote(reason, DEMOTE_SYNC_AMOUNT)
         self.task = asyncio.create_task(self.runner.run(), name="carp")
         # Let the runner set itself up (sockets, first transitions) before going on.
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if self.runner._stopping is not None or self.task.done():
-                break
+        started = asyncio.ensure_future(self.runner.started.wait())
+        await asyncio.wait({started, self.task}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
         if self.task.done():
             self.task.result()  # raises what stopped it
 
@@ -348,10 +337,10 @@ class CarpPart(Part):
             return
         old_keys = {(c.interface, c.vhid) for c in self.configs}
         new_keys = {(c.interface, c.vhid) for c in new}
-        if old_keys == new_keys and all(c.addresses == self.runner.node.groups[(c.interface, c.vhid)].config.addresses for c in new):
+        old_addresses = {(c.interface, c.vhid): c.addresses for c in self.configs}
+        if old_keys == new_keys and all(c.addresses == old_addresses[(c.interface, c.vhid)] for c in new):
             for c in new:
-                group = self.runner.node.groups[(c.interface, c.vhid)]
-                group.config = dataclasses.replace(c, source=group.config.source)
+                self.runner.reconfigure(c)
             self.configs = new
             return
         log.warning("carp groups changed: restarting carp (this node bows out and comes back)")
@@ -361,8 +350,7 @@ class CarpPart(Part):
 
     async def stop(self) -> None:
         if self.runner is not None and self.task is not None:
-            if self.runner._stopping is not None:
-                self.runner._stopping.set()  # the runner bows out and releases the addresses
+            self.runner.stop()  # the runner bows out and releases the addresses
             try:
                 await asyncio.wait_for(self.task, 10)
             except asyncio.TimeoutError:
@@ -372,16 +360,9 @@ class CarpPart(Part):
     def status(self) -> dict:
         if self.runner is None:
             return {"state": "off", "vhids": []}
-        node = self.runner.node.status()
-        vhids = []
-        for group in node["groups"]:
-            reason, since = self.reasons_for(group["interface"], group["vhid"])
-            vhids.append({**group, "reason": reason, "since": since})
+        node = self.runner.status()["node"]
         return {"state": "running" if self.task and not self.task.done() else "stopped",
-                "demotion": node["demotion"], "demoted": sorted(node["demotion_reasons"]), "vhids": vhids}
-
-    def reasons_for(self, interface: str, vhid: int) -> tuple[str, float | None]:
-        return self.runner.reasons.get((interface, vhid), ("", None))
+                "demotion": node["demotion"], "demoted": sorted(node["demotion_reasons"]), "vhids": node["groups"]}
 
 
 # --- state sync ----------------------------------------------------------------------------
