@@ -26,13 +26,17 @@ class PfctlError(PfhaError):
 
 
 # ----------------------------------------------------------------------------- load
-def compile_file(path: str, interfaces: Any = None) -> Compiled:
-    """Parse and compile a pf.conf against the live interfaces (or the given view)."""
-    from pfha.conf import InterfaceView, parse_file
+def compile_file(path: str, interfaces: Any = None, devices: dict[str, str] | None = None) -> Compiled:
+    """Parse and compile a pf.conf against the live interfaces (or the given view).
 
-    view = interfaces if interfaces is not None else InterfaceView.live()
+    ``devices`` maps pf.conf's interface names to Linux devices (``xl0 -> eth1``): the live
+    devices are seen under their pf.conf names, the kernel rules name the devices."""
+    from pfha.conf import InterfaceView, parse_file
+    from pfha.nft.compile import view_as_named
+
+    view = interfaces if interfaces is not None else view_as_named(InterfaceView.live(), devices or {})
     ruleset = parse_file(path, view)
-    compiled = compile_ruleset(ruleset, view)
+    compiled = compile_ruleset(ruleset, view, devices=devices)
     compiled.metadata["file"] = str(path)
     compiled.metadata["loaded_at"] = time.time()
     return compiled
@@ -352,14 +356,16 @@ def table_modify(name: str, op: str, addresses: list[str]) -> str:
 def refresh_dynamic(view: Any = None) -> int:
     """Bring every ``(if)`` set up to date with the interfaces' addresses now (pf's dynamic
     addresses: CARP moving a VIP, DHCP renewing); one transaction; the number of sets rewritten.
-    The node daemon calls it on address events (:func:`watch_dynamic`)."""
+    ``view`` is in pf.conf's names; by default the live interfaces, seen through the load's
+    interface map. The node daemon calls it on address events with its own view."""
     from pfha.conf import InterfaceView, ast
-    from pfha.nft.compile import dynamic_networks
+    from pfha.nft.compile import dynamic_networks, view_as_named
 
-    entries = _metadata().get("dynamic", [])
+    metadata = _metadata()
+    entries = metadata.get("dynamic", [])
     if not entries:
         return 0
-    view = view if view is not None else InterfaceView.live()
+    view = view if view is not None else view_as_named(InterfaceView.live(), metadata.get("devices", {}))
     nft = loader.Nft()
     batch: list[dict[str, Any]] = []
     changed = 0
