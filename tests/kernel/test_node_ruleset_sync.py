@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from node_toml import write_node_toml
 from pfha.lab.build import python_env
 from pfha.node import control
 
@@ -22,29 +23,6 @@ set skip on lo0
 block log all
 pass in quick on $ext_if proto tcp to port {port}
 pass out quick all
-"""
-
-NODE_TOML = """\
-[node]
-name = "fwa"
-pf_conf = "{pf_conf}"
-
-[interfaces.xl1]
-device = "xl1"
-addresses = ["192.0.2.2/24"]
-
-[interfaces.lo0]
-device = "lo"
-
-[[carp.group]]
-vhid = 9
-parent = "xl1"
-addresses = ["192.0.2.1/24"]
-password = "lab"
-
-{sync}
-[pflog]
-file = "{pflog}"
 """
 
 
@@ -62,9 +40,12 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 @pytest.fixture
-def node(lab, tmp_path):
+def node(request, lab, tmp_path):
+    """Node fwa in namespace ``a`` on pf.conf's xl1, which is the Linux device ``device``
+    (``xl1`` unless the test is parametrized indirectly with another device name)."""
+    device = getattr(request, "param", "xl1")
     a, b = lab.ns("a"), lab.ns("b")
-    lab.link(a, "xl1", b, "eth0")
+    lab.link(a, device, b, "eth0")
     b.exec("ip", "addr", "add", "192.0.2.9/24", "dev", "eth0")
     procs = []
 
@@ -73,9 +54,10 @@ def node(lab, tmp_path):
         pf_conf.write_text(PF_CONF.format(port=port))
         key = tmp_path / "sync.key"
         key.write_text("00112233445566778899aabbccddeeff\n")
-        sync_table = f'[sync]\ndevice = "xl1"\nkey_file = "{key}"\n' if sync else ""
-        config = tmp_path / "node.toml"
-        config.write_text(NODE_TOML.format(pf_conf=pf_conf, sync=sync_table, pflog=tmp_path / "pflog"))
+        config = write_node_toml(
+            tmp_path / "node.toml", "fwa", pf_conf, {"xl1": (device, ["192.0.2.2/24"]), "lo0": "lo"},
+            carp=[{"vhid": 9, "parent": "xl1", "addresses": ["192.0.2.1/24"], "password": "lab"}],
+            sync={"device": "xl1", "key_file": key} if sync else None, pflog={"file": tmp_path / "pflog"})
         sock = tmp_path / "node.sock"
         argv = [sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock)]
         if without:
@@ -133,3 +115,47 @@ def test_carp_demoted_until_the_first_bulk_update(node):
     after = control.request(sock, "status")
     assert after["sync"]["epoch"] == status["sync"]["epoch"]
     assert "pfsync bulk update" in after["carp"]["demoted"]
+
+
+LISTENER = """
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", int(sys.argv[1])))
+server.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.sendall(b"hello")
+    conn.close()
+"""
+
+CONNECT = """
+import socket, sys
+try:
+    with socket.create_connection(("192.0.2.2", int(sys.argv[1])), timeout=1.5) as conn:
+        print(conn.recv(5).decode())
+except OSError as error:
+    print("refused" if isinstance(error, ConnectionRefusedError) else "timeout")
+"""
+
+
+@pytest.mark.parametrize("node", ["eth7"], indirect=True)
+def test_renamed_interface_rules_on_the_linux_device(node):
+    """pf.conf says xl1, the node config says xl1 is eth7: the rules match eth7."""
+    a, b, start = node
+    proc, _, sock = start(port=22, without="sync")
+    assert control.request(sock, "status")["ruleset"]["state"] == "loaded"
+    listing = a.exec("nft", "-s", "list", "table", "inet", "pfha").stdout
+    assert '"eth7"' in listing and '"xl1"' not in listing
+    servers = [a.popen(sys.executable, "-c", LISTENER, str(port), stdout=subprocess.PIPE, text=True) for port in (22, 23)]
+    try:
+        for server in servers:
+            assert server.stdout.readline().strip() == "ready"
+        # pass in quick on $ext_if (xl1 = eth7) ... port 22: answered; port 23: blocked (no RST)
+        assert b.exec(sys.executable, "-c", CONNECT, "22").stdout.strip() == "hello"
+        assert b.exec(sys.executable, "-c", CONNECT, "23").stdout.strip() == "timeout"
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait(5)
