@@ -49,14 +49,14 @@ def node(request, lab, tmp_path):
     b.exec("ip", "addr", "add", "192.0.2.9/24", "dev", "eth0")
     procs = []
 
-    def start(port: int = 22, sync: bool = False, without: str = ""):
+    def start(port: int = 22, sync: bool = False, without: str = "", pf_text: str | None = None, carp_name: str | None = None):
         pf_conf = tmp_path / "pf.conf"
-        pf_conf.write_text(PF_CONF.format(port=port))
+        pf_conf.write_text(pf_text or PF_CONF.format(port=port))
         key = tmp_path / "sync.key"
         key.write_text("00112233445566778899aabbccddeeff\n")
         config = write_node_toml(
             tmp_path / "node.toml", "fwa", pf_conf, {"xl1": (device, ["192.0.2.2/24"]), "lo0": "lo"},
-            carp=[{"vhid": 9, "parent": "xl1", "addresses": ["192.0.2.1/24"], "password": "lab"}],
+            carp=[{"vhid": 9, "name": carp_name, "parent": "xl1", "addresses": ["192.0.2.1/24"], "password": "lab"}],
             sync={"device": "xl1", "key_file": key} if sync else None, pflog={"file": tmp_path / "pflog"})
         sock = tmp_path / "node.sock"
         argv = [sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock)]
@@ -159,3 +159,46 @@ def test_renamed_interface_rules_on_the_linux_device(node):
         for server in servers:
             server.kill()
             server.wait(5)
+
+
+DYNAMIC_PF = """\
+set skip on lo0
+block all
+pass in quick on xl1 proto tcp to (xl1) port 22
+pass in quick on xl1 proto tcp to (carp0) port 23
+"""
+
+
+def dynamic_sets(ns) -> dict[str, set[str]]:
+    """Each ``dyn*`` set of our table -> its elements (addresses or prefixes, as text)."""
+    import json
+
+    listing = json.loads(ns.exec("nft", "-j", "list", "sets", "inet").stdout)["nftables"]
+    out = {}
+    for item in listing:
+        found = item.get("set")
+        if found and found["table"] == "pfha" and found["name"].startswith("dyn") and found["name"].endswith("v4"):
+            elems = found.get("elem", [])
+            out[found["name"]] = {e if isinstance(e, str) else "{addr}/{len}".format(**e["prefix"]) for e in elems}
+    return out
+
+
+def test_dynamic_addresses_follow_the_host_not_carp(node):
+    """(xl1) follows addresses added and removed at run time; (carp0) keeps its VIP whether
+    this node holds it (MASTER) or not, as on BSD, so a failover never rewrites the sets."""
+    a, b, start = node
+    proc, _, sock = start(without="sync", pf_text=DYNAMIC_PF, carp_name="carp0")
+    status = control.request(sock, "status")
+    assert status["ruleset"]["dynamic"]["sets"] == 4 and status["ruleset"]["dynamic"]["following"]  # v4 and v6 each
+    wanted = {"192.0.2.2"}, {"192.0.2.1"}
+    assert sorted(dynamic_sets(a).values(), key=sorted) == sorted(wanted, key=sorted)
+    wait_for(lambda: control.request(sock, "status")["carp"]["vhids"][0]["state"] == "MASTER", 10, "MASTER")
+    assert sorted(dynamic_sets(a).values(), key=sorted) == sorted(wanted, key=sorted)  # VIP now held: same sets
+    a.exec("ip", "addr", "add", "192.0.2.7/24", "dev", "xl1")
+    wait_for(lambda: {"192.0.2.2", "192.0.2.7"} in dynamic_sets(a).values(), 5, "(xl1) to gain 192.0.2.7")
+    a.exec("ip", "addr", "del", "192.0.2.1/24", "dev", "xl1")  # the VIP leaves the device (as on a BACKUP)
+    a.exec("ip", "addr", "del", "192.0.2.7/24", "dev", "xl1")
+    wait_for(lambda: {"192.0.2.2"} in dynamic_sets(a).values(), 5, "(xl1) to lose 192.0.2.7")
+    assert {"192.0.2.1"} in dynamic_sets(a).values()
+    assert control.request(sock, "status")["ruleset"]["dynamic"]["refreshes"] >= 2
+    assert proc.poll() is None

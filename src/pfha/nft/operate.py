@@ -383,6 +383,44 @@ def refresh_dynamic(view: Any = None) -> int:
     return changed
 
 
+class AddressMonitor:
+    """rtnetlink address notifications (IPv4 and IPv6) on a non-blocking socket, for an event
+    loop's reader: :meth:`read` drains them and says whether any address was added or removed."""
+
+    GROUPS = 0x10 | 0x100  # RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+    KINDS = (20, 21)  # RTM_NEWADDR, RTM_DELADDR
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
+        self.sock.bind((0, self.GROUPS))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> bool:
+        import struct
+
+        changed = False
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return changed
+            except OSError:  # ENOBUFS: events were lost, so something may have changed
+                changed = True
+                continue
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                changed |= kind in self.KINDS
+                offset += max((length + 3) & ~3, 16)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def watch_dynamic(stop: Any = lambda: False) -> None:
     """Refresh the ``(if)`` sets whenever an address is added or removed (pyroute2 monitor)."""
     from pyroute2 import IPRoute

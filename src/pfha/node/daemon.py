@@ -96,6 +96,7 @@ class Node:
             log.warning("host setting not applied", extra=fields(detail=note))
         if compiled is not None:
             self.ruleset.commit(compiled)
+            self.ruleset.follow_addresses(config)
         self.config = config
         try:
             await self._start_parts(config)
@@ -145,7 +146,7 @@ class Node:
 
     async def shutdown(self) -> None:
         log.info("node stopping: carp bows out, sync and pflogd stop, the ruleset stays loaded")
-        for part in (self.carp, self.sync, self.pflog):
+        for part in (self.carp, self.sync, self.pflog, self.ruleset):
             try:
                 await part.stop()
             except Exception:
@@ -175,6 +176,8 @@ class Node:
             try:
                 self.applied = host.apply(config)
                 changed = self.ruleset.commit(compiled) if compiled is not None else False
+                if compiled is not None:
+                    self.ruleset.follow_addresses(config)
                 self._restarting = True  # a part restarted on purpose is no crash
                 try:
                     await self.carp.reconfigure(config)

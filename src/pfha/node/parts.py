@@ -99,13 +99,22 @@ class Disabled(Part):
 # --- the ruleset ---------------------------------------------------------------------------
 
 
-def interface_view(config: NodeConfig):
-    """What pf.conf's interface names resolve to: the node config's addresses, CARP ones under
-    their carp interface names, not the live host (whose VIPs come and go with CARP state)."""
+def dynamic_view(config: NodeConfig, live) -> Any:
+    """What pf.conf's ``(if)`` addresses stand for now: each interface's live addresses (on its
+    Linux device), with the CARP addresses where the node config puts them, whatever the CARP
+    state. On BSD a CARP address stays configured on a BACKUP (only its state changes), so pf's
+    ``(carp0)`` and ``($ext_if)`` do not change on failover; here CARP adds and removes the
+    address on the device, which must not make the sets flap (and leave a window in which the
+    new master's rules miss its VIP). ``live`` is an :class:`InterfaceView` of Linux devices."""
     from pfha.conf import InterfaceView
 
-    specs = [f"{name}=" + ",".join(str(a) for a in addrs) for name, addrs in config.addresses_by_interface().items()]
-    return InterfaceView.from_specs(specs)
+    shared = config.shared_addresses()
+    addresses: dict[str, list] = {}
+    for iface in config.interfaces:
+        addresses[iface.name] = [a for a in live.addresses.get(iface.device, ()) if a.ip not in shared]
+    for group in config.carp:
+        addresses.setdefault(group.name or group.parent, []).extend(group.addresses)
+    return InterfaceView.from_specs([f"{name}=" + ",".join(map(str, addrs)) for name, addrs in addresses.items()])
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,9 @@ class CompiledRuleset:
 
 
 class RulesetPart(Part):
+    """The ruleset, and its ``(if)`` sets kept current: on every address change of the host
+    (RTM_NEWADDR/RTM_DELADDR), the sets are recomputed from :func:`dynamic_view`."""
+
     name = "ruleset"
 
     def __init__(self) -> None:
@@ -127,6 +139,12 @@ class RulesetPart(Part):
         self.loaded: CompiledRuleset | None = None
         self.loaded_at: float | None = None
         self.last_error: str | None = None
+        self.config: NodeConfig | None = None
+        self.monitor = None  # pfha.nft.operate.AddressMonitor while the ruleset has (if) sets
+        self.refresh_task: asyncio.Task | None = None
+        self.refresh_again = False
+        self.refreshes = 0  # set rewrites done since start
+        self.refreshed_at: float | None = None
 
     def check(self) -> None:
         require(self.name, "pfha.conf.parser", "parse_file")  # pfha.conf's entry point imports it lazily
@@ -141,7 +159,7 @@ class RulesetPart(Part):
         self.check()
         from pfha.conf import parse_file
 
-        view = interface_view(config)
+        view = config.interface_view()
         ruleset = parse_file(config.pf_conf, view, include_base=config.pf_conf.parent)
         devices = {name: dev for name, dev in config.device_map().items() if name != dev}
         compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
@@ -164,15 +182,84 @@ class RulesetPart(Part):
 
     async def start(self, config: NodeConfig) -> None:
         self.commit(self.prepare(config))
+        self.follow_addresses(config)
 
     async def reconfigure(self, config: NodeConfig) -> None:
         self.commit(self.prepare(config))
+        self.follow_addresses(config)
+
+    # -- dynamic addresses
+
+    def dynamic_sets(self) -> int:
+        return len(self.loaded.payload.metadata.get("dynamic", ())) if self.loaded is not None else 0
+
+    def follow_addresses(self, config: NodeConfig) -> None:
+        """Keep the loaded ruleset's ``(if)`` sets current (nothing to do when it has none)."""
+        self.config = config
+        if not self.dynamic_sets():
+            self.close_monitor()
+            return
+        if self.monitor is None:
+            from pfha.nft.operate import AddressMonitor
+
+            self.monitor = AddressMonitor()
+            asyncio.get_running_loop().add_reader(self.monitor.fileno(), self._addresses_changed)
+        self.refresh_soon()  # the host settings or CARP may have changed addresses since the compile
+
+    def _addresses_changed(self) -> None:
+        if self.monitor is not None and self.monitor.read():
+            self.refresh_soon()
+
+    def refresh_soon(self) -> None:
+        """One refresh at a time; events during a refresh ask for one more after it."""
+        if self.refresh_task is not None and not self.refresh_task.done():
+            self.refresh_again = True
+            return
+        self.refresh_task = asyncio.create_task(self._refresh(), name="ruleset dynamic addresses")
+
+    async def _refresh(self) -> None:
+        from pfha.conf import InterfaceView
+        from pfha.nft.operate import refresh_dynamic
+
+        while True:
+            self.refresh_again = False
+            config = self.config
+            try:
+                # `ip` and nft are blocking calls: off the loop, so CARP keeps its timing
+                changed = await asyncio.to_thread(lambda: refresh_dynamic(dynamic_view(config, InterfaceView.live())))
+            except (PfhaError, OSError) as error:
+                log.error("ruleset: cannot refresh dynamic addresses", extra=fields(detail=str(error)))
+                changed = 0
+            if changed:
+                self.refreshes += changed
+                self.refreshed_at = time.time()
+                log.info("ruleset: dynamic addresses refreshed", extra=fields(sets=changed))
+            if not self.refresh_again:
+                return
+
+    def close_monitor(self) -> None:
+        if self.monitor is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.monitor.fileno())
+            except (RuntimeError, ValueError, OSError):
+                pass
+            self.monitor.close()
+            self.monitor = None
+
+    async def stop(self) -> None:
+        """The ruleset stays loaded (as pf's does when pfctl exits); only the watching stops."""
+        self.close_monitor()
+        if self.refresh_task is not None:
+            await asyncio.gather(self.refresh_task, return_exceptions=True)
+            self.refresh_task = None
 
     def status(self) -> dict:
         if self.loaded is None:
             return {"state": "not loaded", "error": self.last_error}
         return {"state": "loaded", "hash": self.loaded.digest, "source": self.loaded.source, "rules": self.loaded.rules,
-                "loaded_at": self.loaded_at, "warnings": list(self.loaded.warnings), "last_error": self.last_error}
+                "loaded_at": self.loaded_at, "warnings": list(self.loaded.warnings), "last_error": self.last_error,
+                "dynamic": {"sets": self.dynamic_sets(), "following": self.monitor is not None,
+                            "refreshes": self.refreshes, "refreshed_at": self.refreshed_at}}
 
 
 # --- pflogd --------------------------------------------------------------------------------
