@@ -16,6 +16,8 @@ import pytest
 
 from pfha.carp.testbed import SRC
 
+pytestmark = pytest.mark.root
+
 SCRIPT = textwrap.dedent("""
     import asyncio, ipaddress, json, signal, subprocess, sys
     from pfha.carp import wire
