@@ -154,6 +154,13 @@ def test_renamed_interface_rules_on_the_linux_device(node):
         # pass in quick on $ext_if (xl1 = eth7) ... port 22: answered; port 23: blocked (no RST)
         assert b.exec(sys.executable, "-c", CONNECT, "22").stdout.strip() == "hello"
         assert b.exec(sys.executable, "-c", CONNECT, "23").stdout.strip() == "timeout"
+        # pflog names the interface as pf.conf does: "block in on xl1", not eth7
+        wait_for(lambda: control.request(sock, "status")["pflog"].get("written"), 5, "a pflog record")
+        from pfha.pflog.format import split
+        from pfha.pflog.pcap import read_file
+
+        _, records = read_file(control.request(sock, "status")["pflog"]["file"])
+        assert records and {split(r.data)[0].ifname for r in records} == {"xl1"}
     finally:
         for server in servers:
             server.kill()

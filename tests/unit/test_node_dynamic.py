@@ -35,3 +35,12 @@ def test_live_addresses_follow_carp_addresses_stay(tmp_path):
     assert dynamic_view(config, backup) == dynamic_view(config, master)  # failover changes nothing
     gone = dynamic_view(config, InterfaceView.from_specs(["eth2=10.1.1.2/24"]))
     assert gone.addrs("xl0") == () and gone.addrs("carp0") == (ipaddress.ip_interface("203.0.113.10/24"),)
+
+
+def test_pflog_names_interfaces_as_pf_conf_does(tmp_path):
+    from pfha.node.parts import pf_names
+
+    config = nc.loads(CONFIG, tmp_path / "fw1.toml")
+    devices = {1: "lo", 2: "eth1", 3: "eth2", 4: "eth9", 0: ""}
+    name = pf_names(config, devices.__getitem__)
+    assert [name(i) for i in (1, 2, 3, 4, 0)] == ["lo0", "xl0", "xl1", "eth9", ""]

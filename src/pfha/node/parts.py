@@ -227,8 +227,8 @@ class RulesetPart(Part):
             try:
                 # `ip` and nft are blocking calls: off the loop, so CARP keeps its timing
                 changed = await asyncio.to_thread(lambda: refresh_dynamic(dynamic_view(config, InterfaceView.live())))
-            except (PfhaError, OSError) as error:
-                log.error("ruleset: cannot refresh dynamic addresses", extra=fields(detail=str(error)))
+            except Exception as error:  # the loaded sets stay as they are; the next event tries again
+                log.error("ruleset: cannot refresh dynamic addresses", extra=fields(detail=f"{type(error).__name__}: {error}"))
                 changed = 0
             if changed:
                 self.refreshes += changed
@@ -265,6 +265,18 @@ class RulesetPart(Part):
 # --- pflogd --------------------------------------------------------------------------------
 
 
+def pf_names(config: NodeConfig, device_name: Callable[[int], str]) -> Callable[[int], str]:
+    """Interface index -> the name pf.conf uses (``eth1`` -> ``xl0``), for pflog's header, as
+    ``tcpdump -e -r pflog`` shows ``on xl0`` on BSD."""
+    by_device = {device: name for name, device in config.device_map().items()}
+
+    def name(index: int) -> str:
+        device = device_name(index)
+        return by_device.get(device, device)
+
+    return name
+
+
 class PflogPart(Part):
     """pflogd inside the daemon's loop: the NFLOG socket is read when it is readable."""
 
@@ -284,7 +296,7 @@ class PflogPart(Part):
             return
         linux = require(self.name, "pfha.pflog.linux", "Pflogd")
         config.pflog.file.parent.mkdir(parents=True, exist_ok=True)
-        self.daemon = linux.Pflogd(str(config.pflog.file))
+        self.daemon = linux.Pflogd(str(config.pflog.file), ifname=pf_names(config, linux.interface_name))
         self.daemon.start()
         self.path = str(config.pflog.file)
         asyncio.get_running_loop().add_reader(self.daemon.source.fileno(), self._readable)
