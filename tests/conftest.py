@@ -20,6 +20,17 @@ def is_root() -> bool:
 requires_root = pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, nftables and raw sockets")
 
 
+@pytest.fixture(autouse=True)
+def private_run_dir(tmp_path_factory, monkeypatch):
+    """Every pfha process a test starts keeps its state (ruleset metadata, CARP and sync status
+    files) in a directory of the test's own, never in the host's /run/pfha; a test that sets
+    PFHA_STATE_DIR / PFHA_RUN_DIR itself still wins."""
+    run_dir = tmp_path_factory.mktemp("run")
+    monkeypatch.setenv("PFHA_RUN_DIR", str(run_dir))
+    monkeypatch.setenv("PFHA_STATE_DIR", str(run_dir))
+    yield run_dir
+
+
 @pytest.fixture
 def lab():
     """A :class:`pfha.lab.netns.Lab` removed after the test, whatever happened."""

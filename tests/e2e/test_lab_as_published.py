@@ -4,35 +4,27 @@ to each node's own address: a failover breaks the connections that were running.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from conftest import requires_root
+from lab_helpers import tutorial_lab
 
 pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def published():
-    from pfha.lab import build, nodes, scenarios
+    from pfha.lab import scenarios
 
-    try:
-        nodes.seed_configs()
-    except build.LabError as error:
-        pytest.skip(str(error))
-    name = f"a{os.getpid() % 100000}"
-    running = build.up(name, config="as-published")
-    try:
+    with tutorial_lab("a", "as-published") as running:
         # both nodes advertise advskew 0: which one is master is left to chance
         deadline = time.monotonic() + 30
         while scenarios.master_of_all(running) is None:
             assert time.monotonic() < deadline, scenarios.roles(running)
             time.sleep(0.2)
         yield running
-    finally:
-        build.down(name)
 
 
 def test_state_sync_is_blocked_by_the_ruleset(published):

@@ -5,31 +5,23 @@ transfers lose no connection; fw1 takes MASTER back only after its bulk update."
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from conftest import requires_root
+from lab_helpers import tutorial_lab
 
 pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def pair():
-    from pfha.lab import build, nodes, scenarios
+    from pfha.lab import scenarios
 
-    try:
-        nodes.seed_configs()
-    except build.LabError as error:
-        pytest.skip(str(error))
-    name = f"p{os.getpid() % 100000}"
-    running = build.up(name, config="corrected")
-    try:
+    with tutorial_lab("p", "corrected") as running:
         scenarios.wait_master(running, "fw1", timeout=30)
         yield running
-    finally:
-        build.down(name)
 
 
 def test_reachability_matrix(pair):

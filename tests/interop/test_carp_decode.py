@@ -17,9 +17,10 @@ import time
 
 import pytest
 
-from pfha.carp import pcap, wire
+from pfha.carp import wire
 from pfha.carp.machine import SendAdvert, Vhid, VhidConfig
-from pfha.carp.testbed import CarpBed, wait_for
+from pfha.carp.testbed import CarpBed, capture_adverts, wait_for
+from pfha.pflog import pcap
 
 pytestmark = pytest.mark.skipif(not (shutil.which("tcpdump") and shutil.which("tshark")), reason="needs tcpdump and tshark")
 
@@ -55,7 +56,7 @@ def test_written_adverts_decode(tmp_path):
     path = tmp_path / "pfha.pcap"
     frames = [(1800000000 + i, wire.advert_frame(SRC_IP, wire.encode(a), source_mac=bytes.fromhex("02000000000a"), ident=i))
               for i, a in enumerate(adverts)]
-    pcap.write(path, frames)
+    pcap.write_file(str(path), pcap.LINKTYPE_ETHERNET, frames)
     out = subprocess.run(["tcpdump", "-n", "-T", "carp", "-r", str(path)], capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert len(lines) == 3
@@ -92,11 +93,6 @@ def test_live_adverts_decode(lab, tmp_path):
     rows = tshark_fields(path)
     assert rows and all(r[2] == "5" and r[8] == "1" and r[10] == "255" for r in rows)
     # Every captured digest verifies with the passphrase and the VIP.
-    for frame in pcap.read(path):
-        datagram = pcap.ipv4_payload(frame.data)
-        if datagram is None:
-            continue
-        header, payload = wire.parse_ipv4(datagram)
-        if header.protocol == wire.IPPROTO_CARP:
-            advert = wire.decode(payload)
-            assert wire.digest_matches(wire.carp_key("secretpass"), 5, [ipaddress.IPv4Address("10.99.0.100")], [], advert.counter, advert.digest)
+    for _number, _header, payload in capture_adverts(path):
+        advert = wire.decode(payload)
+        assert wire.digest_matches(wire.carp_key("secretpass"), 5, [ipaddress.IPv4Address("10.99.0.100")], [], advert.counter, advert.digest)

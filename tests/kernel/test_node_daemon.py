@@ -13,47 +13,23 @@ from pathlib import Path
 
 import pytest
 
+from node_toml import node_toml
 from pfha.lab.build import python_env
 from pfha.node import control
 
 pytestmark = pytest.mark.root
 
-NODE_TOML = """\
-[node]
-name = "{name}"
-pf_conf = "/nonexistent/pf.conf"
-
-[interfaces.xl1]
-device = "xl1"
-addresses = ["192.0.2.{ip}/24"]
-
-[interfaces.lo0]
-device = "lo"
-
-[carp]
-preempt = true
-
-[[carp.group]]
-vhid = 7
-name = "carp1"
-parent = "xl1"
-addresses = ["192.0.2.1/24"]
-password = "lab"
-advskew = {advskew}
-
-[pflog]
-enabled = false
-
-[host]
-forwarding = true
-accept_redirects = false
-default_router = "192.0.2.254"
-"""
+def node_text(name: str, ip: int, advskew: int) -> str:
+    return node_toml(name, "/nonexistent/pf.conf", {"xl1": ("xl1", [f"192.0.2.{ip}/24"]), "lo0": "lo"}, preempt=True,
+                     carp=[{"vhid": 7, "name": "carp1", "parent": "xl1", "addresses": ["192.0.2.1/24"], "password": "lab",
+                            "advskew": advskew}],
+                     pflog={"enabled": False},
+                     host={"forwarding": True, "accept_redirects": False, "default_router": "192.0.2.254"})
 
 
 def start_node(ns, tmp: Path, name: str, ip: int, advskew: int, without: str = "ruleset,sync"):
     config = tmp / f"{name}.toml"
-    config.write_text(NODE_TOML.format(name=name, ip=ip, advskew=advskew))
+    config.write_text(node_text(name, ip, advskew))
     sock = tmp / f"{name}.sock"
     log = open(tmp / f"{name}.log", "w")
     proc = ns.popen(sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock),
@@ -168,7 +144,7 @@ def test_reload_in_place_and_bad_reload_keeps_running(pair):
 def test_missing_device_fails_before_changing_anything(lab, tmp_path):
     a = lab.ns("a")
     config = tmp_path / "n.toml"
-    config.write_text(NODE_TOML.format(name="fwa", ip=2, advskew=0))
+    config.write_text(node_text("fwa", 2, 0))
     proc = a.exec(sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control",
                   str(tmp_path / "s"), "--without", "ruleset,sync", check=False, timeout=60)
     assert proc.returncode == 1

@@ -7,10 +7,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from node_toml import write_node_toml
 from pfha.lab.build import python_env
 from pfha.node import control
 
@@ -22,29 +22,6 @@ set skip on lo0
 block log all
 pass in quick on $ext_if proto tcp to port {port}
 pass out quick all
-"""
-
-NODE_TOML = """\
-[node]
-name = "fwa"
-pf_conf = "{pf_conf}"
-
-[interfaces.xl1]
-device = "xl1"
-addresses = ["192.0.2.2/24"]
-
-[interfaces.lo0]
-device = "lo"
-
-[[carp.group]]
-vhid = 9
-parent = "xl1"
-addresses = ["192.0.2.1/24"]
-password = "lab"
-
-{sync}
-[pflog]
-file = "{pflog}"
 """
 
 
@@ -62,20 +39,24 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 @pytest.fixture
-def node(lab, tmp_path):
+def node(request, lab, tmp_path):
+    """Node fwa in namespace ``a`` on pf.conf's xl1, which is the Linux device ``device``
+    (``xl1`` unless the test is parametrized indirectly with another device name)."""
+    device = getattr(request, "param", "xl1")
     a, b = lab.ns("a"), lab.ns("b")
-    lab.link(a, "xl1", b, "eth0")
+    lab.link(a, device, b, "eth0")
     b.exec("ip", "addr", "add", "192.0.2.9/24", "dev", "eth0")
     procs = []
 
-    def start(port: int = 22, sync: bool = False, without: str = ""):
+    def start(port: int = 22, sync: bool = False, without: str = "", pf_text: str | None = None, carp_name: str | None = None):
         pf_conf = tmp_path / "pf.conf"
-        pf_conf.write_text(PF_CONF.format(port=port))
+        pf_conf.write_text(pf_text or PF_CONF.format(port=port))
         key = tmp_path / "sync.key"
         key.write_text("00112233445566778899aabbccddeeff\n")
-        sync_table = f'[sync]\ndevice = "xl1"\nkey_file = "{key}"\n' if sync else ""
-        config = tmp_path / "node.toml"
-        config.write_text(NODE_TOML.format(pf_conf=pf_conf, sync=sync_table, pflog=tmp_path / "pflog"))
+        config = write_node_toml(
+            tmp_path / "node.toml", "fwa", pf_conf, {"xl1": (device, ["192.0.2.2/24"]), "lo0": "lo"},
+            carp=[{"vhid": 9, "name": carp_name, "parent": "xl1", "addresses": ["192.0.2.1/24"], "password": "lab"}],
+            sync={"device": "xl1", "key_file": key} if sync else None, pflog={"file": tmp_path / "pflog"})
         sock = tmp_path / "node.sock"
         argv = [sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock)]
         if without:
@@ -133,3 +114,97 @@ def test_carp_demoted_until_the_first_bulk_update(node):
     after = control.request(sock, "status")
     assert after["sync"]["epoch"] == status["sync"]["epoch"]
     assert "pfsync bulk update" in after["carp"]["demoted"]
+
+
+LISTENER = """
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", int(sys.argv[1])))
+server.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.sendall(b"hello")
+    conn.close()
+"""
+
+CONNECT = """
+import socket, sys
+try:
+    with socket.create_connection(("192.0.2.2", int(sys.argv[1])), timeout=1.5) as conn:
+        print(conn.recv(5).decode())
+except OSError as error:
+    print("refused" if isinstance(error, ConnectionRefusedError) else "timeout")
+"""
+
+
+@pytest.mark.parametrize("node", ["eth7"], indirect=True)
+def test_renamed_interface_rules_on_the_linux_device(node):
+    """pf.conf says xl1, the node config says xl1 is eth7: the rules match eth7."""
+    a, b, start = node
+    proc, _, sock = start(port=22, without="sync")
+    assert control.request(sock, "status")["ruleset"]["state"] == "loaded"
+    listing = a.exec("nft", "-s", "list", "table", "inet", "pfha").stdout
+    assert '"eth7"' in listing and '"xl1"' not in listing
+    servers = [a.popen(sys.executable, "-c", LISTENER, str(port), stdout=subprocess.PIPE, text=True) for port in (22, 23)]
+    try:
+        for server in servers:
+            assert server.stdout.readline().strip() == "ready"
+        # pass in quick on $ext_if (xl1 = eth7) ... port 22: answered; port 23: blocked (no RST)
+        assert b.exec(sys.executable, "-c", CONNECT, "22").stdout.strip() == "hello"
+        assert b.exec(sys.executable, "-c", CONNECT, "23").stdout.strip() == "timeout"
+        # pflog names the interface as pf.conf does: "block in on xl1", not eth7
+        wait_for(lambda: control.request(sock, "status")["pflog"].get("written"), 5, "a pflog record")
+        from pfha.pflog.format import split
+        from pfha.pflog.pcap import read_file
+
+        _, records = read_file(control.request(sock, "status")["pflog"]["file"])
+        assert records and {split(r.data)[0].ifname for r in records} == {"xl1"}
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait(5)
+
+
+DYNAMIC_PF = """\
+set skip on lo0
+block all
+pass in quick on xl1 proto tcp to (xl1) port 22
+pass in quick on xl1 proto tcp to (carp0) port 23
+"""
+
+
+def dynamic_sets(ns) -> dict[str, set[str]]:
+    """Each ``dyn*`` set of our table -> its elements (addresses or prefixes, as text)."""
+    import json
+
+    listing = json.loads(ns.exec("nft", "-j", "list", "sets", "inet").stdout)["nftables"]
+    out = {}
+    for item in listing:
+        found = item.get("set")
+        if found and found["table"] == "pfha" and found["name"].startswith("dyn") and found["name"].endswith("v4"):
+            elems = found.get("elem", [])
+            out[found["name"]] = {e if isinstance(e, str) else "{addr}/{len}".format(**e["prefix"]) for e in elems}
+    return out
+
+
+def test_dynamic_addresses_follow_the_host_not_carp(node):
+    """(xl1) follows addresses added and removed at run time; (carp0) keeps its VIP whether
+    this node holds it (MASTER) or not, as on BSD, so a failover never rewrites the sets."""
+    a, b, start = node
+    proc, _, sock = start(without="sync", pf_text=DYNAMIC_PF, carp_name="carp0")
+    status = control.request(sock, "status")
+    assert status["ruleset"]["dynamic"]["sets"] == 4 and status["ruleset"]["dynamic"]["following"]  # v4 and v6 each
+    wanted = {"192.0.2.2"}, {"192.0.2.1"}
+    assert sorted(dynamic_sets(a).values(), key=sorted) == sorted(wanted, key=sorted)
+    wait_for(lambda: control.request(sock, "status")["carp"]["vhids"][0]["state"] == "MASTER", 10, "MASTER")
+    assert sorted(dynamic_sets(a).values(), key=sorted) == sorted(wanted, key=sorted)  # VIP now held: same sets
+    a.exec("ip", "addr", "add", "192.0.2.7/24", "dev", "xl1")
+    wait_for(lambda: {"192.0.2.2", "192.0.2.7"} in dynamic_sets(a).values(), 5, "(xl1) to gain 192.0.2.7")
+    a.exec("ip", "addr", "del", "192.0.2.1/24", "dev", "xl1")  # the VIP leaves the device (as on a BACKUP)
+    a.exec("ip", "addr", "del", "192.0.2.7/24", "dev", "xl1")
+    wait_for(lambda: {"192.0.2.2"} in dynamic_sets(a).values(), 5, "(xl1) to lose 192.0.2.7")
+    assert {"192.0.2.1"} in dynamic_sets(a).values()
+    assert control.request(sock, "status")["ruleset"]["dynamic"]["refreshes"] >= 2
+    assert proc.poll() is None

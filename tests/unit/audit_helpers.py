@@ -4,53 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from node_toml import node_toml
 from pfha.audit.nodes import NodeSource, load_toml
-
-NODE_TOML = """\
-[node]
-name = "{name}"
-pf_conf = "pf.conf"
-
-[interfaces.ext0]
-device = "eth0"
-addresses = ["192.0.2.{own}/24"]
-
-[interfaces.int0]
-device = "eth1"
-addresses = ["10.1.1.{own}/24"]
-
-[interfaces.sync0]
-device = "eth2"
-addresses = ["10.9.9.{own}/24"]
-
-[interfaces.lo0]
-
-[carp]
-preempt = {preempt}
-
-[[carp.group]]
-vhid = 1
-name = "carp0"
-parent = "ext0"
-addresses = ["192.0.2.10/24"]
-password = "{password}"
-advskew = {skew}
-
-[[carp.group]]
-vhid = 2
-parent = "int0"
-addresses = ["10.1.1.1/24"]
-password = "{password}"
-advskew = {skew}
-
-[sync]
-device = "sync0"
-peer = "10.9.9.{peer}"
-key = "{key}"
-
-[host]
-default_router = "192.0.2.254"
-"""
 
 GOOD_PF = """\
 ext_if = "ext0"
@@ -75,8 +30,15 @@ pass out quick on $ext_if proto tcp from 192.0.2.10 to any port 443
 def write_node(folder: Path, name: str, own: int, peer: int, skew: int, pf_text: str, *, preempt: bool = True,
                password: str = "secret", key: str = "k3y", edit=None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    text = NODE_TOML.format(name=name, own=own, peer=peer, skew=skew, preempt=str(preempt).lower(),
-                            password=password, key=key)
+    text = node_toml(
+        name, "pf.conf",
+        {"ext0": ("eth0", [f"192.0.2.{own}/24"]), "int0": ("eth1", [f"10.1.1.{own}/24"]),
+         "sync0": ("eth2", [f"10.9.9.{own}/24"]), "lo0": None},
+        preempt=preempt,
+        carp=[{"vhid": 1, "name": "carp0", "parent": "ext0", "addresses": ["192.0.2.10/24"], "password": password, "advskew": skew},
+              {"vhid": 2, "parent": "int0", "addresses": ["10.1.1.1/24"], "password": password, "advskew": skew}],
+        sync={"device": "sync0", "peer": f"10.9.9.{peer}", "key": key},
+        host={"default_router": "192.0.2.254"})
     if edit is not None:
         text = edit(text)
     path = folder / f"{name}.toml"

@@ -9,24 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfha.carp import pcap, wire
+from pfha.carp import wire
+from pfha.carp.testbed import capture_adverts
 from pfha.carp.wire import Advertisement, BadAdvert, DropReason
 
 VIP = ipaddress.IPv4Address("10.99.0.100")
 KEY = wire.carp_key("secretpass")
 
 
-def adverts(path):
-    """(frame number, IPv4 header, 36 CARP bytes) for every CARP frame of a capture."""
-    out = []
-    for frame in pcap.read(path):
-        datagram = pcap.ipv4_payload(frame.data)
-        if datagram is None:
-            continue
-        header, payload = wire.parse_ipv4(datagram)
-        if header.protocol == wire.IPPROTO_CARP:
-            out.append((frame.number, header, payload))
-    return out
+adverts = capture_adverts
 
 
 @pytest.fixture(scope="module")

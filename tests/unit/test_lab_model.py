@@ -10,7 +10,8 @@ import struct
 import pytest
 
 from pfha.lab import scenarios
-from pfha.lab.services import Target, _checksum, dns_answer, dns_query, dns_reply_ok
+from pfha.checksum import internet_checksum
+from pfha.lab.services import Target, dns_answer, dns_query, dns_reply_ok
 from pfha.lab.topology import CARP_LAN, tutorial
 
 
@@ -74,8 +75,8 @@ def test_dns_answer_is_a_reply_to_the_query():
 
 def test_icmp_checksum_verifies_to_zero():
     body = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + b"pfha-lab"
-    packet = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
-    assert _checksum(packet) == 0
+    packet = body[:2] + struct.pack("!H", internet_checksum(body)) + body[4:]
+    assert internet_checksum(packet) == 0
 
 
 def test_config_choices(tmp_path):

@@ -8,28 +8,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from node_toml import node_toml
 from pfha.node import config as nc
 from pfha.node.toml_out import dumps
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-MINIMAL = """
-[node]
-name = "fw1"
-pf_conf = "pf.conf"
-
-[interfaces.xl0]
-device = "eth0"
-addresses = ["203.0.113.2/24"]
-
-[interfaces.lo0]
-
-[[carp.group]]
-vhid = 1
-parent = "xl0"
-addresses = ["203.0.113.10/24"]
-password = "foo"
-"""
+MINIMAL = node_toml("fw1", "pf.conf", {"xl0": ("eth0", ["203.0.113.2/24"]), "lo0": None},
+                    carp=[{"vhid": 1, "parent": "xl0", "addresses": ["203.0.113.10/24"], "password": "foo"}])
 
 
 def test_examples_load_as_the_tutorials_pair():

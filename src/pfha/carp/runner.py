@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,9 +55,15 @@ class RateLimit:
 
 
 class CarpRunner:
-    """Runs one :class:`Node` on Linux until stopped; SIGTERM/SIGINT make it bow out."""
+    """Runs one :class:`Node` on Linux until stopped.
 
-    def __init__(self, configs: Iterable[VhidConfig], *, status_path: Path | None = None) -> None:
+    Stopped by :meth:`stop`, or by SIGTERM/SIGINT when ``handle_signals`` (the default for
+    ``pfha carp run``; a host program such as the node daemon owns its signals and passes False).
+    ``on_transition`` is called with every :class:`StateChanged` (after it is logged).
+    """
+
+    def __init__(self, configs: Iterable[VhidConfig], *, status_path: Path | None = None,
+                 handle_signals: bool = True, on_transition: Callable[[StateChanged], None] | None = None) -> None:
         self.infos: dict[str, linux.InterfaceInfo] = {}
         resolved = []
         for config in configs:
@@ -83,6 +89,12 @@ class CarpRunner:
         self._handed_over: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.handle_signals = handle_signals
+        self.on_transition = on_transition
+        self.started = asyncio.Event()  # set once sockets are open and the groups have started
+        self.stop_requested = False
+        # (interface, vhid) -> (reason, wall-clock time) of the last state change
+        self.transitions: dict[tuple[str, int], tuple[str, float]] = {}
 
     # -- life cycle
 
@@ -101,8 +113,11 @@ class CarpRunner:
                 sock6 = self.sockets6[name] = linux.CarpSocket6(info)
                 loop.add_reader(sock6.fileno(), self._on_readable6, name)
         loop.add_reader(self.monitor.fileno(), self._on_link_event)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
+        if self.handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stopping.set)
+        if self.stop_requested:
+            self._stopping.set()
         self.node.demotion.subscribe(lambda: loop.call_soon(self._rearm))
         now = loop.time()
         for name, info in self.infos.items():
@@ -111,6 +126,7 @@ class CarpRunner:
                 self.node.set_link(name, False, now)
         self.node.start(now)
         self._flush()
+        self.started.set()
         status_task = asyncio.create_task(self._status_loop())
         try:
             await self._stopping.wait()
@@ -118,6 +134,28 @@ class CarpRunner:
         finally:
             status_task.cancel()
             self._close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to bow out, release the addresses and return (safe before it starts)."""
+        self.stop_requested = True
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def reconfigure(self, config: VhidConfig) -> None:
+        """Change one running group's timing, key or preempt in place: no state change, no flap.
+
+        The group is (interface, vhid); its addresses cannot change this way (that is a new
+        group: stop and start again). The source address stays the one resolved at start.
+        """
+        key = (config.interface, config.vhid)
+        group = self.node.groups.get(key)
+        if group is None:
+            raise KeyError(f"no vhid {config.vhid} on {config.interface}")
+        if config.addresses != group.config.addresses:
+            raise ValueError(f"vhid {config.vhid} on {config.interface}: addresses cannot change in place")
+        group.config = replace(config, source=group.config.source)
+        if self._loop is not None:
+            self._rearm()
 
     async def _bow_out(self) -> None:
         """Send the bow-outs, wait for a new master's advert (at most the grace), then release."""
@@ -246,6 +284,9 @@ class CarpRunner:
                     self.sockets6[action.interface].announce(address.ip)
         elif isinstance(action, StateChanged):
             log.warning("vhid %d on %s: %s", action.vhid, action.interface, action.reason)
+            self.transitions[(action.interface, action.vhid)] = (action.reason, time.time())
+            if self.on_transition is not None:
+                self.on_transition(action)
             return True
         elif isinstance(action, Dropped):
             assert self._loop is not None
@@ -259,7 +300,13 @@ class CarpRunner:
     # -- status
 
     def status(self) -> dict[str, object]:
-        return {"pid": os.getpid(), "updated": time.time(), "node": self.node.status()}
+        """The node's status; each group also has ``reason`` and ``since`` (wall-clock seconds)
+        of its last state change (``""``/None before the first)."""
+        node = self.node.status()
+        for group in node["groups"]:  # type: ignore[union-attr]
+            reason, since = self.transitions.get((group["interface"], group["vhid"]), ("", None))
+            group["reason"], group["since"] = reason, since
+        return {"pid": os.getpid(), "updated": time.time(), "node": node}
 
     def _write_status(self) -> None:
         path = self.status_path

@@ -20,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pfha.carp import wire
 from pfha.lab.netns import Lab, Namespace
+from pfha.pflog import pcap
 
 SRC = Path(__file__).resolve().parents[2]
 
@@ -33,6 +35,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def capture_adverts(path: str | Path) -> list[tuple[int, wire.Ipv4Header, bytes]]:
+    """(frame number from 1, IPv4 header, 36 CARP bytes) for every IPv4 CARP frame of a capture."""
+    linktype, records = pcap.read_file(str(path))
+    out = []
+    for number, record in enumerate(records, 1):
+        datagram = pcap.ip_packet(linktype, record.data)
+        if datagram is None or datagram[0] >> 4 != 4:
+            continue
+        header, payload = wire.parse_ipv4(datagram)
+        if header.protocol == wire.IPPROTO_CARP:
+            out.append((number, header, payload))
+    return out
 
 
 @dataclass

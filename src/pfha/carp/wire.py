@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from pfha.checksum import internet_checksum
+
 # ip_carp.h
 CARP_VERSION = 2
 CARP_ADVERTISEMENT = 1
@@ -96,16 +98,6 @@ class Advertisement:
 
     def counter_bytes(self) -> bytes:
         return self.counter.to_bytes(8, "big")
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071 ones'-complement sum; over a buffer that holds its own checksum it gives 0."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def encode(advert: Advertisement) -> bytes:

@@ -26,6 +26,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from pfha.checksum import internet_checksum
+
 GREETING = "pfha-lab"
 CHUNK = 16384
 
@@ -225,20 +227,12 @@ async def _probe_udp(target: Target, timeout: float) -> ProbeResult:
         transport.close()
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    return ~(total + (total >> 16)) & 0xFFFF
-
-
 async def _probe_icmp(target: Target, timeout: float, ident: int) -> ProbeResult:
     """One ICMP echo request over a raw socket; ok when the matching echo reply comes back."""
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"pfha-lab"
-    packet = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    packet = body[:2] + struct.pack("!H", internet_checksum(body)) + body[4:]
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
         sock.setblocking(False)
         sock.connect((target.address, 0))

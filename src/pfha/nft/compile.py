@@ -24,9 +24,10 @@ Pure: takes the Ruleset and an interface view, returns JSON and warnings. Never 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,6 +248,7 @@ class _Compiler:
     ruleset: ast.Ruleset
     view: InterfaceView | None
     log_group: int = 0
+    devices: Mapping[str, str] = field(default_factory=dict)  # pf.conf name -> Linux device
     warnings: list[Warning] = field(default_factory=list)
     objects: list[dict[str, Any]] = field(default_factory=list)  # counters, sets, maps
     chains: list[dict[str, Any]] = field(default_factory=list)
@@ -325,14 +327,19 @@ class _Compiler:
             "log_group": self.log_group,
             "sysctls": self.sysctls,
             "dynamic": self.meta_dynamic,
+            "devices": dict(self.devices),
         }
+
+    def device(self, name: str) -> str:
+        """The Linux device behind a pf.conf interface name (the name itself when not mapped)."""
+        return self.devices.get(name, name)
 
     # ------------------------------------------------------------------ skip and options
     def skip(self, chain: str, hook: str, names: tuple[str, ...]) -> None:
         if not names:
             return
         key = "iifname" if hook == "prerouting" else "oifname"
-        interfaces = sorted(self.skip_interfaces(names))
+        interfaces = sorted({self.device(name) for name in self.skip_interfaces(names)})
         right: Any = interfaces[0] if len(interfaces) == 1 else x.anon_set(interfaces)
         self.emit(chain, [x.match(x.meta(key), right), x.ACCEPT], "set skip on " + " ".join(names))
 
@@ -410,7 +417,8 @@ class _Compiler:
                 fields["elem"] = _elements(nets)
             self.objects.append(x.add("set", **fields))
             self.sets[(key, family)] = name
-            self.meta_dynamic.append({"set": name, "interface": address.interface, "modifiers": list(address.modifiers),
+            self.meta_dynamic.append({"set": name, "interface": address.interface, "device": self.device(address.interface),
+                                      "modifiers": list(address.modifiers),
                                       "af": address.family, "family": family})
         return self.sets[(key, family)]
 
@@ -422,6 +430,7 @@ class _Compiler:
         members = (self.view.members(match.name) if self.view else ()) or (match.name,)
         if match.name in ("lo0",) and (self.view is None or not self.view.exists("lo0")):
             members = ("lo",)
+        members = tuple(dict.fromkeys(self.device(m) for m in members))
         right: Any = members[0] if len(members) == 1 else x.anon_set(sorted(members))
         return [[x.match(x.meta(key), right, "!=" if match.negated else "==")]]
 
@@ -948,6 +957,41 @@ def _rule_text(rule: Any) -> str:
         return f"@{getattr(rule, 'number', '?')} ({_where(rule)})"
 
 
-def compile_ruleset(ruleset: ast.Ruleset, interfaces: InterfaceView | None = None, *, log_group: int = 0) -> Compiled:
-    """Ruleset -> nftables commands for the ``inet pfha`` table, warnings, and metadata."""
-    return _Compiler(ruleset, interfaces, log_group).run()
+def compile_ruleset(ruleset: ast.Ruleset, interfaces: InterfaceView | None = None, *, log_group: int = 0,
+                    devices: Mapping[str, str] | None = None) -> Compiled:
+    """Ruleset -> nftables commands for the ``inet pfha`` table, warnings, and metadata.
+
+    ``interfaces`` is in pf.conf's names (``xl0``); ``devices`` maps those names to the Linux
+    devices the kernel rules must name (``xl0 -> eth1``; unmapped names are kept as they are).
+    """
+    return _Compiler(ruleset, interfaces, log_group, dict(devices or {})).run()
+
+
+def parse_device_map(specs: Iterable[str]) -> dict[str, str]:
+    """``NAME=DEVICE`` strings (``--map xl0=eth1``) -> {pf.conf name: Linux device}."""
+    from pfha.errors import PfhaError
+
+    devices: dict[str, str] = {}
+    for spec in specs:
+        name, sep, device = (part.strip() for part in spec.partition("="))
+        if not sep or not name or not device:
+            raise PfhaError(f"bad interface map {spec!r}: expected NAME=DEVICE (pf.conf name = Linux device)")
+        if name in devices:
+            raise PfhaError(f"interface {name} mapped twice ({devices[name]}, {device})")
+        if device in devices.values():
+            raise PfhaError(f"device {device} is mapped from two pf.conf names")
+        devices[name] = device
+    return devices
+
+
+def view_as_named(view: InterfaceView, devices: Mapping[str, str]) -> InterfaceView:
+    """A view of Linux devices (``InterfaceView.live()``) seen under pf.conf's names: each
+    mapped device's addresses appear under its pf.conf name, and the device name disappears."""
+    if not devices:
+        return view
+    by_device = {device: name for name, device in devices.items()}
+    specs = [f"{by_device.get(dev, dev)}=" + ",".join(str(a) for a in addrs) for dev, addrs in view.addresses.items()]
+    specs += [f"{name}=" for name, dev in devices.items() if dev not in view.addresses]
+    loopback = {by_device.get(dev, dev) for dev in view.loopback}
+    peers = {by_device.get(dev, dev): addrs for dev, addrs in view.peers.items()}
+    return dataclasses.replace(InterfaceView.from_specs(specs), peers=peers, loopback=frozenset(loopback))

@@ -26,13 +26,17 @@ class PfctlError(PfhaError):
 
 
 # ----------------------------------------------------------------------------- load
-def compile_file(path: str, interfaces: Any = None) -> Compiled:
-    """Parse and compile a pf.conf against the live interfaces (or the given view)."""
-    from pfha.conf import InterfaceView, parse_file
+def compile_file(path: str, interfaces: Any = None, devices: dict[str, str] | None = None) -> Compiled:
+    """Parse and compile a pf.conf against the live interfaces (or the given view).
 
-    view = interfaces if interfaces is not None else InterfaceView.live()
+    ``devices`` maps pf.conf's interface names to Linux devices (``xl0 -> eth1``): the live
+    devices are seen under their pf.conf names, the kernel rules name the devices."""
+    from pfha.conf import InterfaceView, parse_file
+    from pfha.nft.compile import view_as_named
+
+    view = interfaces if interfaces is not None else view_as_named(InterfaceView.live(), devices or {})
     ruleset = parse_file(path, view)
-    compiled = compile_ruleset(ruleset, view)
+    compiled = compile_ruleset(ruleset, view, devices=devices)
     compiled.metadata["file"] = str(path)
     compiled.metadata["loaded_at"] = time.time()
     return compiled
@@ -352,14 +356,16 @@ def table_modify(name: str, op: str, addresses: list[str]) -> str:
 def refresh_dynamic(view: Any = None) -> int:
     """Bring every ``(if)`` set up to date with the interfaces' addresses now (pf's dynamic
     addresses: CARP moving a VIP, DHCP renewing); one transaction; the number of sets rewritten.
-    The node daemon calls it on address events (:func:`watch_dynamic`)."""
+    ``view`` is in pf.conf's names; by default the live interfaces, seen through the load's
+    interface map. The node daemon calls it on address events with its own view."""
     from pfha.conf import InterfaceView, ast
-    from pfha.nft.compile import dynamic_networks
+    from pfha.nft.compile import dynamic_networks, view_as_named
 
-    entries = _metadata().get("dynamic", [])
+    metadata = _metadata()
+    entries = metadata.get("dynamic", [])
     if not entries:
         return 0
-    view = view if view is not None else InterfaceView.live()
+    view = view if view is not None else view_as_named(InterfaceView.live(), metadata.get("devices", {}))
     nft = loader.Nft()
     batch: list[dict[str, Any]] = []
     changed = 0
@@ -375,6 +381,44 @@ def refresh_dynamic(view: Any = None) -> int:
         changed += 1
     nft.run(batch)
     return changed
+
+
+class AddressMonitor:
+    """rtnetlink address notifications (IPv4 and IPv6) on a non-blocking socket, for an event
+    loop's reader: :meth:`read` drains them and says whether any address was added or removed."""
+
+    GROUPS = 0x10 | 0x100  # RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+    KINDS = (20, 21)  # RTM_NEWADDR, RTM_DELADDR
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
+        self.sock.bind((0, self.GROUPS))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> bool:
+        import struct
+
+        changed = False
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return changed
+            except OSError:  # ENOBUFS: events were lost, so something may have changed
+                changed = True
+                continue
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                changed |= kind in self.KINDS
+                offset += max((length + 3) & ~3, 16)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def watch_dynamic(stop: Any = lambda: False) -> None:

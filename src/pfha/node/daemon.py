@@ -96,6 +96,7 @@ class Node:
             log.warning("host setting not applied", extra=fields(detail=note))
         if compiled is not None:
             self.ruleset.commit(compiled)
+            self.ruleset.follow_addresses(config)
         self.config = config
         try:
             await self._start_parts(config)
@@ -138,14 +139,14 @@ class Node:
         self.stopping.set()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The node's handlers, installed last: a component's runner may have set its own."""
+        """The node owns SIGTERM/SIGINT/SIGHUP (components run with their own handlers off)."""
         for sig, action in ((signal.SIGTERM, self.stopping.set), (signal.SIGINT, self.stopping.set),
                             (signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))):
             loop.add_signal_handler(sig, action)
 
     async def shutdown(self) -> None:
         log.info("node stopping: carp bows out, sync and pflogd stop, the ruleset stays loaded")
-        for part in (self.carp, self.sync, self.pflog):
+        for part in (self.carp, self.sync, self.pflog, self.ruleset):
             try:
                 await part.stop()
             except Exception:
@@ -175,6 +176,8 @@ class Node:
             try:
                 self.applied = host.apply(config)
                 changed = self.ruleset.commit(compiled) if compiled is not None else False
+                if compiled is not None:
+                    self.ruleset.follow_addresses(config)
                 self._restarting = True  # a part restarted on purpose is no crash
                 try:
                     await self.carp.reconfigure(config)
@@ -183,7 +186,6 @@ class Node:
                     self._restarting = False
                     self._watch_parts()
                 await self.pflog.reconfigure(config)
-                self._install_signals(asyncio.get_running_loop())  # a restarted runner may have taken them
             except (PfhaError, OSError) as error:
                 return self._reload_result(started, False, f"reload partly failed, the ruleset is unchanged "
                                            f"unless reported loaded: {error}")

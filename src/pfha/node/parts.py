@@ -15,7 +15,6 @@ ruleset that did not compile, and never leave CARP undemoted before the first bu
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import importlib
 import json
@@ -100,13 +99,22 @@ class Disabled(Part):
 # --- the ruleset ---------------------------------------------------------------------------
 
 
-def interface_view(config: NodeConfig):
-    """What pf.conf's interface names resolve to: the node config's addresses, CARP ones under
-    their carp interface names, not the live host (whose VIPs come and go with CARP state)."""
+def dynamic_view(config: NodeConfig, live) -> Any:
+    """What pf.conf's ``(if)`` addresses stand for now: each interface's live addresses (on its
+    Linux device), with the CARP addresses where the node config puts them, whatever the CARP
+    state. On BSD a CARP address stays configured on a BACKUP (only its state changes), so pf's
+    ``(carp0)`` and ``($ext_if)`` do not change on failover; here CARP adds and removes the
+    address on the device, which must not make the sets flap (and leave a window in which the
+    new master's rules miss its VIP). ``live`` is an :class:`InterfaceView` of Linux devices."""
     from pfha.conf import InterfaceView
 
-    specs = [f"{name}=" + ",".join(str(a) for a in addrs) for name, addrs in config.addresses_by_interface().items()]
-    return InterfaceView.from_specs(specs)
+    shared = config.shared_addresses()
+    addresses: dict[str, list] = {}
+    for iface in config.interfaces:
+        addresses[iface.name] = [a for a in live.addresses.get(iface.device, ()) if a.ip not in shared]
+    for group in config.carp:
+        addresses.setdefault(group.name or group.parent, []).extend(group.addresses)
+    return InterfaceView.from_specs([f"{name}=" + ",".join(map(str, addrs)) for name, addrs in addresses.items()])
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,9 @@ class CompiledRuleset:
 
 
 class RulesetPart(Part):
+    """The ruleset, and its ``(if)`` sets kept current: on every address change of the host
+    (RTM_NEWADDR/RTM_DELADDR), the sets are recomputed from :func:`dynamic_view`."""
+
     name = "ruleset"
 
     def __init__(self) -> None:
@@ -128,6 +139,12 @@ class RulesetPart(Part):
         self.loaded: CompiledRuleset | None = None
         self.loaded_at: float | None = None
         self.last_error: str | None = None
+        self.config: NodeConfig | None = None
+        self.monitor = None  # pfha.nft.operate.AddressMonitor while the ruleset has (if) sets
+        self.refresh_task: asyncio.Task | None = None
+        self.refresh_again = False
+        self.refreshes = 0  # set rewrites done since start
+        self.refreshed_at: float | None = None
 
     def check(self) -> None:
         require(self.name, "pfha.conf.parser", "parse_file")  # pfha.conf's entry point imports it lazily
@@ -142,13 +159,10 @@ class RulesetPart(Part):
         self.check()
         from pfha.conf import parse_file
 
-        renamed = {name: dev for name, dev in config.device_map().items() if name != dev and name != "lo0"}
-        if renamed:
-            raise PartError("ruleset: interfaces renamed in [interfaces] (" + ", ".join(f"{n} -> {d}" for n, d in renamed.items())
-                            + ") are not supported by pfha.nft yet: name the Linux devices as pf.conf does")
-        view = interface_view(config)
+        view = config.interface_view()
         ruleset = parse_file(config.pf_conf, view, include_base=config.pf_conf.parent)
-        compiled = self._nft().compile_ruleset(ruleset, view)
+        devices = {name: dev for name, dev in config.device_map().items() if name != dev}
+        compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
         digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
         count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
         return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
@@ -168,18 +182,99 @@ class RulesetPart(Part):
 
     async def start(self, config: NodeConfig) -> None:
         self.commit(self.prepare(config))
+        self.follow_addresses(config)
 
     async def reconfigure(self, config: NodeConfig) -> None:
         self.commit(self.prepare(config))
+        self.follow_addresses(config)
+
+    # -- dynamic addresses
+
+    def dynamic_sets(self) -> int:
+        return len(self.loaded.payload.metadata.get("dynamic", ())) if self.loaded is not None else 0
+
+    def follow_addresses(self, config: NodeConfig) -> None:
+        """Keep the loaded ruleset's ``(if)`` sets current (nothing to do when it has none)."""
+        self.config = config
+        if not self.dynamic_sets():
+            self.close_monitor()
+            return
+        if self.monitor is None:
+            from pfha.nft.operate import AddressMonitor
+
+            self.monitor = AddressMonitor()
+            asyncio.get_running_loop().add_reader(self.monitor.fileno(), self._addresses_changed)
+        self.refresh_soon()  # the host settings or CARP may have changed addresses since the compile
+
+    def _addresses_changed(self) -> None:
+        if self.monitor is not None and self.monitor.read():
+            self.refresh_soon()
+
+    def refresh_soon(self) -> None:
+        """One refresh at a time; events during a refresh ask for one more after it."""
+        if self.refresh_task is not None and not self.refresh_task.done():
+            self.refresh_again = True
+            return
+        self.refresh_task = asyncio.create_task(self._refresh(), name="ruleset dynamic addresses")
+
+    async def _refresh(self) -> None:
+        from pfha.conf import InterfaceView
+        from pfha.nft.operate import refresh_dynamic
+
+        while True:
+            self.refresh_again = False
+            config = self.config
+            try:
+                # `ip` and nft are blocking calls: off the loop, so CARP keeps its timing
+                changed = await asyncio.to_thread(lambda: refresh_dynamic(dynamic_view(config, InterfaceView.live())))
+            except Exception as error:  # the loaded sets stay as they are; the next event tries again
+                log.error("ruleset: cannot refresh dynamic addresses", extra=fields(detail=f"{type(error).__name__}: {error}"))
+                changed = 0
+            if changed:
+                self.refreshes += changed
+                self.refreshed_at = time.time()
+                log.info("ruleset: dynamic addresses refreshed", extra=fields(sets=changed))
+            if not self.refresh_again:
+                return
+
+    def close_monitor(self) -> None:
+        if self.monitor is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.monitor.fileno())
+            except (RuntimeError, ValueError, OSError):
+                pass
+            self.monitor.close()
+            self.monitor = None
+
+    async def stop(self) -> None:
+        """The ruleset stays loaded (as pf's does when pfctl exits); only the watching stops."""
+        self.close_monitor()
+        if self.refresh_task is not None:
+            await asyncio.gather(self.refresh_task, return_exceptions=True)
+            self.refresh_task = None
 
     def status(self) -> dict:
         if self.loaded is None:
             return {"state": "not loaded", "error": self.last_error}
         return {"state": "loaded", "hash": self.loaded.digest, "source": self.loaded.source, "rules": self.loaded.rules,
-                "loaded_at": self.loaded_at, "warnings": list(self.loaded.warnings), "last_error": self.last_error}
+                "loaded_at": self.loaded_at, "warnings": list(self.loaded.warnings), "last_error": self.last_error,
+                "dynamic": {"sets": self.dynamic_sets(), "following": self.monitor is not None,
+                            "refreshes": self.refreshes, "refreshed_at": self.refreshed_at}}
 
 
 # --- pflogd --------------------------------------------------------------------------------
+
+
+def pf_names(config: NodeConfig, device_name: Callable[[int], str]) -> Callable[[int], str]:
+    """Interface index -> the name pf.conf uses (``eth1`` -> ``xl0``), for pflog's header, as
+    ``tcpdump -e -r pflog`` shows ``on xl0`` on BSD."""
+    by_device = {device: name for name, device in config.device_map().items()}
+
+    def name(index: int) -> str:
+        device = device_name(index)
+        return by_device.get(device, device)
+
+    return name
 
 
 class PflogPart(Part):
@@ -201,7 +296,7 @@ class PflogPart(Part):
             return
         linux = require(self.name, "pfha.pflog.linux", "Pflogd")
         config.pflog.file.parent.mkdir(parents=True, exist_ok=True)
-        self.daemon = linux.Pflogd(str(config.pflog.file))
+        self.daemon = linux.Pflogd(str(config.pflog.file), ifname=pf_names(config, linux.interface_name))
         self.daemon.start()
         self.path = str(config.pflog.file)
         asyncio.get_running_loop().add_reader(self.daemon.source.fileno(), self._readable)
@@ -272,23 +367,16 @@ def vhid_configs(config: NodeConfig) -> list:
 
 
 def _runner_class():
-    """pfha.carp's runner, plus what the node needs to say *why* a vhid is in its state."""
-    runner = require("carp", "pfha.carp.runner", "CarpRunner")
-    from pfha.carp.machine import StateChanged
+    runner = require("carp", "pfha.carp.runner", "CarpRunner").CarpRunner
+    missing = [n for n in ("stop", "reconfigure") if not hasattr(runner, n)]
+    if missing:
+        raise PartUnavailable(f"carp: pfha.carp's CarpRunner has no {', '.join(missing)} in this build")
+    return runner
 
-    class NodeCarpRunner(runner.CarpRunner):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.reasons: dict[tuple[str, int], tuple[str, float]] = {}
 
-        def _perform(self, action) -> bool:
-            if isinstance(action, StateChanged):
-                self.reasons[(action.interface, action.vhid)] = (action.reason, time.time())
-                log.info("carp state", extra=fields(vhid=action.vhid, interface=action.interface, old=action.old.value,
-                                                    new=action.new.value, reason=action.reason))
-            return super()._perform(action)
-
-    return NodeCarpRunner
+def _log_transition(action) -> None:
+    log.info("carp state", extra=fields(vhid=action.vhid, interface=action.interface, old=action.old.value,
+                                        new=action.new.value, reason=action.reason))
 
 
 class CarpPart(Part):
@@ -316,15 +404,15 @@ class CarpPart(Part):
             return
         self.configs = vhid_configs(config)
         status_path = self.run_dir / "carp.json" if self.run_dir else None
-        self.runner = _runner_class()(self.configs, status_path=status_path)
+        self.runner = _runner_class()(self.configs, status_path=status_path, handle_signals=False,
+                                      on_transition=_log_transition)
         for reason in demoted_for:
             self.runner.node.demotion.demote(reason, DEMOTE_SYNC_AMOUNT)
         self.task = asyncio.create_task(self.runner.run(), name="carp")
         # Let the runner set itself up (sockets, first transitions) before going on.
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if self.runner._stopping is not None or self.task.done():
-                break
+        started = asyncio.ensure_future(self.runner.started.wait())
+        await asyncio.wait({started, self.task}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
         if self.task.done():
             self.task.result()  # raises what stopped it
 
@@ -348,10 +436,10 @@ class CarpPart(Part):
             return
         old_keys = {(c.interface, c.vhid) for c in self.configs}
         new_keys = {(c.interface, c.vhid) for c in new}
-        if old_keys == new_keys and all(c.addresses == self.runner.node.groups[(c.interface, c.vhid)].config.addresses for c in new):
+        old_addresses = {(c.interface, c.vhid): c.addresses for c in self.configs}
+        if old_keys == new_keys and all(c.addresses == old_addresses[(c.interface, c.vhid)] for c in new):
             for c in new:
-                group = self.runner.node.groups[(c.interface, c.vhid)]
-                group.config = dataclasses.replace(c, source=group.config.source)
+                self.runner.reconfigure(c)
             self.configs = new
             return
         log.warning("carp groups changed: restarting carp (this node bows out and comes back)")
@@ -361,8 +449,7 @@ class CarpPart(Part):
 
     async def stop(self) -> None:
         if self.runner is not None and self.task is not None:
-            if self.runner._stopping is not None:
-                self.runner._stopping.set()  # the runner bows out and releases the addresses
+            self.runner.stop()  # the runner bows out and releases the addresses
             try:
                 await asyncio.wait_for(self.task, 10)
             except asyncio.TimeoutError:
@@ -372,16 +459,9 @@ class CarpPart(Part):
     def status(self) -> dict:
         if self.runner is None:
             return {"state": "off", "vhids": []}
-        node = self.runner.node.status()
-        vhids = []
-        for group in node["groups"]:
-            reason, since = self.reasons_for(group["interface"], group["vhid"])
-            vhids.append({**group, "reason": reason, "since": since})
+        node = self.runner.status()["node"]
         return {"state": "running" if self.task and not self.task.done() else "stopped",
-                "demotion": node["demotion"], "demoted": sorted(node["demotion_reasons"]), "vhids": vhids}
-
-    def reasons_for(self, interface: str, vhid: int) -> tuple[str, float | None]:
-        return self.runner.reasons.get((interface, vhid), ("", None))
+                "demotion": node["demotion"], "demoted": sorted(node["demotion_reasons"]), "vhids": node["groups"]}
 
 
 # --- state sync ----------------------------------------------------------------------------

@@ -29,13 +29,13 @@ def toml_key(key: str) -> str:
     return key if BARE_KEY.match(key) else toml_string(key)
 
 
-def _value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return toml_string(str(value))
 
 
@@ -69,14 +69,14 @@ def dumps(config: NodeConfig, origins: Mapping[str, object] | None = None,
         out.append(f"[interfaces.{toml_key(iface.name)}]")
         out.append(f"device = {toml_string(iface.device)}")
         if iface.addresses:
-            out.append(f"addresses = {_value([str(a) for a in iface.addresses])}")
+            out.append(f"addresses = {toml_value([str(a) for a in iface.addresses])}")
 
     if config.carp:
         preempt = all(group.preempt for group in config.carp)
         out.append("")
         comment_origin("carp.preempt")
         out.append("[carp]")
-        out.append(f"preempt = {_value(preempt)}")
+        out.append(f"preempt = {toml_value(preempt)}")
         for index, group in enumerate(config.carp):
             out.append("")
             comment_origin(f"carp.group[{index}]")
@@ -85,7 +85,7 @@ def dumps(config: NodeConfig, origins: Mapping[str, object] | None = None,
             if group.name:
                 out.append(f"name = {toml_string(group.name)}")
             out.append(f"parent = {toml_string(group.parent)}")
-            out.append(f"addresses = {_value([str(a) for a in group.addresses])}")
+            out.append(f"addresses = {toml_value([str(a) for a in group.addresses])}")
             if group.password is not None:
                 out.append(f"password = {toml_string(group.password)}")
             if group.password_file is not None:
@@ -93,7 +93,7 @@ def dumps(config: NodeConfig, origins: Mapping[str, object] | None = None,
             out.append(f"advbase = {group.advbase}")
             out.append(f"advskew = {group.advskew}")
             if group.preempt != preempt:
-                out.append(f"preempt = {_value(group.preempt)}")
+                out.append(f"preempt = {toml_value(group.preempt)}")
 
     if config.sync is not None:
         sync = config.sync
@@ -113,7 +113,7 @@ def dumps(config: NodeConfig, origins: Mapping[str, object] | None = None,
     out.append("")
     comment_origin("pflog.file")
     out.append("[pflog]")
-    out.append(f"enabled = {_value(config.pflog.enabled)}")
+    out.append(f"enabled = {toml_value(config.pflog.enabled)}")
     if config.pflog.file is not None and config.pflog.file != Pflog.file:
         out.append(f"file = {toml_string(str(config.pflog.file))}")
     elif config.pflog.file is not None:
@@ -122,13 +122,13 @@ def dumps(config: NodeConfig, origins: Mapping[str, object] | None = None,
     host = config.host
     out.append("")
     out.append("[host]")
-    out.append(f"forwarding = {_value(host.forwarding)}")
+    out.append(f"forwarding = {toml_value(host.forwarding)}")
     if host.default_router is not None:
         out.append(f"default_router = {toml_string(str(host.default_router))}")
     if host.accept_redirects is not None:
-        out.append(f"accept_redirects = {_value(host.accept_redirects)}")
+        out.append(f"accept_redirects = {toml_value(host.accept_redirects)}")
     out.append(f"tcp_blackhole = {host.tcp_blackhole}")
-    out.append(f"udp_blackhole = {_value(host.udp_blackhole)}")
+    out.append(f"udp_blackhole = {toml_value(host.udp_blackhole)}")
     if host.sysctl:
         out.append("")
         out.append("[host.sysctl]")

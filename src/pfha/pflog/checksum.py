@@ -1,4 +1,4 @@
-"""Internet checksums, and repairing the TCP/UDP checksums of packets captured before offload.
+"""Repairing the TCP/UDP checksums of packets captured before offload.
 
 Packets logged inside the kernel (NFLOG) on veth or offloading NICs carry only the pseudo-header
 part of their L4 checksum (CHECKSUM_PARTIAL); the NIC would finish it. A pflog file should read
@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import struct
 
+from pfha.checksum import internet_checksum
+
+__all__ = ["fix_l4_checksum", "internet_checksum"]
+
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071 one's-complement sum, complemented."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _l4_offsets(packet: bytes) -> tuple[int, int, int, bytes] | None:

@@ -1,7 +1,7 @@
 """pcap files (the classic libpcap format): a streaming writer and reader.
 
-Used for pflog files (DLT_PFLOG) and for the captures tests and ``pfha replay`` read (Ethernet,
-raw IP, Linux cooked). Records are written and flushed one at a time so a reader (tcpdump, a
+The one pcap implementation of pfha: pflog files (DLT_PFLOG), the captures tests and ``pfha
+replay`` read (Ethernet, raw IP, Linux cooked), and CARP's golden captures and advert dumps. Records are written and flushed one at a time so a reader (tcpdump, a
 rotating pflogd) never sees half a file; reading is lazy, one record at a time, so a large
 capture is never held in memory.
 
@@ -11,7 +11,7 @@ Pure: works on any binary file object and never opens sockets or interfaces.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from pfha.pflog.format import DLT_PFLOG
@@ -149,6 +149,15 @@ def read_file(path: str) -> tuple[int, list[Record]]:
     with open(path, "rb") as stream:
         reader = PcapReader(stream)
         return reader.linktype, list(reader)
+
+
+def write_file(path: str, linktype: int, frames: Iterable[tuple[float, bytes]]) -> int:
+    """Write ``(timestamp, frame)`` pairs as a whole capture; the number written."""
+    with open(path, "wb") as stream:
+        writer = PcapWriter(stream, linktype)
+        for timestamp, data in frames:
+            writer.write(timestamp, data)
+        return writer.count
 
 
 # Where the IP packet starts in a frame of each link type, and how to tell its family.

@@ -19,15 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="after loading, keep (if) addresses current as interfaces change, until interrupted")
     parser.add_argument("--if", dest="interfaces", action="append", default=[], metavar="NAME=CIDR[,CIDR]",
                         help="interface addresses to compile against instead of the live ones (repeatable)")
+    parser.add_argument("--map", dest="devices", action="append", default=[], metavar="NAME=DEVICE",
+                        help="pf.conf interface NAME is Linux DEVICE (xl0=eth1; repeatable): the live DEVICE's "
+                             "addresses stand for NAME, and the kernel rules match DEVICE")
 
 
 def run(args: argparse.Namespace) -> int:
     from pfha.conf import InterfaceView
     from pfha.nft import loader
+    from pfha.nft.compile import parse_device_map
     from pfha.nft.operate import compile_file, load_compiled, watch_dynamic
 
+    devices = parse_device_map(args.devices)
     view = InterfaceView.from_specs(args.interfaces) if args.interfaces else None
-    compiled = compile_file(args.file, view)
+    compiled = compile_file(args.file, view, devices)
     for warning in compiled.warnings:
         print(f"pfha: warning: {warning}", file=sys.stderr)
     if args.json:

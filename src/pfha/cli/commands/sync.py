@@ -24,7 +24,9 @@ from pfha.errors import PfhaError
 
 NAME = "sync"
 HELP = "synchronise conntrack states with the peer firewall (pfsync for Linux), or show its status"
-STATUS_DIR = Path("/run/pfha/sync")
+def status_dir() -> Path:
+    """``$PFHA_RUN_DIR/sync`` (default ``/run/pfha/sync``), as ``pfha carp`` does for its files."""
+    return Path(os.environ.get("PFHA_RUN_DIR", "/run/pfha")) / "sync"
 
 
 def _int(text: str) -> int:
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     status = sub.add_parser("status", help="peer, last message, states sent and received, lag, rejects")
     status.add_argument("--json", action="store_true", help="print the raw JSON status")
     status.add_argument("--status-file", type=Path, help="one status file")
-    status.add_argument("--status-dir", type=Path, default=STATUS_DIR, help=f"directory of status files (default {STATUS_DIR})")
+    status.add_argument("--status-dir", type=Path, help="directory of status files (default $PFHA_RUN_DIR/sync or /run/pfha/sync)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     transport = Transport(args.dev, args.peer)
     intake = EventSource(mark_mask=args.mark_mask)
     kernel = KernelTable(liberal=args.liberal)
-    status_path = args.status_file or STATUS_DIR / f"{args.dev}.json"
+    status_path = args.status_file or status_dir() / f"{args.dev}.json"
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -113,9 +115,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    paths = [args.status_file] if args.status_file else sorted(args.status_dir.glob("*.json"))
+    directory = args.status_dir or status_dir()
+    paths = [args.status_file] if args.status_file else sorted(directory.glob("*.json"))
     if not paths:
-        raise PfhaError(f"no sync status in {args.status_dir} (is 'pfha sync run' running?)")
+        raise PfhaError(f"no sync status in {directory} (is 'pfha sync run' running?)")
     statuses = []
     for path in paths:
         try:
