@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
+from pfha.checksum import internet_checksum as inet_checksum  # the project's one implementation
 from pfha.errors import PfhaError
 
 # IP protocol numbers (FreeBSD /etc/protocols names where pf.conf uses them).
@@ -92,21 +93,6 @@ def addr_to_int(text: str) -> tuple[int, int]:
 
 def addr_to_text(af: int, value: int) -> str:
     return str(ipaddress.IPv4Address(value) if af == 4 else ipaddress.IPv6Address(value))
-
-
-def inet_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071), computed with one big-integer reduction.
-
-    Summing 16-bit words in one's complement is the value modulo 0xffff, because 2**16 is 1
-    modulo 0xffff; one ``int.from_bytes`` is far faster than a Python loop over words.
-    """
-    if len(data) & 1:
-        data += b"\x00"
-    total = int.from_bytes(data, "big")
-    folded = total % 0xFFFF
-    if folded == 0 and total:
-        folded = 0xFFFF
-    return ~folded & 0xFFFF
 
 
 @dataclass(slots=True)
