@@ -1042,16 +1042,7 @@ class Parser:
                 o.setdefault("labels", []).append(self._string())
             elif w == "queue":
                 self._advance()
-                if self.tok.kind == "(":
-                    self._advance()
-                    q1 = self._string()
-                    q2 = None
-                    if self._accept_kind(","):
-                        q2 = self._string()
-                    self._expect_kind(")")
-                    o["queue"] = (q1, q2) if q2 else (q1,)
-                else:
-                    o["queue"] = (self._string(),)
+                o["queue"] = self._queue_names()
             elif w == "tag":
                 self._advance()
                 o["tag"] = self._string()
@@ -1212,18 +1203,21 @@ class Parser:
         elif self._accept("tos"):
             o["set_tos"] = self._tos()
         elif self._accept("queue"):
-            if self.tok.kind == "(":
-                self._advance()
-                q1 = self._string()
-                q2 = None
-                if self._accept_kind(","):
-                    q2 = self._string()
-                self._expect_kind(")")
-                o["queue"] = (q1, q2) if q2 else (q1,)
-            else:
-                o["queue"] = (self._string(),)
+            o["queue"] = self._queue_names()
         else:
             self._syntax()
+
+    def _queue_names(self) -> tuple[str, ...]:
+        """``queue NAME`` or ``queue (NAME[, PRIORITY-NAME])``, after the keyword (filter and set options)."""
+        if self.tok.kind != "(":
+            return (self._string(),)
+        self._advance()
+        q1 = self._string()
+        q2 = None
+        if self._accept_kind(","):
+            q2 = self._string()
+        self._expect_kind(")")
+        return (q1, q2) if q2 else (q1,)
 
     def _divert(self) -> Divert:
         line = self.tok.line
