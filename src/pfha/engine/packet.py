@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from pfha.checksum import internet_checksum as inet_checksum  # the project's one implementation
 from pfha.errors import PfhaError
@@ -103,26 +103,34 @@ class TcpOptions:
     wscale: Optional[int] = None
 
 
-def parse_tcp_options(raw: bytes) -> TcpOptions:
-    result = TcpOptions()
+def tcp_options(raw: bytes) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each TCP option in ``raw`` up to End of Option List or the first
+    malformed one (a length under 2 or past the end): where pf's option walks stop too."""
     i, n = 0, len(raw)
     while i < n:
         kind = raw[i]
         if kind == 0:
-            break
+            return
         if kind == 1:
             i += 1
             continue
         if i + 1 >= n:
-            break
+            return
         length = raw[i + 1]
         if length < 2 or i + length > n:
-            break
+            return
+        yield i, length
+        i += length
+
+
+def parse_tcp_options(raw: bytes) -> TcpOptions:
+    result = TcpOptions()
+    for i, length in tcp_options(raw):
+        kind = raw[i]
         if kind == 2 and length == 4:
             result.mss = (raw[i + 2] << 8) | raw[i + 3]
         elif kind == 3 and length == 3:
             result.wscale = min(raw[i + 2], 14)
-        i += length
     return result
 
 
