@@ -557,36 +557,26 @@ def expand_antispoof(p, b, spec, ifs) -> None:
     and (non-loopback) traffic from its own addresses arriving on any interface."""
     from pfha.conf.parser import _Spec
 
+    def block_in_from(name: str, dynamic: bool, modifiers: tuple[str, ...], interfaces) -> None:
+        rule = _Spec(line=spec.line, kind="filter", action="block")
+        rule.end_line = spec.end_line
+        rule.block = BlockReturn("drop")
+        rule.direction = "in"
+        rule.log, rule.quick, rule.af = spec.log, spec.quick, spec.af
+        rule.opts = {k: v for k, v in spec.opts.items()}
+        rule.opts["state"] = ("none", ())
+        rule.interfaces = interfaces
+        if dynamic:
+            rule.src_hosts = [ResolvedHost(DynamicAddress(name, modifiers))]
+        else:
+            rule.src_hosts = interface_addresses(name, modifiers, p.view)
+        if rule.src_hosts:
+            expand_filter(p, b, rule)
+
     for name, dynamic in ifs:
-        first = _Spec(line=spec.line, kind="filter", action="block")
-        first.end_line = spec.end_line
-        first.block = BlockReturn("drop")
-        first.direction = "in"
-        first.log, first.quick, first.af = spec.log, spec.quick, spec.af
-        first.opts = {k: v for k, v in spec.opts.items()}
-        first.opts["state"] = ("none", ())
-        first.interfaces = [InterfaceMatch(name, True)]
-        if dynamic:
-            first.src_hosts = [ResolvedHost(DynamicAddress(name, ("network",)))]
-        else:
-            first.src_hosts = interface_addresses(name, ("network",), p.view)
-        if first.src_hosts:
-            expand_filter(p, b, first)
-        if p.view.is_loopback(name):
-            continue
-        second = _Spec(line=spec.line, kind="filter", action="block")
-        second.end_line = spec.end_line
-        second.block = BlockReturn("drop")
-        second.direction = "in"
-        second.log, second.quick, second.af = spec.log, spec.quick, spec.af
-        second.opts = {k: v for k, v in spec.opts.items()}
-        second.opts["state"] = ("none", ())
-        if dynamic:
-            second.src_hosts = [ResolvedHost(DynamicAddress(name))]
-        else:
-            second.src_hosts = interface_addresses(name, (), p.view)
-        if second.src_hosts:
-            expand_filter(p, b, second)
+        block_in_from(name, dynamic, ("network",), [InterfaceMatch(name, True)])
+        if not p.view.is_loopback(name):
+            block_in_from(name, dynamic, (), None)
 
 
 # ================================================================================ anchors
