@@ -434,18 +434,11 @@ class Parser:
             if value not in ("none", "basic", "profile"):
                 self._error(f"unknown ruleset-optimization {value}", line)
             text = f"set ruleset-optimization {value}"
-        elif opt == "timeout":
-            items = self._set_pairs(TIMEOUTS, "timeout")
-            for name, n in items:
-                self.timeouts.append((name, n))
-                self._add_set(f"timeout {name}", n, line, f"set timeout {name} {n}")
-            self._end_of_statement()
-            return
-        elif opt == "limit":
-            items = self._set_pairs(LIMITS, "limit")
-            for name, n in items:
-                self.limits.append((name, n))
-                self._add_set(f"limit {name}", n, line, f"set limit {name} {n}")
+        elif opt in ("timeout", "limit"):
+            known, values = (TIMEOUTS, self.timeouts) if opt == "timeout" else (LIMITS, self.limits)
+            for name, n in self._set_pairs(known, opt):
+                values.append((name, n))
+                self._add_set(f"{opt} {name}", n, line, f"set {opt} {name} {n}")
             self._end_of_statement()
             return
         elif opt == "loginterface":
