@@ -391,11 +391,17 @@ def _translation_example(ctx: Context, rule: ast.TranslationRule) -> Packet | No
     dst = ctx.sample(rule.dst.host, None if inbound else None)
     if src is None or dst is None:
         return None
-    proto = rule.proto or PROTO_TCP
+    return _packet_for(ctx, rule, "in" if inbound else "out", ifname, rule.proto or PROTO_TCP, src, dst, 80)
+
+
+def _packet_for(ctx: Context, rule: ast.Rule | ast.TranslationRule, direction: str, ifname: str, proto: int,
+                src, dst, dport: int, flags: int = TH_SYN) -> Packet:
+    """A ``proto`` packet from ``src`` to ``dst`` the rule's ports match (``dport`` where the rule
+    names none), ports only for TCP and UDP, ``flags`` only for TCP."""
     ports = proto in (PROTO_TCP, PROTO_UDP)
-    return Packet("in" if inbound else "out", ifname, proto, src, dst,
+    return Packet(direction, ifname, proto, src, dst,
                   ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
-                  ctx.port(rule.dst.port, 80) if ports else None, TH_SYN if proto == PROTO_TCP else None)
+                  ctx.port(rule.dst.port, dport) if ports else None, flags if proto == PROTO_TCP else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,10 +477,8 @@ def _rule_example(ctx: Context, rule: ast.Rule) -> Packet | None:
     if proto == PROTO_ICMP:
         return Packet(direction, ifname, proto, src, dst, icmp_type=rule.icmp.type if rule.icmp else 8,
                       icmp_code=(rule.icmp.code if rule.icmp else None) or 0)
-    ports = proto in (PROTO_TCP, PROTO_UDP)
     flags = rule.flags.set if rule.flags is not None else TH_SYN
-    return Packet(direction, ifname, proto, src, dst, ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
-                  ctx.port(rule.dst.port, 12345) if ports else None, flags if proto == PROTO_TCP else None)
+    return _packet_for(ctx, rule, direction, ifname, proto, src, dst, 12345, flags)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,11 +524,7 @@ def nat_hides_source(ctx: Context) -> Iterator[Finding]:
         src = ctx.sample(rule.src.host, None)
         dst = ctx.sample(rule.dst.host, None)
         if src is not None and dst is not None:
-            proto = rule.proto or PROTO_TCP
-            ports = proto in (PROTO_TCP, PROTO_UDP)
-            packet = Packet("out", rule.interface.name, proto, src, dst,
-                            ctx.port(rule.src.port, EPHEMERAL_PORT) if ports else None,
-                            ctx.port(rule.dst.port, 12345) if ports else None, TH_SYN if proto == PROTO_TCP else None)
+            packet = _packet_for(ctx, rule, "out", rule.interface.name, rule.proto or PROTO_TCP, src, dst, 12345)
         example, probes = None, ()
         if packet is not None:
             after, applied, _ = ctx.matcher.translate(packet)

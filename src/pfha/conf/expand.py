@@ -19,6 +19,7 @@ Pure.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 from pfha.conf import names
 from pfha.conf.ast import (
@@ -119,6 +120,26 @@ def _family_ok(af, src: ResolvedHost, dst: ResolvedHost) -> str | None | bool:
     if df and af and df != af:
         return False
     return af or sf or df
+
+
+def _combinations(spec, per_proto=None) -> Iterator[tuple]:
+    """(interface, proto, af, src endpoint, dst endpoint) for every combination of a rule's lists,
+    in pfctl's expansion order, without the host pairs whose address families conflict.
+    ``per_proto(proto)`` runs each protocol's consistency check at its place in that order (an
+    error must come before any rule of a later combination is numbered)."""
+    for iface in spec.interfaces or _NONE:
+        for proto in spec.protos or _NONE:
+            if per_proto is not None:
+                per_proto(proto)
+            for src in spec.src_hosts or (_ANY_HOST,):
+                for dst in spec.dst_hosts or (_ANY_HOST,):
+                    af = _family_ok(spec.af, src, dst)
+                    if af is False:
+                        continue
+                    for sport in spec.src_ports or _NONE:
+                        for dport in spec.dst_ports or _NONE:
+                            yield (iface, proto, af, Endpoint(HostMatch(src.address, src.negated), sport),
+                                   Endpoint(HostMatch(dst.address, dst.negated), dport))
 
 
 def _state_options(p, spec, opts: tuple[StateOption, ...]) -> tuple[StateOption, ...]:
@@ -468,25 +489,15 @@ def _binat_reverse(p, b, spec, fields, binat):
 def expand_scrub(p, b, spec) -> None:
     o = spec.opts
     origin = p._origin(spec.line)
-    for iface in spec.interfaces or _NONE:
-        for proto in spec.protos or _NONE:
-            for src in spec.src_hosts or (_ANY_HOST,):
-                for dst in spec.dst_hosts or (_ANY_HOST,):
-                    af = _family_ok(spec.af, src, dst)
-                    if af is False:
-                        continue
-                    for sport in spec.src_ports or _NONE:
-                        for dport in spec.dst_ports or _NONE:
-                            number = _next_number(b, "scrub")
-                            fields = dict(
-                                origin=origin, number=number, direction=spec.direction, log=spec.log,
-                                quick=spec.quick, interface=iface, af=af, proto=proto,
-                                src=Endpoint(HostMatch(src.address, src.negated), sport),
-                                dst=Endpoint(HostMatch(dst.address, dst.negated), dport),
-                                negated=spec.negated, options=o["scrub"],
-                            )
-                            fields["labels"] = tuple(expand_label(t, fields, number) for t in o.get("labels", ()))
-                            b.scrub.append(ScrubRule(**fields))
+    for iface, proto, af, src, dst in _combinations(spec):
+        number = _next_number(b, "scrub")
+        fields = dict(
+            origin=origin, number=number, direction=spec.direction, log=spec.log,
+            quick=spec.quick, interface=iface, af=af, proto=proto, src=src, dst=dst,
+            negated=spec.negated, options=o["scrub"],
+        )
+        fields["labels"] = tuple(expand_label(t, fields, number) for t in o.get("labels", ()))
+        b.scrub.append(ScrubRule(**fields))
 
 
 # ================================================================================ nat/rdr/binat
@@ -505,46 +516,39 @@ def expand_translation(p, b, spec) -> None:
         if kind == "binat" and ports is not None:
             p._error("binat rules cannot use port translation", line)
     tagged = o.get("tagged")
-    for iface in spec.interfaces or _NONE:
-        for proto in spec.protos or _NONE:
-            # rdr_consistent(): destination and redirect ports need tcp or udp (nat has no check)
-            if kind == "rdr" and (spec.dst_ports or ports) and proto not in (6, 17):
-                p._error("port only applies to tcp/udp", line)
-            for src in spec.src_hosts or (_ANY_HOST,):
-                for dst in spec.dst_hosts or (_ANY_HOST,):
-                    af = _family_ok(spec.af, src, dst)
-                    if af is False:
-                        continue
-                    for sport in spec.src_ports or _NONE:
-                        for dport in spec.dst_ports or _NONE:
-                            rule_af = af
-                            pool = Pool()
-                            if not spec.negated:
-                                hosts = spec.redirect
-                                if rule_af is None:
-                                    fams = [h.family for h in hosts if h.family]
-                                    if fams:
-                                        rule_af = fams[0]
-                                pports = None
-                                if ports is not None:
-                                    pports = (ports[0], ports[1]) if kind == "nat" else ports
-                                pool = _pool(p, spec, hosts, rule_af, pports, spec.pool_opts, kind, line)
-                                if pool is None:
-                                    continue
-                                if kind == "binat" and (len(pool.addresses) > 1 or pool.method not in (None,)):
-                                    if type(pool.addresses[0].address) is not DynamicAddress:
-                                        p._error("binat requires a single address", line)
-                            number = _next_number(b, kind)
-                            fields = dict(
-                                origin=origin, number=number, direction=None, log=spec.log, quick=False,
-                                interface=iface, af=rule_af, proto=proto,
-                                src=Endpoint(HostMatch(src.address, src.negated), sport),
-                                dst=Endpoint(HostMatch(dst.address, dst.negated), dport),
-                                tag=o.get("tag"), tagged=tagged[0] if tagged else None,
-                                tagged_negated=bool(tagged and tagged[1]), rtable=o.get("rtable"),
-                                kind=kind, negated=spec.negated, pass_=spec.pass_, pool=pool,
-                            )
-                            b.translation.append(TranslationRule(**fields))
+
+    def rdr_consistent(proto) -> None:  # destination and redirect ports need tcp or udp (nat has no check)
+        if kind == "rdr" and (spec.dst_ports or ports) and proto not in (6, 17):
+            p._error("port only applies to tcp/udp", line)
+
+    for iface, proto, af, src, dst in _combinations(spec, rdr_consistent):
+        rule_af = af
+        pool = Pool()
+        if not spec.negated:
+            hosts = spec.redirect
+            if rule_af is None:
+                fams = [h.family for h in hosts if h.family]
+                if fams:
+                    rule_af = fams[0]
+            pports = None
+            if ports is not None:
+                pports = (ports[0], ports[1]) if kind == "nat" else ports
+            pool = _pool(p, spec, hosts, rule_af, pports, spec.pool_opts, kind, line)
+            if pool is None:
+                continue
+            if kind == "binat" and (len(pool.addresses) > 1 or pool.method not in (None,)):
+                if type(pool.addresses[0].address) is not DynamicAddress:
+                    p._error("binat requires a single address", line)
+        number = _next_number(b, kind)
+        fields = dict(
+            origin=origin, number=number, direction=None, log=spec.log, quick=False,
+            interface=iface, af=rule_af, proto=proto,
+            src=src, dst=dst,
+            tag=o.get("tag"), tagged=tagged[0] if tagged else None,
+            tagged_negated=bool(tagged and tagged[1]), rtable=o.get("rtable"),
+            kind=kind, negated=spec.negated, pass_=spec.pass_, pool=pool,
+        )
+        b.translation.append(TranslationRule(**fields))
 
 
 # ================================================================================ antispoof
@@ -553,36 +557,26 @@ def expand_antispoof(p, b, spec, ifs) -> None:
     and (non-loopback) traffic from its own addresses arriving on any interface."""
     from pfha.conf.parser import _Spec
 
+    def block_in_from(name: str, dynamic: bool, modifiers: tuple[str, ...], interfaces) -> None:
+        rule = _Spec(line=spec.line, kind="filter", action="block")
+        rule.end_line = spec.end_line
+        rule.block = BlockReturn("drop")
+        rule.direction = "in"
+        rule.log, rule.quick, rule.af = spec.log, spec.quick, spec.af
+        rule.opts = {k: v for k, v in spec.opts.items()}
+        rule.opts["state"] = ("none", ())
+        rule.interfaces = interfaces
+        if dynamic:
+            rule.src_hosts = [ResolvedHost(DynamicAddress(name, modifiers))]
+        else:
+            rule.src_hosts = interface_addresses(name, modifiers, p.view)
+        if rule.src_hosts:
+            expand_filter(p, b, rule)
+
     for name, dynamic in ifs:
-        first = _Spec(line=spec.line, kind="filter", action="block")
-        first.end_line = spec.end_line
-        first.block = BlockReturn("drop")
-        first.direction = "in"
-        first.log, first.quick, first.af = spec.log, spec.quick, spec.af
-        first.opts = {k: v for k, v in spec.opts.items()}
-        first.opts["state"] = ("none", ())
-        first.interfaces = [InterfaceMatch(name, True)]
-        if dynamic:
-            first.src_hosts = [ResolvedHost(DynamicAddress(name, ("network",)))]
-        else:
-            first.src_hosts = interface_addresses(name, ("network",), p.view)
-        if first.src_hosts:
-            expand_filter(p, b, first)
-        if p.view.is_loopback(name):
-            continue
-        second = _Spec(line=spec.line, kind="filter", action="block")
-        second.end_line = spec.end_line
-        second.block = BlockReturn("drop")
-        second.direction = "in"
-        second.log, second.quick, second.af = spec.log, spec.quick, spec.af
-        second.opts = {k: v for k, v in spec.opts.items()}
-        second.opts["state"] = ("none", ())
-        if dynamic:
-            second.src_hosts = [ResolvedHost(DynamicAddress(name))]
-        else:
-            second.src_hosts = interface_addresses(name, (), p.view)
-        if second.src_hosts:
-            expand_filter(p, b, second)
+        block_in_from(name, dynamic, ("network",), [InterfaceMatch(name, True)])
+        if not p.view.is_loopback(name):
+            block_in_from(name, dynamic, (), None)
 
 
 # ================================================================================ anchors
@@ -600,37 +594,28 @@ def expand_anchor(p, b, spec) -> None:
     name = spec.name
     if not name and spec.body is not None:
         name = "_" + str(b.inline_count)
-    for iface in spec.interfaces or _NONE:
-        for proto in spec.protos or _NONE:
-            for src in spec.src_hosts or (_ANY_HOST,):
-                for dst in spec.dst_hosts or (_ANY_HOST,):
-                    af = _family_ok(spec.af, src, dst)
-                    if af is False:
-                        continue
-                    for sport in spec.src_ports or _NONE:
-                        for dport in spec.dst_ports or _NONE:
-                            for uid in spec.uids or _NONE:
-                                for gid in spec.gids or _NONE:
-                                    for icmp in spec.icmps or _NONE:
-                                        if icmp is not None and af is None:
-                                            af = "inet6" if icmp[2] else "inet"
-                                        number = _next_number(b, counter)
-                                        fields = dict(
-                                            origin=origin, number=number, direction=spec.direction,
-                                            log=spec.log, quick=spec.quick, interface=iface, af=af,
-                                            proto=proto,
-                                            src=Endpoint(HostMatch(src.address, src.negated), sport),
-                                            dst=Endpoint(HostMatch(dst.address, dst.negated), dport),
-                                            tag=o.get("tag"), tagged=tagged[0] if tagged else None,
-                                            tagged_negated=bool(tagged and tagged[1]),
-                                            rtable=o.get("rtable"), ridentifier=o.get("ridentifier"),
-                                            kind=kind, name=name, uid=uid, gid=gid,
-                                            flags=o.get("flags"),
-                                            icmp=IcmpMatch(*icmp) if icmp is not None else None,
-                                            ruleset=body, inline=body is not None,
-                                        )
-                                        fields["labels"] = tuple(expand_label(t, fields, number) for t in o.get("labels", ()))
-                                        target.append(AnchorRule(**fields))
+    for iface, proto, af, src, dst in _combinations(spec):
+        if af is None and spec.icmps:  # the first icmp-type gives the family of the whole expansion
+            af = "inet6" if spec.icmps[0][2] else "inet"
+        for uid in spec.uids or _NONE:
+            for gid in spec.gids or _NONE:
+                for icmp in spec.icmps or _NONE:
+                    number = _next_number(b, counter)
+                    fields = dict(
+                        origin=origin, number=number, direction=spec.direction,
+                        log=spec.log, quick=spec.quick, interface=iface, af=af,
+                        proto=proto,
+                        src=src, dst=dst,
+                        tag=o.get("tag"), tagged=tagged[0] if tagged else None,
+                        tagged_negated=bool(tagged and tagged[1]),
+                        rtable=o.get("rtable"), ridentifier=o.get("ridentifier"),
+                        kind=kind, name=name, uid=uid, gid=gid,
+                        flags=o.get("flags"),
+                        icmp=IcmpMatch(*icmp) if icmp is not None else None,
+                        ruleset=body, inline=body is not None,
+                    )
+                    fields["labels"] = tuple(expand_label(t, fields, number) for t in o.get("labels", ()))
+                    target.append(AnchorRule(**fields))
 
 
 # ================================================================================ result

@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 from pathlib import Path
 
 from pfha.conf.ast import (
@@ -216,6 +217,28 @@ class Parser:
     def _syntax(self) -> None:
         self._error("syntax error")
 
+    def _braced_list(self, item: Callable[[], Any], *, flatten: bool = False, nonempty: bool = False) -> list:
+        """``item`` alone or ``{ item [,] item ... }`` (newlines allowed inside the braces): the one
+        list grammar parse.y repeats for hosts, ports, interfaces, protocols, users, icmp types...
+        ``flatten`` for items that are lists themselves (a host may expand to several);
+        ``nonempty`` where parse.y rejects ``{ }``."""
+        if self.tok.kind != "{":
+            return item() if flatten else [item()]
+        self._advance()
+        out: list = []
+        self._skip_nl()
+        while self.tok.kind != "}":
+            if flatten:
+                out.extend(item())
+            else:
+                out.append(item())
+            self._accept_kind(",")
+            self._skip_nl()
+        self._advance()
+        if nonempty and not out:
+            self._syntax()
+        return out
+
     def _string(self) -> str:
         """STRING in parse.y: a quoted string or an unquoted word."""
         if self.tok.kind in ("word", "string"):
@@ -411,18 +434,11 @@ class Parser:
             if value not in ("none", "basic", "profile"):
                 self._error(f"unknown ruleset-optimization {value}", line)
             text = f"set ruleset-optimization {value}"
-        elif opt == "timeout":
-            items = self._set_pairs(TIMEOUTS, "timeout")
-            for name, n in items:
-                self.timeouts.append((name, n))
-                self._add_set(f"timeout {name}", n, line, f"set timeout {name} {n}")
-            self._end_of_statement()
-            return
-        elif opt == "limit":
-            items = self._set_pairs(LIMITS, "limit")
-            for name, n in items:
-                self.limits.append((name, n))
-                self._add_set(f"limit {name}", n, line, f"set limit {name} {n}")
+        elif opt in ("timeout", "limit"):
+            known, values = (TIMEOUTS, self.timeouts) if opt == "timeout" else (LIMITS, self.limits)
+            for name, n in self._set_pairs(known, opt):
+                values.append((name, n))
+                self._add_set(f"{opt} {name}", n, line, f"set {opt} {name} {n}")
             self._end_of_statement()
             return
         elif opt == "loginterface":
@@ -660,19 +676,7 @@ class Parser:
         """ipspec: any | [!] host | { [!] host, ... }"""
         if self._accept("any"):
             return [_ANY_HOST]
-        if self.tok.kind == "{":
-            self._advance()
-            out: list[ResolvedHost] = []
-            self._skip_nl()
-            while self.tok.kind != "}":
-                out.extend(self._not_host())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-            if not out:
-                self._syntax()
-            return out
-        return self._not_host()
+        return self._braced_list(self._not_host, flatten=True, nonempty=True)
 
     def _not_host(self) -> list[ResolvedHost]:
         negated = self._accept_kind("!")
@@ -722,19 +726,7 @@ class Parser:
         return port
 
     def _port_list(self) -> list[PortMatch]:
-        if self.tok.kind == "{":
-            self._advance()
-            out = []
-            self._skip_nl()
-            while self.tok.kind != "}":
-                out.append(self._port_item())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-            if not out:
-                self._syntax()
-            return out
-        return [self._port_item()]
+        return self._braced_list(self._port_item, nonempty=True)
 
     # ------------------------------------------------------------------ interfaces, protos
     def _if_item(self) -> InterfaceMatch:
@@ -749,19 +741,7 @@ class Parser:
         return match
 
     def _interface_list(self) -> list[InterfaceMatch]:
-        if self.tok.kind == "{":
-            self._advance()
-            out = []
-            self._skip_nl()
-            while self.tok.kind != "}":
-                out.append(self._if_item())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-            if not out:
-                self._syntax()
-            return out
-        return [self._if_item()]
+        return self._braced_list(self._if_item, nonempty=True)
 
     def _proto_item(self) -> int:
         tok = self.tok
@@ -777,19 +757,7 @@ class Parser:
         return number
 
     def _proto_list(self) -> list[int]:
-        if self.tok.kind == "{":
-            self._advance()
-            out = []
-            self._skip_nl()
-            while self.tok.kind != "}":
-                out.append(self._proto_item())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-            if not out:
-                self._syntax()
-            return out
-        return [self._proto_item()]
+        return self._braced_list(self._proto_item, nonempty=True)
 
     # ------------------------------------------------------------------ rule heads
     def _log_opts(self) -> Log:
@@ -945,17 +913,7 @@ class Parser:
         if kind == "fastroute":
             spec.route = ("fastroute", [], {})
             return True
-        items = []
-        if self.tok.kind == "{":
-            self._advance()
-            self._skip_nl()
-            while self.tok.kind != "}":
-                items.extend(self._route_host())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-        else:
-            items.extend(self._route_host())
+        items = self._braced_list(self._route_host, flatten=True)
         opts = self._pool_opts()
         spec.route = (kind, items, opts)
         return True
@@ -1077,16 +1035,7 @@ class Parser:
                 o.setdefault("labels", []).append(self._string())
             elif w == "queue":
                 self._advance()
-                if self.tok.kind == "(":
-                    self._advance()
-                    q1 = self._string()
-                    q2 = None
-                    if self._accept_kind(","):
-                        q2 = self._string()
-                    self._expect_kind(")")
-                    o["queue"] = (q1, q2) if q2 else (q1,)
-                else:
-                    o["queue"] = (self._string(),)
+                o["queue"] = self._queue_names()
             elif w == "tag":
                 self._advance()
                 o["tag"] = self._string()
@@ -1197,17 +1146,7 @@ class Parser:
         return nxt.kind == "word" and nxt.value == word
 
     def _redirpool(self) -> list[ResolvedHost]:
-        if self.tok.kind == "{":
-            self._advance()
-            out: list[ResolvedHost] = []
-            self._skip_nl()
-            while self.tok.kind != "}":
-                out.extend(self._host())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-            return out
-        return self._host()
+        return self._braced_list(self._host, flatten=True)
 
     def _redir_port(self) -> tuple[int, int, bool]:
         text = self._string()
@@ -1257,18 +1196,21 @@ class Parser:
         elif self._accept("tos"):
             o["set_tos"] = self._tos()
         elif self._accept("queue"):
-            if self.tok.kind == "(":
-                self._advance()
-                q1 = self._string()
-                q2 = None
-                if self._accept_kind(","):
-                    q2 = self._string()
-                self._expect_kind(")")
-                o["queue"] = (q1, q2) if q2 else (q1,)
-            else:
-                o["queue"] = (self._string(),)
+            o["queue"] = self._queue_names()
         else:
             self._syntax()
+
+    def _queue_names(self) -> tuple[str, ...]:
+        """``queue NAME`` or ``queue (NAME[, PRIORITY-NAME])``, after the keyword (filter and set options)."""
+        if self.tok.kind != "(":
+            return (self._string(),)
+        self._advance()
+        q1 = self._string()
+        q2 = None
+        if self._accept_kind(","):
+            q2 = self._string()
+        self._expect_kind(")")
+        return (q1, q2) if q2 else (q1,)
 
     def _divert(self) -> Divert:
         line = self.tok.line
@@ -1343,17 +1285,7 @@ class Parser:
                 return IdMatch(op, low, self._ugid_value(what))
             return IdMatch("=", low)
 
-        if self.tok.kind == "{":
-            self._advance()
-            out = []
-            self._skip_nl()
-            while self.tok.kind != "}":
-                out.append(item())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-            return out
-        return [item()]
+        return self._braced_list(item)
 
     def _ugid_value(self, what: str) -> int:
         tok = self.tok
@@ -1396,17 +1328,7 @@ class Parser:
                         self._error(f"unknown icmp-code {cname}", ctok.line)
             return (typ, code, v6)
 
-        if self.tok.kind == "{":
-            self._advance()
-            out = []
-            self._skip_nl()
-            while self.tok.kind != "}":
-                out.append(item())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-            return out
-        return [item()]
+        return self._braced_list(item)
 
     def _state_opt_list(self, parens: bool = True) -> tuple[StateOption, ...]:
         if parens:
@@ -1569,17 +1491,7 @@ class Parser:
         spec = _Spec(line=tok.line, kind="filter", action="block")
         self._logquick(spec)
         self._expect("for")
-        ifs: list[tuple[str, bool]] = []
-        if self.tok.kind == "{":
-            self._advance()
-            self._skip_nl()
-            while self.tok.kind != "}":
-                ifs.append(self._antispoof_if())
-                self._accept_kind(",")
-                self._skip_nl()
-            self._advance()
-        else:
-            ifs.append(self._antispoof_if())
+        ifs: list[tuple[str, bool]] = self._braced_list(self._antispoof_if)
         if self._word("inet", "inet6"):
             spec.af = self._advance().value
         while self._word("label", "ridentifier"):

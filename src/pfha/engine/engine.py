@@ -30,7 +30,7 @@ from pfha.conf.interfaces import InterfaceView
 from pfha.engine import tracking
 from pfha.engine.tracking import tcp_track_full
 from pfha.engine.packet import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TH_ACK,
-                                TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG, Packet, PacketError)
+                                TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG, Packet, PacketError, tcp_options)
 from pfha.engine.rules import (CompiledRule, Resolver, RuleList, Table, compile_common,
                                compile_filter_rule, prefix_of)
 from pfha.engine.state import (DEFAULT_STATE_LIMIT, DEFAULT_TIMEOUTS, OPTIMIZATION_PRESETS,
@@ -967,20 +967,9 @@ _FLAGS_OK = tuple(_flags_ok(flags) for flags in range(256))
 def _clamp_mss(options: bytes, limit: int) -> bytes:
     """scrub max-mss: lower the MSS option of a SYN (pf_normalize_mss)."""
     raw = bytearray(options)
-    i = 0
-    while i < len(raw):
-        kind = raw[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= len(raw) or raw[i + 1] < 2:
-            break
-        if kind == 2 and raw[i + 1] == 4 and i + 3 < len(raw):
-            if (raw[i + 2] << 8 | raw[i + 3]) > limit:
-                raw[i + 2], raw[i + 3] = limit >> 8, limit & 0xFF
-        i += raw[i + 1]
+    for i, length in tcp_options(options):
+        if raw[i] == 2 and length == 4 and (raw[i + 2] << 8 | raw[i + 3]) > limit:
+            raw[i + 2], raw[i + 3] = limit >> 8, limit & 0xFF
     return bytes(raw)
 
 

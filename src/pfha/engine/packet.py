@@ -17,8 +17,9 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
+from pfha.checksum import internet_checksum as inet_checksum  # the project's one implementation
 from pfha.errors import PfhaError
 
 # IP protocol numbers (FreeBSD /etc/protocols names where pf.conf uses them).
@@ -94,21 +95,6 @@ def addr_to_text(af: int, value: int) -> str:
     return str(ipaddress.IPv4Address(value) if af == 4 else ipaddress.IPv6Address(value))
 
 
-def inet_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071), computed with one big-integer reduction.
-
-    Summing 16-bit words in one's complement is the value modulo 0xffff, because 2**16 is 1
-    modulo 0xffff; one ``int.from_bytes`` is far faster than a Python loop over words.
-    """
-    if len(data) & 1:
-        data += b"\x00"
-    total = int.from_bytes(data, "big")
-    folded = total % 0xFFFF
-    if folded == 0 and total:
-        folded = 0xFFFF
-    return ~folded & 0xFFFF
-
-
 @dataclass(slots=True)
 class TcpOptions:
     """The TCP options pf reads on a SYN: MSS (synproxy) and window scale (sequence tracking)."""
@@ -117,26 +103,34 @@ class TcpOptions:
     wscale: Optional[int] = None
 
 
-def parse_tcp_options(raw: bytes) -> TcpOptions:
-    result = TcpOptions()
+def tcp_options(raw: bytes) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each TCP option in ``raw`` up to End of Option List or the first
+    malformed one (a length under 2 or past the end): where pf's option walks stop too."""
     i, n = 0, len(raw)
     while i < n:
         kind = raw[i]
         if kind == 0:
-            break
+            return
         if kind == 1:
             i += 1
             continue
         if i + 1 >= n:
-            break
+            return
         length = raw[i + 1]
         if length < 2 or i + length > n:
-            break
+            return
+        yield i, length
+        i += length
+
+
+def parse_tcp_options(raw: bytes) -> TcpOptions:
+    result = TcpOptions()
+    for i, length in tcp_options(raw):
+        kind = raw[i]
         if kind == 2 and length == 4:
             result.mss = (raw[i + 2] << 8) | raw[i + 3]
         elif kind == 3 and length == 3:
             result.wscale = min(raw[i + 2], 14)
-        i += length
     return result
 
 

@@ -21,7 +21,7 @@ from pfha.engine.packet import (IPPROTO_TCP, TH_ACK, TH_FIN, TH_RST, TH_SYN, Pac
 from pfha.engine.state import (PF_TCPS_PROXY_DST, PF_TCPS_PROXY_SRC, PF_WSCALE_FLAG, PF_WSCALE_MASK,
                                PFUDPS_MULTIPLE, PFUDPS_NO_TRAFFIC, PFUDPS_SINGLE, TCPS_CLOSED,
                                TCPS_CLOSING, TCPS_ESTABLISHED, TCPS_FIN_WAIT_2, TCPS_SYN_SENT,
-                               TCPS_TIME_WAIT, State)
+                               TCPS_TIME_WAIT, Peer, State)
 
 MASK32 = 0xFFFFFFFF
 MAXACKWINDOW = 0xFFFF + 1500  # pf.c: largest possible window plus one MTU of slack
@@ -243,22 +243,8 @@ def tcp_track_full(state: State, packet: Packet, from_src: bool, now: float, rng
             dst.seqhi = (ack + ((win << sws) or 1)) & MASK32
         state.expire = now
         if flags & (TH_SYN | TH_FIN | TH_RST) or dst.state != TCPS_ESTABLISHED or src.state != TCPS_ESTABLISHED:
-            if flags & TH_SYN and src.state < TCPS_SYN_SENT:
-                src.state = TCPS_SYN_SENT
-            if flags & TH_FIN and src.state < TCPS_CLOSING:
-                src.state = TCPS_CLOSING
-            if flags & TH_ACK:
-                if dst.state == TCPS_SYN_SENT:
-                    dst.state = TCPS_ESTABLISHED
-                    if src.state == TCPS_ESTABLISHED and on_established is not None and on_established(state):
-                        return "src-limit"
-                elif dst.state == TCPS_CLOSING:
-                    dst.state = TCPS_FIN_WAIT_2
-            if flags & TH_RST:
-                src.state = dst.state = TCPS_TIME_WAIT
-            state.timeout = tcp_timeout(src.state, dst.state)
-        else:
-            state.timeout = "tcp.established"
+            return _peer_transitions(state, src, dst, flags, on_established, sloppy=False)
+        state.timeout = "tcp.established"
         return None
     if ((dst.state < TCPS_SYN_SENT or dst.state >= TCPS_FIN_WAIT_2 or src.state >= TCPS_FIN_WAIT_2)
             and seq_geq((src.seqhi + MAXACKWINDOW) & MASK32, end)
@@ -297,8 +283,15 @@ def tcp_track_sloppy(state: State, packet: Packet, from_src: bool, now: float,
                      on_established: Optional[Callable[[State], bool]] = None) -> Optional[str]:
     """pf_tcp_track_sloppy: the peer state machine without any sequence checks."""
     src, dst = (state.src, state.dst) if from_src else (state.dst, state.src)
-    flags = packet.flags
     state.expire = now
+    return _peer_transitions(state, src, dst, packet.flags, on_established, sloppy=True)
+
+
+def _peer_transitions(state: State, src: Peer, dst: Peer, flags: int,
+                      on_established: Optional[Callable[[State], bool]], sloppy: bool) -> Optional[str]:
+    """The peer state machine both pf_tcp_track_full and pf_tcp_track_sloppy end with, then the
+    timeout it leads to; ``sloppy`` adds the moves that make up for a handshake or a close seen
+    from one side only (sloppy states see no sequence numbers to tell them otherwise)."""
     if flags & TH_SYN and src.state < TCPS_SYN_SENT:
         src.state = TCPS_SYN_SENT
     if flags & TH_FIN and src.state < TCPS_CLOSING:
@@ -310,6 +303,8 @@ def tcp_track_sloppy(state: State, packet: Packet, from_src: bool, now: float,
                 return "src-limit"
         elif dst.state == TCPS_CLOSING:
             dst.state = TCPS_FIN_WAIT_2
+        elif not sloppy:
+            pass
         elif src.state == TCPS_SYN_SENT and dst.state < TCPS_SYN_SENT:
             # Handshake seen from one side only.
             src.state = dst.state = TCPS_ESTABLISHED
