@@ -57,6 +57,12 @@ BASE_CHAINS = (
 FILTER_CHAIN = {IN: "filter_in", OUT: "filter_out"}
 NAT_CHAIN = {IN: "nat_pre", OUT: "nat_post"}
 STATUS_CHAIN = "pf_status"
+# if-bound states (pf-semantics.md §3.2): the ct mark is full, so the interface a side's state
+# is bound to lives in conntrack's 128 label bits: one "bound" bit per side, then one bit per
+# (side, interface). A side whose bound bit is set matches only on interfaces whose bit is set.
+LABEL_BOUND = {"A": 0, "B": 1}
+LABEL_IF_BASE = {"A": 2, "B": 65}
+MAX_BOUND_IFS = 63
 ANSWER_MARK = 0x80000000  # meta mark bit on packets pf answers with block return
 PROXY_PORTS = (50001, 65535)  # pf's default NAT source ports (pf.conf(5) "nat")
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
@@ -119,6 +125,11 @@ def side_of(point: str, ct_direction: str) -> str:
 def side_bits(side: str) -> tuple[int, int, int]:
     """(flag bit, rule-id shift, rule-id mask) of a side."""
     return (SIDE_A, A_SHIFT, A_RULE_MASK) if side == "A" else (SIDE_B, B_SHIFT, B_RULE_MASK)
+
+
+def label_bit(side: str, index: int) -> int:
+    """The ct label bit saying "side's state may be used on interface ``index``"."""
+    return LABEL_IF_BASE[side] + index
 
 
 def rule_id(number: int) -> int:
@@ -263,6 +274,7 @@ class _Compiler:
     index: dict[int, int] = field(default_factory=dict)  # id(rule) -> position after flattening
     sysctls: dict[str, int] = field(default_factory=dict)  # conntrack settings the ruleset asks for
     meta_dynamic: list[dict[str, Any]] = field(default_factory=list)  # (if) sets to keep current
+    bound_ifs: list[str] = field(default_factory=list)  # Linux devices if-bound states can name
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -294,6 +306,8 @@ class _Compiler:
         if answers:
             self.sysctls.update({"net.ipv4.fwmark_reflect": 1, "net.ipv6.fwmark_reflect": 1})
         self.sysctls["net.netfilter.nf_conntrack_acct"] = 1  # per-state packets/bytes for pfctl -vss
+        if options.state_policy == "if-bound" or any(self.is_bound(r) for r in filters if isinstance(r, ast.Rule) and r.action == "pass"):
+            self.bound_ifs = self.bound_interfaces(filters)
         self.compile_tables()
         self.unsupported_options(options)
         self.compile_scrub()
@@ -366,8 +380,6 @@ class _Compiler:
         for name, _value in options.limits:
             if name != "states":
                 self.warn(f"set limit {name}: no nftables equivalent, ignored")
-        if options.state_policy == "if-bound":
-            self.warn("set state-policy if-bound: states are floating (matched on any interface)")
         if options.optimization not in ("normal", "default"):
             self.warn(f"set optimization {options.optimization}: conntrack timeouts are not changed")
 
@@ -655,11 +667,25 @@ class _Compiler:
         branches = self.rule_branches(rule, point, family=family)
         pass_state: list[dict[str, Any]] = []
         if rule.pass_:
-            flag, _shift, mask = side_bits(side_of(point, "original"))
-            pass_state = [x.set_ct_mark(~(flag | mask), flag)]
+            side = side_of(point, "original")
+            flag, _shift, mask = side_bits(side)
+            pass_state = [x.set_ct_mark(~(flag | mask), flag)] + self.nat_pass_binding(rule, side)
         for branch in branches:
             for extra, stmt in statements:
                 self.emit(chain, branch + extra + [x.counter(counter)] + pass_state + [stmt], _where(rule))
+
+    def nat_pass_binding(self, rule: ast.TranslationRule, side: str) -> list[dict[str, Any]]:
+        """``nat pass``/``rdr pass`` under ``set state-policy if-bound``: the nat statement ends
+        the rule, so the interface bit is set inline; that needs the rule's one interface."""
+        if not self.bound_ifs or self.ruleset.options.state_policy != "if-bound":
+            return []
+        match = rule.interface
+        members = ((self.view.members(match.name) if self.view else ()) or (match.name,)) if match and not match.negated else ()
+        devices = {self.device(m) for m in members}
+        if len(devices) != 1 or next(iter(devices)) not in self.bound_ifs:
+            self.warn(f"{rule.kind} pass: if-bound needs one interface on the rule; its states are floating", rule)
+            return []
+        return [x.set_ct_label(LABEL_BOUND[side]), x.set_ct_label(label_bit(side, self.bound_ifs.index(devices.pop())))]
 
     def nat_statements(self, rule: ast.TranslationRule, point: str) -> tuple[str, list[tuple[Branch, dict[str, Any]]]] | None:
         """The target's family and (extra tests, nat statement) pairs: ports only exist for
@@ -784,6 +810,9 @@ class _Compiler:
                                     "where": _where(rule), "labels": list(rule.labels), "action": rule.action})
             self.check_unsupported(rule)
         maps = self.state_maps()
+        if self.bound_ifs:
+            for side, point in itertools.product(("A", "B"), (IN, OUT)):
+                self.bind_chain(side, point)
         for point in (IN, OUT):
             chain = FILTER_CHAIN[point]
             self.state_check(chain, point, maps)
@@ -797,6 +826,57 @@ class _Compiler:
         if any(r.action == "match" for r in rules):
             self.warn("match rules: only their tag is applied (other match options are not compiled)")
 
+    # ------------------------------------------------------------------ if-bound states
+    def is_bound(self, rule: Any) -> bool:
+        """pf.conf(5): a rule's ``(if-bound)``/``(floating)`` overrides ``set state-policy``."""
+        names = [o.name for o in rule.state.options] if isinstance(rule, ast.Rule) else []
+        if "if-bound" in names or "floating" in names:
+            return "if-bound" in names
+        return self.ruleset.options.state_policy == "if-bound"
+
+    def bound_interfaces(self, rules: list[ast.Rule]) -> list[str]:
+        """The Linux devices an if-bound state can be tied to: the interface view's, the
+        device map's and those named in rules. A state made on another one stays floating."""
+        names: set[str] = set(self.devices.values())
+        if self.view is not None:
+            names.update(self.device(n) for n in self.view.names())
+        for rule in rules:
+            match = getattr(rule, "interface", None)
+            if match is not None and match.name != "any":
+                members = (self.view.members(match.name) if self.view else ()) or (match.name,)
+                names.update(self.device(m) for m in members)
+        ordered = sorted(names)
+        if len(ordered) > MAX_BOUND_IFS:
+            self.warn(f"if-bound: more than {MAX_BOUND_IFS} interfaces; states made on {', '.join(ordered[MAX_BOUND_IFS:])} are floating")
+        return ordered[:MAX_BOUND_IFS]
+
+    def bind_chain(self, side: str, point: str) -> None:
+        """``bind_<side>_<pass>``: tie the side's state to the packet's interface, then accept.
+        ct label bits can only be set from constants, so one rule per known interface."""
+        name = f"bind_{side.lower()}_{point}"
+        self.chain(name)
+        key = x.meta("iifname" if point == IN else "oifname")
+        for index, device in enumerate(self.bound_ifs):
+            self.emit(name, [x.match(key, device), x.set_ct_label(LABEL_BOUND[side]), x.set_ct_label(label_bit(side, index)), x.ACCEPT],
+                      f"if-bound to {device}")
+        self.emit(name, [x.ACCEPT], "unknown interface: floating")
+
+    def state_verdict(self, side: str, point: str, bound: bool) -> dict[str, Any]:
+        """How a state-creating rule ends: accept (floating) or bind to the interface first."""
+        return x.goto(f"bind_{side.lower()}_{point}") if bound and self.bound_ifs else x.ACCEPT
+
+    def interface_check(self, chain: str, side: str, point: str, ok: str) -> None:
+        """pf_find_state skips a state bound to another interface: the packet goes on to the
+        rules, as if there were no state. Only positive label tests exist (``ct label != N``
+        compares all 128 bits), so a usable state jumps to ``ok`` and a bound one returns."""
+        key = x.meta("iifname" if point == IN else "oifname")
+        bound = x.match(x.CT_LABEL, LABEL_BOUND[side], "in")
+        for index, device in enumerate(self.bound_ifs):
+            self.emit(chain, [bound, x.match(key, device), x.match(x.CT_LABEL, label_bit(side, index), "in"), x.goto(ok)],
+                      f"side {side} bound to {device}")
+        self.emit(chain, [bound, x.RETURN], f"side {side} bound to another interface: evaluate the rules")
+        self.emit(chain, [x.goto(ok)], f"side {side} floating")
+
     def check_unsupported(self, rule: ast.Rule) -> None:
         state = rule.state
         if state.kind == "modulate":
@@ -804,13 +884,7 @@ class _Compiler:
         if state.kind == "synproxy":
             self.warn("synproxy state: compiled as keep state (nft synproxy needs untracked SYNs, which bypass NAT and the post-NAT out-pass)", rule)
         for option in state.options:
-            if option.name in ("floating",):
-                continue
-            if option.name == "if-bound":
-                self.warn("keep state (if-bound): states are floating", rule)
-            elif option.name == "no-sync":
-                continue
-            else:
+            if option.name not in ("floating", "if-bound", "no-sync"):
                 self.warn(f"state option {option.name}: not enforced by the kernel ruleset", rule)
         for attribute, text in (("route", "route-to/reply-to/dup-to"), ("rtable", "rtable"), ("divert", "divert-to"),
                                 ("queue", "queue"), ("dnpipe", "dnpipe"), ("dnqueue", "dnqueue"), ("set_prio", "set prio"),
@@ -840,13 +914,22 @@ class _Compiler:
             self.warn(f"more than {MAX_RULE_ID - 1} rules: state-matched packets of later rules are not counted")
         return names
 
-    def state_check(self, chain: str, point: str, maps: dict[tuple[str, str], str]) -> None:
+    def state_check(self, head: str, point: str, maps: dict[tuple[str, str], str]) -> None:
         """A packet with a pf state on this side passes without rule evaluation, charged to the
         rule that made the state (pf_test_state_*)."""
         for direction in ("original", "reply"):
+            chain = head
             side = side_of(point, direction)
             flag, _shift, mask = side_bits(side)
             test = [x.match(x.CT_DIRECTION, direction), x.match(x.band(x.CT_MARK, flag), flag)]
+            if self.bound_ifs:
+                # The state rules move to a chain that returns when the state is bound elsewhere.
+                check, sub = f"ifcheck_{side.lower()}_{point}_{direction}", f"state_{side.lower()}_{point}_{direction}"
+                self.chain(check)
+                self.chain(sub)
+                self.emit(chain, test + [x.jump(check)], f"state side {side}")
+                self.interface_check(check, side, point, sub)
+                chain, test = sub, []
             self.emit(chain, test + [{"counter": {"map": {"key": x.band(x.CT_MARK, mask), "data": "@" + maps[(side, point)]}}}], f"state side {side}: charge the rule that made it")
             for rule in self.log_all:
                 rid = rule_id(self.index[id(rule)])
@@ -908,15 +991,18 @@ class _Compiler:
                 # Record the state on this pass's side (by ct direction), then accept. Two
                 # exclusive rules rather than a jump: no per-rule chain to create and load.
                 for direction in ("original", "reply"):
-                    flag, shift, mask = side_bits(side_of(point, direction))
+                    side = side_of(point, direction)
+                    flag, shift, mask = side_bits(side)
                     self.emit(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log
-                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment)
+                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))], comment)
             else:
                 # no state: pass statelessly, unless a translation on this pass forces state.
                 status = "dnat" if point == IN else "snat"
-                flag, shift, mask = side_bits(side_of(point, "original"))
+                side = side_of(point, "original")
+                flag, shift, mask = side_bits(side)
                 self.emit(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log
-                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment + " (translation forces state)")
+                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
+                          comment + " (translation forces state)")
                 self.emit(chain, branch + [counter] + log + [x.ACCEPT], comment)
 
     def block(self, chain: str, branch: Branch, rule: ast.Rule, point: str, counter: dict[str, Any], comment: str) -> None:
@@ -943,9 +1029,11 @@ class _Compiler:
     def forced_state(self, chain: str, point: str, rid: int = 0) -> None:
         """pf always creates state when a translation applied on this pass (§2.2)."""
         status = "dnat" if point == IN else "snat"
-        flag, shift, mask = side_bits(side_of(point, "original"))
+        side = side_of(point, "original")
+        flag, shift, mask = side_bits(side)
+        bound = self.ruleset.options.state_policy == "if-bound"
         self.emit(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"),
-                          x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], "translation forces state")
+                          x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)], "translation forces state")
 
 
 def _rule_text(rule: Any) -> str:

@@ -1,0 +1,79 @@
+"""if-bound states in the compiled JSON: the creating rule binds the side to the packet's
+interface in the ct label, and the state check only accepts on a bound interface."""
+
+from __future__ import annotations
+
+from pfha.conf import ast, parse_text
+from pfha.conf.interfaces import InterfaceView
+from pfha.nft.compile import LABEL_BOUND, compile_ruleset, label_bit
+
+VIEW = InterfaceView.from_specs(["ext0=172.31.250.1/24", "int0=10.77.0.1/24", "lo0=127.0.0.1/8"])
+IFS = ["ext0", "int0", "lo0"]  # the view's devices, sorted: label bits in this order
+
+
+def chain_rules(compiled, chain: str) -> list[list[dict]]:
+    return [c["add"]["rule"]["expr"] for c in compiled.commands if "rule" in c["add"] and c["add"]["rule"]["chain"] == chain]
+
+
+def chains(compiled) -> set[str]:
+    return {c["add"]["chain"]["name"] for c in compiled.commands if "chain" in c["add"]}
+
+
+def compiled(text: str):
+    return compile_ruleset(parse_text(text, interfaces=VIEW), VIEW)
+
+
+def label(bit: int) -> dict:
+    return {"mangle": {"key": {"ct": {"key": "label"}}, "value": bit}}
+
+
+def test_floating_rulesets_have_no_binding_chains():
+    result = compiled("block all\npass in on int0 proto udp keep state (floating)\n")
+    assert not any(name.startswith(("bind_", "ifcheck_")) for name in chains(result))
+    assert not any("label" in str(expr) for name in chains(result) for expr in chain_rules(result, name))
+
+
+def test_if_bound_rule_binds_the_side_to_the_packets_interface():
+    result = compiled("block all\npass in on int0 proto udp keep state (if-bound)\n")
+    assert {"bind_a_in", "bind_b_in", "bind_a_out", "bind_b_out"} <= chains(result)
+    creating = [r for r in chain_rules(result, "filter_in") if {"goto": {"target": "bind_a_in"}} in r]
+    assert creating and all(r[-2]["mangle"]["key"] == {"ct": {"key": "mark"}} for r in creating)
+    bind = chain_rules(result, "bind_a_in")
+    index = next(i for i, r in enumerate(bind) if {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "int0"}} in r)
+    assert bind[index][1:] == [label(LABEL_BOUND["A"]), label(label_bit("A", index)), {"accept": None}]
+    assert bind[-1] == [{"accept": None}]  # a device unknown at load time: floating
+    assert any(w.endswith("not enforced by the kernel ruleset") for w in map(str, result.warnings)) is False
+
+
+def test_state_check_returns_to_the_rules_when_bound_elsewhere():
+    result = compiled("set state-policy if-bound\nblock all\npass out on ext0 proto tcp keep state\n")
+    assert not any("if-bound" in str(w) for w in result.warnings)
+    check = chain_rules(result, "ifcheck_a_out_reply")  # replies of an inbound state leave through the out-pass
+    bound = {"match": {"op": "in", "left": {"ct": {"key": "label"}}, "right": LABEL_BOUND["A"]}}
+    devices = [r[1]["match"]["right"] for r in check[:-2]]
+    assert all(r[0] == bound and r[1]["match"]["left"] == {"meta": {"key": "oifname"}} for r in check[:-2])
+    assert [r[2]["match"]["right"] for r in check[:-2]] == [label_bit("A", i) for i in range(len(devices))]
+    assert all(r[3] == {"goto": {"target": "state_a_out_reply"}} for r in check[:-2])
+    assert check[-2] == [bound, {"return": None}]
+    assert check[-1] == [{"goto": {"target": "state_a_out_reply"}}]
+    assert [{"accept": None}] in chain_rules(result, "state_a_out_reply")
+    # the policy also binds translation-forced states
+    forced = [r for r in chain_rules(result, "filter_out") if {"goto": {"target": "bind_b_out"}} in r]
+    assert forced
+
+
+def test_nat_pass_binds_inline_or_warns():
+    result = compiled("set state-policy if-bound\nnat pass on ext0 from 10.77.0.0/24 to any -> 172.31.250.1\n"
+                      "nat pass from 10.0.0.0/8 to any -> 172.31.250.1\npass all\n")
+    nat = chain_rules(result, "nat_post")
+    bound = [r for r in nat if label(LABEL_BOUND["B"]) in r]
+    ext0 = {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "ext0"}}
+    assert bound and all(ext0 in r and label(label_bit("B", IFS.index("ext0"))) in r for r in bound)
+    assert len(bound) < len(nat)  # the rule without an interface stays floating
+    assert any("nat pass: if-bound needs one interface" in str(w) for w in result.warnings)
+
+
+def test_the_bind_chains_follow_the_rules_interface_names():
+    result = compile_ruleset(parse_text("pass in on em9 all keep state (if-bound)\n"), None)
+    bind = chain_rules(result, "bind_a_in")
+    assert bind[0][0]["match"]["right"] == "em9" and len(bind) == 2
