@@ -826,6 +826,23 @@ class _Compiler:
         if any(r.action == "match" for r in rules):
             self.warn("match rules: only their tag is applied (other match options are not compiled)")
 
+    # ------------------------------------------------------------------ state limits
+    @staticmethod
+    def state_limit(rule: ast.Rule) -> int | None:
+        """``keep state (max N)``: the most states the rule may hold at once."""
+        return next((o.value for o in rule.state.options if o.name == "max" and o.value is not None), None)
+
+    def limit_chain(self, rule: ast.Rule) -> str:
+        """``max_rN``: one ``ct count`` shared by every branch and pass of the rule (a
+        standalone ct count keeps its own list of live connections), so it counts the rule's
+        connections as pf counts its states; over the limit the packet is dropped
+        (pf: PFRES_MAXSTATES). Created on first use."""
+        name = f"max_r{self.index[id(rule)]}"
+        if name not in self.rules:
+            self.chain(name)
+            self.emit(name, [{"ct count": {"val": self.state_limit(rule), "inv": True}}, x.DROP], f"max {self.state_limit(rule)}")
+        return name
+
     # ------------------------------------------------------------------ if-bound states
     def is_bound(self, rule: Any) -> bool:
         """pf.conf(5): a rule's ``(if-bound)``/``(floating)`` overrides ``set state-policy``."""
@@ -884,7 +901,9 @@ class _Compiler:
         if state.kind == "synproxy":
             self.warn("synproxy state: compiled as keep state (nft synproxy needs untracked SYNs, which bypass NAT and the post-NAT out-pass)", rule)
         for option in state.options:
-            if option.name not in ("floating", "if-bound", "no-sync"):
+            if option.name in ("adaptive.start", "adaptive.end"):
+                self.warn("adaptive timeouts (adaptive.start/end; pf derives them from max): not enforced, conntrack's timeouts do not scale", rule)
+            elif option.name not in ("floating", "if-bound", "no-sync", "max"):
                 self.warn(f"state option {option.name}: not enforced by the kernel ruleset", rule)
         for attribute, text in (("route", "route-to/reply-to/dup-to"), ("rtable", "rtable"), ("divert", "divert-to"),
                                 ("queue", "queue"), ("dnpipe", "dnpipe"), ("dnqueue", "dnqueue"), ("set_prio", "set prio"),
@@ -988,6 +1007,8 @@ class _Compiler:
                              [x.match(x.meta("nfproto"), "ipv6"), x.match({"exthdr": {"name": "rt", "field": "type"}}, 0)]):
                     self.emit(chain, branch + opts + [x.DROP], comment + " (ip options)")
             if rule.state.kind != "none":
+                if self.state_limit(rule) is not None:
+                    self.emit(chain, branch + [x.jump(self.limit_chain(rule))], comment + " max")
                 # Record the state on this pass's side (by ct direction), then accept. Two
                 # exclusive rules rather than a jump: no per-rule chain to create and load.
                 for direction in ("original", "reply"):

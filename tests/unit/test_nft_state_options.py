@@ -1,5 +1,6 @@
-"""if-bound states in the compiled JSON: the creating rule binds the side to the packet's
-interface in the ct label, and the state check only accepts on a bound interface."""
+"""State options in the compiled JSON: if-bound states (the creating rule binds the side to the
+packet's interface in the ct label; the state check only accepts on a bound interface) and
+``max N`` (one shared ct count per rule)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,17 @@ def test_the_bind_chains_follow_the_rules_interface_names():
     result = compile_ruleset(parse_text("pass in on em9 all keep state (if-bound)\n"), None)
     bind = chain_rules(result, "bind_a_in")
     assert bind[0][0]["match"]["right"] == "em9" and len(bind) == 2
+
+
+def test_max_shares_one_ct_count_across_branches_and_passes():
+    # pf expands { tcp, udp } into two rules, each with its own limit; ! 10.0.0.0/8 makes branches
+    result = compiled("pass proto { tcp, udp } from ! 10.0.0.0/8 to any port 53 keep state (max 7)\n")
+    for number in (0, 1):
+        assert chain_rules(result, f"max_r{number}") == [[{"ct count": {"val": 7, "inv": True}}, {"drop": None}]]
+        for chain in ("filter_in", "filter_out"):
+            rules = chain_rules(result, chain)
+            jumps = [i for i, r in enumerate(rules) if {"jump": {"target": f"max_r{number}"}} in r]
+            assert jumps and all(rules[i + 1][-1] == {"accept": None} for i in jumps)  # then the state-creating rule
+    warnings = [str(w) for w in result.warnings]
+    assert not any("option max" in w for w in warnings)
+    assert any("adaptive timeouts" in w for w in warnings)
