@@ -92,3 +92,41 @@ def test_max_shares_one_ct_count_across_branches_and_passes():
     warnings = [str(w) for w in result.warnings]
     assert not any("option max" in w for w in warnings)
     assert any("adaptive timeouts" in w for w in warnings)
+
+
+def test_max_src_conn_and_rate_feed_the_overload_companion_set():
+    result = compiled("table <bad> persist\nblock quick from <bad>\n"
+                      "pass in on ext0 proto tcp to port 22 keep state (max-src-conn 5, max-src-conn-rate 3/7, overload <bad> flush global)\n")
+    sets = {c["add"]["set"]["name"]: c["add"]["set"] for c in result.commands if "set" in c["add"]}
+    assert {"tbl0_v4_ovl", "tbl0_v6_ovl", "r1_conn_v4", "r1_conn_v6", "r1_rate_v4", "r1_rate_v6"} <= set(sets)
+    assert "interval" not in sets["tbl0_v4_ovl"].get("flags", [])  # the packet path cannot add to interval sets
+    assert sets["r1_rate_v4"]["flags"] == ["timeout"] and sets["r1_rate_v4"]["timeout"] == 7
+    limits = [r for r in chain_rules(result, "filter_in") if r[-1] == {"drop": None} and any("set" in e for e in r)]
+    conn = next(r for r in limits if any(e.get("set", {}).get("set") == "@r1_conn_v4" for e in r))
+    assert {"set": {"op": "add", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": "@r1_conn_v4",
+                    "stmt": [{"ct count": {"val": 5, "inv": True}}]}} in conn
+    assert {"set": {"op": "add", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": "@tbl0_v4_ovl"}} in conn
+    rate = next(r for r in limits if any(e.get("set", {}).get("set") == "@r1_rate_v6" for e in r))
+    stmt = next(e["set"] for e in rate if e.get("set", {}).get("set") == "@r1_rate_v6")
+    assert stmt["op"] == "update" and stmt["stmt"] == [{"limit": {"rate": 37029, "per": "day", "burst": 3, "inv": True}}]
+    # the table's lookups check both sets; pfctl -T sees the companion sets through the metadata
+    blocks = [r for r in chain_rules(result, "filter_in") if r[-1] == {"drop": None} and "@tbl0" in str(r)]
+    assert {str(r).count("_ovl") for r in blocks} == {0, 1}
+    assert result.metadata["tables"][0]["overload"] == {"ip": "tbl0_v4_ovl", "ip6": "tbl0_v6_ovl"}
+    warnings = [str(w) for w in result.warnings]
+    assert any("overload flush" in w for w in warnings)
+    assert not any("max-src-conn" in w or "source-track" in w or "option overload" in w for w in warnings)
+
+
+def test_negated_overload_table_excludes_both_sets():
+    result = compiled("pass in proto tcp from ! <bad> keep state (max-src-conn 1, overload <bad>)\n")
+    rules = [r for r in chain_rules(result, "filter_in") if "@tbl0_v4" in str(r) and r[-1] == {"accept": None}]
+    assert rules and all("@tbl0_v4_ovl" in str(r) and str(r).count("'!='") >= 2 for r in rules)
+
+
+def test_rate_units():
+    from pfha.nft.compile import _rate
+
+    assert _rate(10, 5) == (2, "second")
+    assert _rate(3, 60) == (3, "minute")
+    assert _rate(3, 7) == (37029, "day")  # 3 per 7 s is 37028.6 a day: rounded up

@@ -275,6 +275,7 @@ class _Compiler:
     sysctls: dict[str, int] = field(default_factory=dict)  # conntrack settings the ruleset asks for
     meta_dynamic: list[dict[str, Any]] = field(default_factory=list)  # (if) sets to keep current
     bound_ifs: list[str] = field(default_factory=list)  # Linux devices if-bound states can name
+    overload: set[str] = field(default_factory=set)  # tables that max-src-conn* may add sources to
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -308,6 +309,7 @@ class _Compiler:
         self.sysctls["net.netfilter.nf_conntrack_acct"] = 1  # per-state packets/bytes for pfctl -vss
         if options.state_policy == "if-bound" or any(self.is_bound(r) for r in filters if isinstance(r, ast.Rule) and r.action == "pass"):
             self.bound_ifs = self.bound_interfaces(filters)
+        self.overload = {o.text for r in filters if isinstance(r, ast.Rule) for o in r.state.options if o.name == "overload" and o.text}
         self.compile_tables()
         self.unsupported_options(options)
         self.compile_scrub()
@@ -399,12 +401,26 @@ class _Compiler:
                 self.objects.append(x.add("set", **fields))
                 self.sets[(f"<{table.name}>", family)] = name
                 names[family] = name
+            overload = self.overload_sets(table.name, index)
             if any(isinstance(e.address, ast.DynamicAddress) for e in entries):
                 self.warn(f"table <{table.name}>: interface entries are resolved once, at load time", table)
             self.meta_tables.append({
                 "name": table.name, "sets": names, "const": table.const, "persist": table.persist,
-                "counters": table.counters,
+                "counters": table.counters, **({"overload": overload} if overload else {}),
             })
+
+    def overload_sets(self, name: str, index: int) -> dict[str, str]:
+        """An overload table's companion sets: the packet path cannot add to interval sets, so
+        sources overloading a rule go to a plain dynamic set that every lookup also checks."""
+        if name not in self.overload:
+            return {}
+        names = {}
+        for family, nft_type in (("ip", "ipv4_addr"), ("ip6", "ipv6_addr")):
+            set_name = f"tbl{index}_{'v4' if family == 'ip' else 'v6'}_ovl"
+            self.objects.append(x.add("set", name=set_name, type=nft_type, size=65535))
+            self.sets[(f"<{name}>+", family)] = set_name
+            names[family] = set_name
+        return names
 
     def set_for(self, address: Any, family: str) -> str:
         """The named set holding a table or dynamic interface address for ``family``."""
@@ -417,8 +433,10 @@ class _Compiler:
                     name = f"tbl{index}_{'v4' if fam == 'ip' else 'v6'}"
                     self.objects.append(x.add("set", name=name, type=nft_type, flags=["interval"]))
                     self.sets[(key, fam)] = name
+                overload = self.overload_sets(address.name, index)
                 self.meta_tables.append({"name": address.name, "sets": {"ip": f"tbl{index}_v4", "ip6": f"tbl{index}_v6"},
-                                         "const": False, "persist": False, "counters": False})
+                                         "const": False, "persist": False, "counters": False,
+                                         **({"overload": overload} if overload else {})})
             return self.sets[(key, family)]
         key = f"({address.interface}{''.join(':' + m for m in address.modifiers)})"
         if (key, family) not in self.sets:
@@ -463,6 +481,13 @@ class _Compiler:
             families = [_af_family(address.family)] if address.family else ["ip", "ip6"]
             return [(f, [x.match(x.meta("nfproto"), _nfproto(f)),
                          x.match({"fib": {"result": "type", "flags": [side]}}, "local", op)]) for f in families]
+        if isinstance(address, ast.TableAddress) and address.name in self.overload:
+            result = []
+            for f in ("ip", "ip6"):
+                main = x.match(x.payload(f, side), "@" + self.set_for(address, f), op)
+                extra = x.match(x.payload(f, side), "@" + self.sets[(f"<{address.name}>+", f)], op)
+                result += [(f, [main, extra])] if host.negated else [(f, [main]), (f, [extra])]
+            return result
         if isinstance(address, (ast.TableAddress, ast.DynamicAddress)):
             families = [_af_family(address.family)] if isinstance(address, ast.DynamicAddress) and address.family else ["ip", "ip6"]
             return [(f, [x.match(x.payload(f, side), "@" + self.set_for(address, f), op)]) for f in families]
@@ -843,6 +868,48 @@ class _Compiler:
             self.emit(name, [{"ct count": {"val": self.state_limit(rule), "inv": True}}, x.DROP], f"max {self.state_limit(rule)}")
         return name
 
+    def source_limits(self, rule: ast.Rule, point: str) -> list[list[dict[str, Any]]]:
+        """max-src-conn / max-src-conn-rate: a per-source dynamic set with a ct count or a
+        limit; a source over it has its new connection dropped and, with ``overload <t>``,
+        joins the table's companion set. Counted at a connection's first packet (pf counts
+        completed TCP handshakes)."""
+        options = {o.name: o for o in rule.state.options}
+        if "max-src-conn" not in options and "max-src-conn-rate" not in options:
+            return []
+        nr = self.index[id(rule)]
+        overload = options.get("overload")
+        result = []
+        for family, nft_type, tag in (("ip", "ipv4_addr", "v4"), ("ip6", "ipv6_addr", "v6")):
+            key = x.payload(family, "saddr")
+            tail: list[dict[str, Any]] = []
+            if overload and overload.text:
+                self.set_for(ast.TableAddress(overload.text), family)
+                tail.append({"set": {"op": "add", "elem": key, "set": "@" + self.sets[(f"<{overload.text}>+", family)]}})
+            tail.append(x.DROP)
+            head = [x.match(x.meta("nfproto"), _nfproto(family))]
+            if "max-src-conn" in options:
+                name = self.source_set(f"r{nr}_conn_{tag}", nft_type, None)
+                stmt = {"set": {"op": "add", "elem": key, "set": "@" + name, "stmt": [{"ct count": {"val": options["max-src-conn"].value, "inv": True}}]}}
+                result.append(head + [stmt] + tail)
+            if "max-src-conn-rate" in options:
+                count, seconds = options["max-src-conn-rate"].value or 1, options["max-src-conn-rate"].value2 or 1
+                rate, per = _rate(count, seconds)
+                name = self.source_set(f"r{nr}_rate_{tag}", nft_type, max(seconds, 1))
+                stmt = {"set": {"op": "update", "elem": key, "set": "@" + name,
+                                "stmt": [{"limit": {"rate": rate, "per": per, "burst": count, "inv": True}}]}}
+                result.append(head + [stmt] + tail)
+        return result
+
+    def source_set(self, name: str, nft_type: str, timeout: int | None) -> str:
+        """A per-source dynamic set, created once per rule (both passes share it)."""
+        if ("src", name) not in self.sets:
+            fields: dict[str, Any] = {"name": name, "type": nft_type, "size": 65535}
+            if timeout:
+                fields["flags"], fields["timeout"] = ["timeout"], timeout
+            self.objects.append(x.add("set", **fields))
+            self.sets[("src", name)] = name
+        return name
+
     # ------------------------------------------------------------------ if-bound states
     def is_bound(self, rule: Any) -> bool:
         """pf.conf(5): a rule's ``(if-bound)``/``(floating)`` overrides ``set state-policy``."""
@@ -903,7 +970,11 @@ class _Compiler:
         for option in state.options:
             if option.name in ("adaptive.start", "adaptive.end"):
                 self.warn("adaptive timeouts (adaptive.start/end; pf derives them from max): not enforced, conntrack's timeouts do not scale", rule)
-            elif option.name not in ("floating", "if-bound", "no-sync", "max"):
+            elif option.name == "overload" and option.flush:
+                self.warn("overload flush: the source's other states are not flushed (only new connections are refused)", rule)
+            elif option.name == "source-track" and any(o.name in ("max-src-conn", "max-src-conn-rate") for o in state.options):
+                continue  # implied by max-src-conn*, which the per-source sets enforce
+            elif option.name not in ("floating", "if-bound", "no-sync", "max", "max-src-conn", "max-src-conn-rate", "overload"):
                 self.warn(f"state option {option.name}: not enforced by the kernel ruleset", rule)
         for attribute, text in (("route", "route-to/reply-to/dup-to"), ("rtable", "rtable"), ("divert", "divert-to"),
                                 ("queue", "queue"), ("dnpipe", "dnpipe"), ("dnqueue", "dnqueue"), ("set_prio", "set prio"),
@@ -1009,6 +1080,8 @@ class _Compiler:
             if rule.state.kind != "none":
                 if self.state_limit(rule) is not None:
                     self.emit(chain, branch + [x.jump(self.limit_chain(rule))], comment + " max")
+                for exprs in self.source_limits(rule, point):
+                    self.emit(chain, branch + exprs, comment + " source limit")
                 # Record the state on this pass's side (by ct direction), then accept. Two
                 # exclusive rules rather than a jump: no per-rule chain to create and load.
                 for direction in ("original", "reply"):
@@ -1055,6 +1128,15 @@ class _Compiler:
         bound = self.ruleset.options.state_policy == "if-bound"
         self.emit(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"),
                           x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)], "translation forces state")
+
+
+def _rate(count: int, seconds: int) -> tuple[int, str]:
+    """``count`` per ``seconds`` as nft's integer rate per unit (the finest exact one; a day
+    rounds up)."""
+    for per, length in (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400)):
+        if (count * length) % seconds == 0:
+            return count * length // seconds, per
+    return -(-count * 86400 // seconds), "day"
 
 
 def _rule_text(rule: Any) -> str:
