@@ -57,6 +57,12 @@ BASE_CHAINS = (
 FILTER_CHAIN = {IN: "filter_in", OUT: "filter_out"}
 NAT_CHAIN = {IN: "nat_pre", OUT: "nat_post"}
 STATUS_CHAIN = "pf_status"
+# if-bound states (pf-semantics.md §3.2): the ct mark is full, so the interface a side's state
+# is bound to lives in conntrack's 128 label bits: one "bound" bit per side, then one bit per
+# (side, interface). A side whose bound bit is set matches only on interfaces whose bit is set.
+LABEL_BOUND = {"A": 0, "B": 1}
+LABEL_IF_BASE = {"A": 2, "B": 65}
+MAX_BOUND_IFS = 63
 ANSWER_MARK = 0x80000000  # meta mark bit on packets pf answers with block return
 PROXY_PORTS = (50001, 65535)  # pf's default NAT source ports (pf.conf(5) "nat")
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
@@ -119,6 +125,11 @@ def side_of(point: str, ct_direction: str) -> str:
 def side_bits(side: str) -> tuple[int, int, int]:
     """(flag bit, rule-id shift, rule-id mask) of a side."""
     return (SIDE_A, A_SHIFT, A_RULE_MASK) if side == "A" else (SIDE_B, B_SHIFT, B_RULE_MASK)
+
+
+def label_bit(side: str, index: int) -> int:
+    """The ct label bit saying "side's state may be used on interface ``index``"."""
+    return LABEL_IF_BASE[side] + index
 
 
 def rule_id(number: int) -> int:
@@ -263,6 +274,8 @@ class _Compiler:
     index: dict[int, int] = field(default_factory=dict)  # id(rule) -> position after flattening
     sysctls: dict[str, int] = field(default_factory=dict)  # conntrack settings the ruleset asks for
     meta_dynamic: list[dict[str, Any]] = field(default_factory=list)  # (if) sets to keep current
+    bound_ifs: list[str] = field(default_factory=list)  # Linux devices if-bound states can name
+    overload: set[str] = field(default_factory=set)  # tables that max-src-conn* may add sources to
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -294,6 +307,9 @@ class _Compiler:
         if answers:
             self.sysctls.update({"net.ipv4.fwmark_reflect": 1, "net.ipv6.fwmark_reflect": 1})
         self.sysctls["net.netfilter.nf_conntrack_acct"] = 1  # per-state packets/bytes for pfctl -vss
+        if options.state_policy == "if-bound" or any(self.is_bound(r) for r in filters if isinstance(r, ast.Rule) and r.action == "pass"):
+            self.bound_ifs = self.bound_interfaces(filters)
+        self.overload = {o.text for r in filters if isinstance(r, ast.Rule) for o in r.state.options if o.name == "overload" and o.text}
         self.compile_tables()
         self.unsupported_options(options)
         self.compile_scrub()
@@ -366,8 +382,6 @@ class _Compiler:
         for name, _value in options.limits:
             if name != "states":
                 self.warn(f"set limit {name}: no nftables equivalent, ignored")
-        if options.state_policy == "if-bound":
-            self.warn("set state-policy if-bound: states are floating (matched on any interface)")
         if options.optimization not in ("normal", "default"):
             self.warn(f"set optimization {options.optimization}: conntrack timeouts are not changed")
 
@@ -387,12 +401,26 @@ class _Compiler:
                 self.objects.append(x.add("set", **fields))
                 self.sets[(f"<{table.name}>", family)] = name
                 names[family] = name
+            overload = self.overload_sets(table.name, index)
             if any(isinstance(e.address, ast.DynamicAddress) for e in entries):
                 self.warn(f"table <{table.name}>: interface entries are resolved once, at load time", table)
             self.meta_tables.append({
                 "name": table.name, "sets": names, "const": table.const, "persist": table.persist,
-                "counters": table.counters,
+                "counters": table.counters, **({"overload": overload} if overload else {}),
             })
+
+    def overload_sets(self, name: str, index: int) -> dict[str, str]:
+        """An overload table's companion sets: the packet path cannot add to interval sets, so
+        sources overloading a rule go to a plain dynamic set that every lookup also checks."""
+        if name not in self.overload:
+            return {}
+        names = {}
+        for family, nft_type in (("ip", "ipv4_addr"), ("ip6", "ipv6_addr")):
+            set_name = f"tbl{index}_{'v4' if family == 'ip' else 'v6'}_ovl"
+            self.objects.append(x.add("set", name=set_name, type=nft_type, size=65535))
+            self.sets[(f"<{name}>+", family)] = set_name
+            names[family] = set_name
+        return names
 
     def set_for(self, address: Any, family: str) -> str:
         """The named set holding a table or dynamic interface address for ``family``."""
@@ -405,8 +433,10 @@ class _Compiler:
                     name = f"tbl{index}_{'v4' if fam == 'ip' else 'v6'}"
                     self.objects.append(x.add("set", name=name, type=nft_type, flags=["interval"]))
                     self.sets[(key, fam)] = name
+                overload = self.overload_sets(address.name, index)
                 self.meta_tables.append({"name": address.name, "sets": {"ip": f"tbl{index}_v4", "ip6": f"tbl{index}_v6"},
-                                         "const": False, "persist": False, "counters": False})
+                                         "const": False, "persist": False, "counters": False,
+                                         **({"overload": overload} if overload else {})})
             return self.sets[(key, family)]
         key = f"({address.interface}{''.join(':' + m for m in address.modifiers)})"
         if (key, family) not in self.sets:
@@ -451,6 +481,13 @@ class _Compiler:
             families = [_af_family(address.family)] if address.family else ["ip", "ip6"]
             return [(f, [x.match(x.meta("nfproto"), _nfproto(f)),
                          x.match({"fib": {"result": "type", "flags": [side]}}, "local", op)]) for f in families]
+        if isinstance(address, ast.TableAddress) and address.name in self.overload:
+            result = []
+            for f in ("ip", "ip6"):
+                main = x.match(x.payload(f, side), "@" + self.set_for(address, f), op)
+                extra = x.match(x.payload(f, side), "@" + self.sets[(f"<{address.name}>+", f)], op)
+                result += [(f, [main, extra])] if host.negated else [(f, [main]), (f, [extra])]
+            return result
         if isinstance(address, (ast.TableAddress, ast.DynamicAddress)):
             families = [_af_family(address.family)] if isinstance(address, ast.DynamicAddress) and address.family else ["ip", "ip6"]
             return [(f, [x.match(x.payload(f, side), "@" + self.set_for(address, f), op)]) for f in families]
@@ -655,11 +692,25 @@ class _Compiler:
         branches = self.rule_branches(rule, point, family=family)
         pass_state: list[dict[str, Any]] = []
         if rule.pass_:
-            flag, _shift, mask = side_bits(side_of(point, "original"))
-            pass_state = [x.set_ct_mark(~(flag | mask), flag)]
+            side = side_of(point, "original")
+            flag, _shift, mask = side_bits(side)
+            pass_state = [x.set_ct_mark(~(flag | mask), flag)] + self.nat_pass_binding(rule, side)
         for branch in branches:
             for extra, stmt in statements:
                 self.emit(chain, branch + extra + [x.counter(counter)] + pass_state + [stmt], _where(rule))
+
+    def nat_pass_binding(self, rule: ast.TranslationRule, side: str) -> list[dict[str, Any]]:
+        """``nat pass``/``rdr pass`` under ``set state-policy if-bound``: the nat statement ends
+        the rule, so the interface bit is set inline; that needs the rule's one interface."""
+        if not self.bound_ifs or self.ruleset.options.state_policy != "if-bound":
+            return []
+        match = rule.interface
+        members = ((self.view.members(match.name) if self.view else ()) or (match.name,)) if match and not match.negated else ()
+        devices = {self.device(m) for m in members}
+        if len(devices) != 1 or next(iter(devices)) not in self.bound_ifs:
+            self.warn(f"{rule.kind} pass: if-bound needs one interface on the rule; its states are floating", rule)
+            return []
+        return [x.set_ct_label(LABEL_BOUND[side]), x.set_ct_label(label_bit(side, self.bound_ifs.index(devices.pop())))]
 
     def nat_statements(self, rule: ast.TranslationRule, point: str) -> tuple[str, list[tuple[Branch, dict[str, Any]]]] | None:
         """The target's family and (extra tests, nat statement) pairs: ports only exist for
@@ -784,6 +835,9 @@ class _Compiler:
                                     "where": _where(rule), "labels": list(rule.labels), "action": rule.action})
             self.check_unsupported(rule)
         maps = self.state_maps()
+        if self.bound_ifs:
+            for side, point in itertools.product(("A", "B"), (IN, OUT)):
+                self.bind_chain(side, point)
         for point in (IN, OUT):
             chain = FILTER_CHAIN[point]
             self.state_check(chain, point, maps)
@@ -797,6 +851,116 @@ class _Compiler:
         if any(r.action == "match" for r in rules):
             self.warn("match rules: only their tag is applied (other match options are not compiled)")
 
+    # ------------------------------------------------------------------ state limits
+    @staticmethod
+    def state_limit(rule: ast.Rule) -> int | None:
+        """``keep state (max N)``: the most states the rule may hold at once."""
+        return next((o.value for o in rule.state.options if o.name == "max" and o.value is not None), None)
+
+    def limit_chain(self, rule: ast.Rule) -> str:
+        """``max_rN``: one ``ct count`` shared by every branch and pass of the rule (a
+        standalone ct count keeps its own list of live connections), so it counts the rule's
+        connections as pf counts its states; over the limit the packet is dropped
+        (pf: PFRES_MAXSTATES). Created on first use."""
+        name = f"max_r{self.index[id(rule)]}"
+        if name not in self.rules:
+            self.chain(name)
+            self.emit(name, [{"ct count": {"val": self.state_limit(rule), "inv": True}}, x.DROP], f"max {self.state_limit(rule)}")
+        return name
+
+    def source_limits(self, rule: ast.Rule, point: str) -> list[list[dict[str, Any]]]:
+        """max-src-conn / max-src-conn-rate: a per-source dynamic set with a ct count or a
+        limit; a source over it has its new connection dropped and, with ``overload <t>``,
+        joins the table's companion set. Counted at a connection's first packet (pf counts
+        completed TCP handshakes)."""
+        options = {o.name: o for o in rule.state.options}
+        if "max-src-conn" not in options and "max-src-conn-rate" not in options:
+            return []
+        nr = self.index[id(rule)]
+        overload = options.get("overload")
+        result = []
+        for family, nft_type, tag in (("ip", "ipv4_addr", "v4"), ("ip6", "ipv6_addr", "v6")):
+            key = x.payload(family, "saddr")
+            tail: list[dict[str, Any]] = []
+            if overload and overload.text:
+                self.set_for(ast.TableAddress(overload.text), family)
+                tail.append({"set": {"op": "add", "elem": key, "set": "@" + self.sets[(f"<{overload.text}>+", family)]}})
+            tail.append(x.DROP)
+            head = [x.match(x.meta("nfproto"), _nfproto(family))]
+            if "max-src-conn" in options:
+                name = self.source_set(f"r{nr}_conn_{tag}", nft_type, None)
+                stmt = {"set": {"op": "add", "elem": key, "set": "@" + name, "stmt": [{"ct count": {"val": options["max-src-conn"].value, "inv": True}}]}}
+                result.append(head + [stmt] + tail)
+            if "max-src-conn-rate" in options:
+                count, seconds = options["max-src-conn-rate"].value or 1, options["max-src-conn-rate"].value2 or 1
+                rate, per = _rate(count, seconds)
+                name = self.source_set(f"r{nr}_rate_{tag}", nft_type, max(seconds, 1))
+                stmt = {"set": {"op": "update", "elem": key, "set": "@" + name,
+                                "stmt": [{"limit": {"rate": rate, "per": per, "burst": count, "inv": True}}]}}
+                result.append(head + [stmt] + tail)
+        return result
+
+    def source_set(self, name: str, nft_type: str, timeout: int | None) -> str:
+        """A per-source dynamic set, created once per rule (both passes share it)."""
+        if ("src", name) not in self.sets:
+            fields: dict[str, Any] = {"name": name, "type": nft_type, "size": 65535}
+            if timeout:
+                fields["flags"], fields["timeout"] = ["timeout"], timeout
+            self.objects.append(x.add("set", **fields))
+            self.sets[("src", name)] = name
+        return name
+
+    # ------------------------------------------------------------------ if-bound states
+    def is_bound(self, rule: Any) -> bool:
+        """pf.conf(5): a rule's ``(if-bound)``/``(floating)`` overrides ``set state-policy``."""
+        names = [o.name for o in rule.state.options] if isinstance(rule, ast.Rule) else []
+        if "if-bound" in names or "floating" in names:
+            return "if-bound" in names
+        return self.ruleset.options.state_policy == "if-bound"
+
+    def bound_interfaces(self, rules: list[ast.Rule]) -> list[str]:
+        """The Linux devices an if-bound state can be tied to: the interface view's, the
+        device map's and those named in rules. A state made on another one stays floating."""
+        names: set[str] = set(self.devices.values())
+        if self.view is not None:
+            names.update(self.device(n) for n in self.view.names())
+        for rule in rules:
+            match = getattr(rule, "interface", None)
+            if match is not None and match.name != "any":
+                members = (self.view.members(match.name) if self.view else ()) or (match.name,)
+                names.update(self.device(m) for m in members)
+        ordered = sorted(names)
+        if len(ordered) > MAX_BOUND_IFS:
+            self.warn(f"if-bound: more than {MAX_BOUND_IFS} interfaces; states made on {', '.join(ordered[MAX_BOUND_IFS:])} are floating")
+        return ordered[:MAX_BOUND_IFS]
+
+    def bind_chain(self, side: str, point: str) -> None:
+        """``bind_<side>_<pass>``: tie the side's state to the packet's interface, then accept.
+        ct label bits can only be set from constants, so one rule per known interface."""
+        name = f"bind_{side.lower()}_{point}"
+        self.chain(name)
+        key = x.meta("iifname" if point == IN else "oifname")
+        for index, device in enumerate(self.bound_ifs):
+            self.emit(name, [x.match(key, device), x.set_ct_label(LABEL_BOUND[side]), x.set_ct_label(label_bit(side, index)), x.ACCEPT],
+                      f"if-bound to {device}")
+        self.emit(name, [x.ACCEPT], "unknown interface: floating")
+
+    def state_verdict(self, side: str, point: str, bound: bool) -> dict[str, Any]:
+        """How a state-creating rule ends: accept (floating) or bind to the interface first."""
+        return x.goto(f"bind_{side.lower()}_{point}") if bound and self.bound_ifs else x.ACCEPT
+
+    def interface_check(self, chain: str, side: str, point: str, ok: str) -> None:
+        """pf_find_state skips a state bound to another interface: the packet goes on to the
+        rules, as if there were no state. Only positive label tests exist (``ct label != N``
+        compares all 128 bits), so a usable state jumps to ``ok`` and a bound one returns."""
+        key = x.meta("iifname" if point == IN else "oifname")
+        bound = x.match(x.CT_LABEL, LABEL_BOUND[side], "in")
+        for index, device in enumerate(self.bound_ifs):
+            self.emit(chain, [bound, x.match(key, device), x.match(x.CT_LABEL, label_bit(side, index), "in"), x.goto(ok)],
+                      f"side {side} bound to {device}")
+        self.emit(chain, [bound, x.RETURN], f"side {side} bound to another interface: evaluate the rules")
+        self.emit(chain, [x.goto(ok)], f"side {side} floating")
+
     def check_unsupported(self, rule: ast.Rule) -> None:
         state = rule.state
         if state.kind == "modulate":
@@ -804,13 +968,13 @@ class _Compiler:
         if state.kind == "synproxy":
             self.warn("synproxy state: compiled as keep state (nft synproxy needs untracked SYNs, which bypass NAT and the post-NAT out-pass)", rule)
         for option in state.options:
-            if option.name in ("floating",):
-                continue
-            if option.name == "if-bound":
-                self.warn("keep state (if-bound): states are floating", rule)
-            elif option.name == "no-sync":
-                continue
-            else:
+            if option.name in ("adaptive.start", "adaptive.end"):
+                self.warn("adaptive timeouts (adaptive.start/end; pf derives them from max): not enforced, conntrack's timeouts do not scale", rule)
+            elif option.name == "overload" and option.flush:
+                self.warn("overload flush: the source's other states are not flushed (only new connections are refused)", rule)
+            elif option.name == "source-track" and any(o.name in ("max-src-conn", "max-src-conn-rate") for o in state.options):
+                continue  # implied by max-src-conn*, which the per-source sets enforce
+            elif option.name not in ("floating", "if-bound", "no-sync", "max", "max-src-conn", "max-src-conn-rate", "overload"):
                 self.warn(f"state option {option.name}: not enforced by the kernel ruleset", rule)
         for attribute, text in (("route", "route-to/reply-to/dup-to"), ("rtable", "rtable"), ("divert", "divert-to"),
                                 ("queue", "queue"), ("dnpipe", "dnpipe"), ("dnqueue", "dnqueue"), ("set_prio", "set prio"),
@@ -840,13 +1004,22 @@ class _Compiler:
             self.warn(f"more than {MAX_RULE_ID - 1} rules: state-matched packets of later rules are not counted")
         return names
 
-    def state_check(self, chain: str, point: str, maps: dict[tuple[str, str], str]) -> None:
+    def state_check(self, head: str, point: str, maps: dict[tuple[str, str], str]) -> None:
         """A packet with a pf state on this side passes without rule evaluation, charged to the
         rule that made the state (pf_test_state_*)."""
         for direction in ("original", "reply"):
+            chain = head
             side = side_of(point, direction)
             flag, _shift, mask = side_bits(side)
             test = [x.match(x.CT_DIRECTION, direction), x.match(x.band(x.CT_MARK, flag), flag)]
+            if self.bound_ifs:
+                # The state rules move to a chain that returns when the state is bound elsewhere.
+                check, sub = f"ifcheck_{side.lower()}_{point}_{direction}", f"state_{side.lower()}_{point}_{direction}"
+                self.chain(check)
+                self.chain(sub)
+                self.emit(chain, test + [x.jump(check)], f"state side {side}")
+                self.interface_check(check, side, point, sub)
+                chain, test = sub, []
             self.emit(chain, test + [{"counter": {"map": {"key": x.band(x.CT_MARK, mask), "data": "@" + maps[(side, point)]}}}], f"state side {side}: charge the rule that made it")
             for rule in self.log_all:
                 rid = rule_id(self.index[id(rule)])
@@ -905,18 +1078,25 @@ class _Compiler:
                              [x.match(x.meta("nfproto"), "ipv6"), x.match({"exthdr": {"name": "rt", "field": "type"}}, 0)]):
                     self.emit(chain, branch + opts + [x.DROP], comment + " (ip options)")
             if rule.state.kind != "none":
+                if self.state_limit(rule) is not None:
+                    self.emit(chain, branch + [x.jump(self.limit_chain(rule))], comment + " max")
+                for exprs in self.source_limits(rule, point):
+                    self.emit(chain, branch + exprs, comment + " source limit")
                 # Record the state on this pass's side (by ct direction), then accept. Two
                 # exclusive rules rather than a jump: no per-rule chain to create and load.
                 for direction in ("original", "reply"):
-                    flag, shift, mask = side_bits(side_of(point, direction))
+                    side = side_of(point, direction)
+                    flag, shift, mask = side_bits(side)
                     self.emit(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log
-                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment)
+                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))], comment)
             else:
                 # no state: pass statelessly, unless a translation on this pass forces state.
                 status = "dnat" if point == IN else "snat"
-                flag, shift, mask = side_bits(side_of(point, "original"))
+                side = side_of(point, "original")
+                flag, shift, mask = side_bits(side)
                 self.emit(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log
-                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], comment + " (translation forces state)")
+                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
+                          comment + " (translation forces state)")
                 self.emit(chain, branch + [counter] + log + [x.ACCEPT], comment)
 
     def block(self, chain: str, branch: Branch, rule: ast.Rule, point: str, counter: dict[str, Any], comment: str) -> None:
@@ -943,9 +1123,20 @@ class _Compiler:
     def forced_state(self, chain: str, point: str, rid: int = 0) -> None:
         """pf always creates state when a translation applied on this pass (§2.2)."""
         status = "dnat" if point == IN else "snat"
-        flag, shift, mask = side_bits(side_of(point, "original"))
+        side = side_of(point, "original")
+        flag, shift, mask = side_bits(side)
+        bound = self.ruleset.options.state_policy == "if-bound"
         self.emit(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"),
-                          x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT], "translation forces state")
+                          x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)], "translation forces state")
+
+
+def _rate(count: int, seconds: int) -> tuple[int, str]:
+    """``count`` per ``seconds`` as nft's integer rate per unit (the finest exact one; a day
+    rounds up)."""
+    for per, length in (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400)):
+        if (count * length) % seconds == 0:
+            return count * length // seconds, per
+    return -(-count * 86400 // seconds), "day"
 
 
 def _rule_text(rule: Any) -> str:

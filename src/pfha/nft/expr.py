@@ -16,6 +16,7 @@ CT_MARK: Expr = {"ct": {"key": "mark"}}
 CT_DIRECTION: Expr = {"ct": {"key": "direction"}}
 CT_STATUS: Expr = {"ct": {"key": "status"}}
 CT_STATE: Expr = {"ct": {"key": "state"}}
+CT_LABEL: Expr = {"ct": {"key": "label"}}
 ACCEPT: Expr = {"accept": None}
 DROP: Expr = {"drop": None}
 RETURN: Expr = {"return": None}
@@ -68,6 +69,11 @@ def goto(chain: str) -> Expr:
 def set_ct_mark(keep_mask: int, value: int) -> Expr:
     """``ct mark set ct mark & KEEP | VALUE``: constants only (nft cannot OR two registers)."""
     return {"mangle": {"key": CT_MARK, "value": bor(band(CT_MARK, keep_mask & 0xFFFFFFFF), value)}}
+
+
+def set_ct_label(bit: int) -> Expr:
+    """``ct label set BIT``: labels are set one constant bit at a time (never cleared)."""
+    return {"mangle": {"key": CT_LABEL, "value": bit}}
 
 
 def log(prefix_text: str, group: int) -> Expr:

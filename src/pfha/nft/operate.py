@@ -309,6 +309,7 @@ def table_show(name: str) -> str:
     table = _table(name)
     nft = loader.Nft()
     nets = [n for family in ("ip", "ip6") for n in _set_networks(nft, table["sets"][family])]
+    nets += [n for name in table.get("overload", {}).values() for n in _set_networks(nft, name) if n not in nets]
     return "\n".join(f"   {n.network_address if n.prefixlen == n.max_prefixlen else n}" for n in nets)
 
 
@@ -319,6 +320,8 @@ def table_modify(name: str, op: str, addresses: list[str]) -> str:
         raise PfctlError(f"Operation not permitted: table <{name}> is const")
     nft = loader.Nft()
     current = {family: _set_networks(nft, table["sets"][family]) for family in ("ip", "ip6")}
+    for family, name in table.get("overload", {}).items():  # sources added by overload join the table
+        current[family] += [n for n in _set_networks(nft, name) if not any(n.subnet_of(c) for c in current[family])]
     given = [_network(a) for a in addresses]
     before = sum(len(v) for v in current.values())
     if op == "flush":
@@ -345,6 +348,8 @@ def table_modify(name: str, op: str, addresses: list[str]) -> str:
     for family in ("ip", "ip6"):
         ref = {"family": FAMILY, "table": TABLE, "name": table["sets"][family]}
         batch.append({"flush": {"set": ref}})
+        if family in table.get("overload", {}):
+            batch.append({"flush": {"set": {**ref, "name": table["overload"][family]}}})
         nets = sorted(set(new[family]), key=lambda n: (int(n.network_address), n.prefixlen))
         if nets:
             batch.append({"add": {"element": {**ref, "elem": _elements(nets)}}})
