@@ -451,40 +451,26 @@ def _icmp(icmp, af) -> str:
     return text
 
 
+# print_rule prints the scrub options of a match rule inside " scrub ( ... )" and those of a
+# legacy scrub rule inline, each in its own order.
+_MATCH_SCRUB_ORDER = ("no-df", "random-id", "min-ttl", "set-tos", "reassemble tcp", "max-mss")
+_SCRUB_ORDER = ("no-df", "random-id", "min-ttl", "max-mss", "set-tos", "reassemble tcp")
+
+
 def _scrub_opts(sc, match: bool) -> str:
-    out = []
+    given = {
+        "no-df": "no-df" if sc.no_df else None,
+        "random-id": "random-id" if sc.random_id else None,
+        "min-ttl": f"min-ttl {sc.min_ttl}" if sc.min_ttl else None,
+        "max-mss": f"max-mss {sc.max_mss}" if sc.max_mss else None,
+        "set-tos": "set-tos 0x%2.2x" % sc.set_tos if sc.set_tos is not None else None,
+        "reassemble tcp": "reassemble tcp" if sc.reassemble_tcp else None,
+    }
     if match:
-        # print_rule: " scrub (" options separated by blanks ")", in this order
-        inner = []
-        if sc.no_df:
-            inner.append("no-df")
-        if sc.random_id:
-            inner.append("random-id")
-        if sc.min_ttl:
-            inner.append(f"min-ttl {sc.min_ttl}")
-        if sc.set_tos is not None:
-            inner.append("set-tos 0x%2.2x" % sc.set_tos)
-        if sc.reassemble_tcp:
-            inner.append("reassemble tcp")
-        if sc.max_mss:
-            inner.append(f"max-mss {sc.max_mss}")
+        inner = [given[name] for name in _MATCH_SCRUB_ORDER if given[name]]
         return " scrub (" + " ".join(inner) + ")" if inner else ""
-    if sc.no_df:
-        out.append(" no-df")
-    if sc.random_id:
-        out.append(" random-id")
-    if sc.min_ttl:
-        out.append(f" min-ttl {sc.min_ttl}")
-    if sc.max_mss:
-        out.append(f" max-mss {sc.max_mss}")
-    if sc.set_tos is not None:
-        out.append(" set-tos 0x%2.2x" % sc.set_tos)
-    if sc.reassemble_tcp:
-        out.append(" reassemble tcp")
-    if sc.fragment == "no-reassemble":
-        out.append(" fragment no reassemble")
-    else:
-        out.append(" fragment reassemble")
+    out = [" " + given[name] for name in _SCRUB_ORDER if given[name]]
+    out.append(" fragment no reassemble" if sc.fragment == "no-reassemble" else " fragment reassemble")
     return "".join(out)
 
 

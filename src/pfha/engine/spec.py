@@ -106,13 +106,9 @@ def parse_packet(text: str, *, need_place: bool = True) -> PacketSpec:
     src = dst = None
     sport = dport = 0
     flags = None
-    seq = ack = None
-    win = 65535
-    length = 0
-    mss = wscale = None
-    ttl = 64
+    # numeric words (seq, ack, win, len, mss, wscale, ttl, id); seq/ack/mss/wscale absent = unset
+    num: dict[str, int] = {"win": 65535, "len": 0, "ttl": 64, "id": 0}
     icmp_type = icmp_code = None
-    icmp_id = 0
     ip_options = b""
     fragment = False
     tag = None
@@ -165,23 +161,7 @@ def parse_packet(text: str, *, need_place: bool = True) -> PacketSpec:
                 except (IndexError, ValueError):
                     raise SpecError("'at' needs a time in seconds") from None
             else:
-                value = _number(words, i, word)
-                if word == "seq":
-                    seq = value
-                elif word == "ack":
-                    ack = value
-                elif word == "win":
-                    win = value
-                elif word == "len":
-                    length = value
-                elif word == "mss":
-                    mss = value
-                elif word == "wscale":
-                    wscale = value
-                elif word == "ttl":
-                    ttl = value
-                else:
-                    icmp_id = value
+                num[word] = _number(words, i, word)
         elif word in ("icmp-type", "icmp6-type"):
             i += 1
             if i >= len(words):
@@ -220,27 +200,27 @@ def parse_packet(text: str, *, need_place: bool = True) -> PacketSpec:
             proto = IPPROTO_TCP
         else:
             raise SpecError("say which protocol: 'proto tcp|udp|icmp|...'")
-    packet = Packet(af, src[1], dst[1], proto, sport, dport, ttl=ttl, ip_options=ip_options if af == 4 else b"",
-                    payload=bytes(length))
+    packet = Packet(af, src[1], dst[1], proto, sport, dport, ttl=num["ttl"], ip_options=ip_options if af == 4 else b"",
+                    payload=bytes(num["len"]))
     packet.tag = tag
     if fragment:
         packet.frag_offset = 1480
     if proto == IPPROTO_TCP:
         packet.flags = flags if flags is not None else TH_SYN
-        packet.seq = seq if seq is not None else 0
-        packet.ack = ack if ack is not None else 0
-        packet.win = win
+        packet.seq = num.get("seq", 0)
+        packet.ack = num.get("ack", 0)
+        packet.win = num["win"]
         options = b""
-        if mss is not None:
-            options += bytes((2, 4, mss >> 8, mss & 0xFF))
-        if wscale is not None:
-            options += bytes((1, 3, 3, wscale))
+        if "mss" in num:
+            options += bytes((2, 4, num["mss"] >> 8, num["mss"] & 0xFF))
+        if "wscale" in num:
+            options += bytes((1, 3, 3, num["wscale"]))
         packet.tcp_options = options
     elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
-        _icmp_fields(packet, icmp_type, icmp_code, icmp_id, inner_words)
+        _icmp_fields(packet, icmp_type, icmp_code, num["id"], inner_words)
     elif inner_words:
         raise SpecError("'quote' is only for ICMP errors")
-    return PacketSpec(packet, ifname or "", direction or "in", at, seq is not None, ack is not None, text.strip())
+    return PacketSpec(packet, ifname or "", direction or "in", at, "seq" in num, "ack" in num, text.strip())
 
 
 def _icmp_fields(packet: Packet, icmp_type: Optional[str], icmp_code: Optional[str], icmp_id: int,
