@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import operator
 import os
 import socket
@@ -257,6 +258,24 @@ class _Layout(NamedTuple):
     record: struct.Struct  # wire.STATE with absent fields as zero padding
     mark: int  # index of the mark's bytes in ``whole``'s values, -1: no mark
     kind: int
+    columns: _Columns  # the same layout as byte offsets, for a run of events read at once
+
+
+class _Columns(NamedTuple):
+    """A layout as byte offsets, to decode a run of same-layout events column by column.
+
+    recvmmsg(2) puts the events of one read into fixed-size slots, so byte ``k`` of every event
+    is ``slot`` bytes from the previous one's: one strided slice (a C loop) reads or compares
+    that field for the whole run, and the Python work per event disappears (see
+    :meth:`EventSource.read_runs`). Every offset of a ``width``-byte field is a multiple of
+    ``width``, in the message and in the record, so a field is one element of a memoryview cast
+    to that width."""
+
+    words: tuple[tuple[int, bytes], ...]  # (offset, expected 4 bytes): every attribute header, the nlmsghdr's length, type and flags
+    bytes_: tuple[tuple[int, int], ...]  # (offset, expected value): family and both tuples' protocols
+    copies: tuple[tuple[int, int, int], ...]  # (width, offset in the record, offset in the message)
+    template: bytes  # a record with the constant fields (family, protocol) set, the rest zero
+    mark: int  # offset of the mark's 4 bytes in the message, -1: no mark
 
 
 _LAYOUTS: dict[tuple[int, int, int], _Layout | None] = {}
@@ -297,6 +316,8 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
     check = [0, 1, 2, 5]
     at, end, n = off + 20, off + length, 8
     where: dict[int, int] = {}  # attribute type -> index of its first field
+    place: dict[int, int] = {}  # attribute type -> its offset in the message
+    headers = [0, 4]  # offsets of the 4-byte words to compare: nlmsghdr length, type + flags...
     while at < end:
         if at + 4 > end:
             return None
@@ -308,6 +329,7 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
         if kind in where:
             return None  # a repeated attribute: leave it to the general parser
         where[kind] = n
+        place[kind] = at - off
         if kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
             if size != 52:
                 return None
@@ -317,14 +339,17 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
                     or t[14] not in _PORTS):
                 return None
             fmt.append(_FAST_TUPLE)
+            headers += [at - off + i for i in (0, 4, 8, 16, 24, 28, 36, 44)]
             check += [n + i for i in (0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 18, 19)]
             n += 21
         elif kind in (CTA_STATUS, CTA_TIMEOUT, CTA_MARK) and size == 8:
             fmt.append("HH4s")
+            headers.append(at - off)
             check += [n, n + 1]
             n += 3
         elif kind == CTA_ZONE and size == 6:
             fmt.append("HH2s2x")
+            headers.append(at - off)
             check += [n, n + 1]
             n += 3
         elif kind == CTA_PROTOINFO and size == 48:
@@ -333,6 +358,7 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
                     or t[10:12] != (5, 3) or t[13:15] != (6, 4) or t[16:18] != (6, 5):
                 return None
             fmt.append(_FAST_TCP)
+            headers += [at - off + i for i in (0, 4, 8, 16, 24, 32, 40)]
             check += [n + i for i in (0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 13, 14, 16, 17)]
             n += 19
         else:
@@ -340,6 +366,7 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
                         CTA_PROTOINFO):
                 return None  # one we read, in an unusual size
             fmt.append(f"HH{padded - 4}x")
+            headers.append(at - off)
             check += [n, n + 1]
             n += 2
         at += padded
@@ -383,7 +410,29 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
     if info is not None and sample[orig + 14] != socket.IPPROTO_TCP:
         return None
     return _Layout(whole, getter, getter(sample), operator.itemgetter(*values), packer,
-                   where[CTA_MARK] + 2 if CTA_MARK in where else -1, kind)
+                   where[CTA_MARK] + 2 if CTA_MARK in where else -1, kind,
+                   _columns(bytes(buf[off:off + length]), place, headers, sample[orig + 14]))
+
+
+def _columns(message: bytes, place: dict[int, int], headers: list[int], proto: int) -> _Columns:
+    """The byte offsets of a layout :func:`_compile_layout` accepted (IPv4, ported tuples)."""
+    orig, reply = place[CTA_TUPLE_ORIG], place[CTA_TUPLE_REPLY]
+    copies = []
+    if CTA_ZONE in place:
+        copies.append((2, 2, place[CTA_ZONE] + 4))
+    for tup, at in ((orig, 4), (reply, 52)):  # src, dst, sport, dport: 4, 4, 2, 2 bytes
+        copies += [(4, at, tup + 12), (4, at + 16, tup + 20), (2, at + 32, tup + 40), (2, at + 34, tup + 48)]
+    for kind, at in ((CTA_STATUS, 88), (CTA_TIMEOUT, 92), (CTA_MARK, 96)):
+        if kind in place:
+            copies.append((4, at, place[kind] + 4))
+    info = place.get(CTA_PROTOINFO)
+    if info is not None:  # state, window scales, flag bytes
+        copies += [(1, 100 + i, info + 12 + 8 * i) for i in range(5)]
+    template = bytearray(wire.STATE.size)
+    template[0], template[1] = socket.AF_INET, proto
+    return _Columns(tuple((k, message[k:k + 4]) for k in headers),
+                    ((16, socket.AF_INET), (orig + 32, proto), (reply + 32, proto)),
+                    tuple(copies), bytes(template), place[CTA_MARK] + 4 if CTA_MARK in place else -1)
 
 
 # --- building requests -----------------------------------------------------------------------
@@ -705,38 +754,146 @@ def dump_request(seq: int) -> bytes:
 MSG_DONTWAIT, MSG_TRUNC = 0x40, 0x20
 
 
-class _MultiReceiver:
-    """recvmmsg(2) through ctypes: many netlink datagrams per system call into one buffer.
+class Run(NamedTuple):
+    """``count`` consecutive kernel events of one kind and one layout, read at once: their
+    packed ``wire.STATE`` records (creator and version 0) back to back in ``records``, and the
+    netlink port ids they were sent for (native 32-bit words) in ``pids``."""
+
+    kind: int
+    records: bytes
+    count: int
+    pids: bytes
+
+
+RUN_MIN = 8  # fewer same-layout events are decoded one at a time (the columns' fixed cost)
+_REF_CACHE_MAX = 512
+
+
+class _Slots:
+    """Fixed-size slots for a batch of netlink datagrams, as recvmmsg(2) fills them: datagram
+    ``i`` at ``data[i * slot:]``, its size and flags in ``struct mmsghdr`` ``i`` of ``headers``.
+
+    Byte ``k`` of every datagram is ``slot`` bytes after the previous one's, so a field of a run
+    of same-layout events is one strided slice (:meth:`column`): this is what makes decoding a
+    run cost a fixed number of C loops instead of Python work per event."""
+
+    HDR = 64  # sizeof(struct mmsghdr): struct msghdr (56) + msg_len + padding
+    FLAGS, SIZE = 48 // 4, 56 // 4  # msg_flags and msg_len, as 32-bit word indices in a header
+
+    def __init__(self, count: int, slot: int) -> None:
+        assert slot % 8 == 0
+        self.count, self.slot = count, slot
+        self.data = bytearray(count * slot)
+        self.headers = bytearray(count * self.HDR)
+        data = memoryview(self.data)
+        self.views = {1: data, 2: data.cast("H"), 4: data.cast("I")}
+        self._sizes = memoryview(self.headers).cast("I")
+        self._refs: dict[tuple[int, bytes], memoryview] = {}
+
+    def put(self, i: int, message: bytes, flags: int = 0) -> None:
+        """Place a datagram as the kernel would (tests; the receiver's kernel does it itself)."""
+        self.data[i * self.slot:i * self.slot + len(message)] = message
+        struct.pack_into("=i4xI", self.headers, i * self.HDR + 48, flags, len(message))
+
+    def size(self, i: int) -> int:
+        return self._sizes[i * 16 + self.SIZE]
+
+    def flags_clear(self, got: int) -> bool:
+        """No datagram of the batch has msg_flags set (MSG_TRUNC: larger than its slot)."""
+        return self._sizes[self.FLAGS:(got - 1) * 16 + self.FLAGS + 1:16] == self._ref(4, bytes(4))[:got]
+
+    def column(self, width: int, first: int, n: int, offset: int) -> memoryview:
+        """The ``width``-byte field at ``offset`` of datagrams ``first .. first + n - 1``."""
+        step = self.slot // width
+        at = (first * self.slot + offset) // width
+        return self.views[width][at:at + (n - 1) * step + 1:step]
+
+    def sizes(self, first: int, n: int) -> memoryview:
+        at = first * 16 + self.SIZE
+        return self._sizes[at:at + (n - 1) * 16 + 1:16]
+
+    def _ref(self, width: int, value: bytes) -> memoryview:
+        """``value`` repeated ``count`` times, as a view of ``width``-byte items (compare with a
+        column in one C loop)."""
+        ref = self._refs.get((width, value))
+        if ref is None:
+            if len(self._refs) >= _REF_CACHE_MAX:
+                self._refs.clear()
+            view = memoryview(value * self.count)
+            ref = self._refs[(width, value)] = view if width == 1 else view.cast("BHxI"[width - 1])
+        return ref
+
+    def same(self, column: memoryview, width: int, value: bytes) -> bool:
+        return column == self._ref(width, value)[:len(column)]
+
+    def decode_run(self, cols: _Columns, first: int, n: int, length: int, mark_mask: int) -> bytes | None:
+        """The packed records of datagrams ``first .. first + n - 1``, each one message of the
+        layout ``cols`` (of ``length`` bytes), after checking every attribute header, the family,
+        the protocols and the sizes of all of them; None if any differs or any is filtered out
+        by the mark (the caller then decodes them one by one), b"" if all are filtered out."""
+        same, column = self.same, self.column
+        if not same(self.sizes(first, n), 4, struct.pack("=I", length)):
+            return None
+        for offset, word in cols.words:
+            if not same(column(4, first, n, offset), 4, word):
+                return None
+        for offset, value in cols.bytes_:
+            if not same(column(1, first, n, offset), 1, bytes((value,))):
+                return None
+        if mark_mask:
+            if cols.mark < 0:
+                return b""  # no mark attribute: the mark is 0
+            passed = 0
+            for i, byte in enumerate(mark_mask.to_bytes(4, "big")):
+                if byte:
+                    hits = column(1, first, n, cols.mark + i).tobytes().translate(_BIT_TABLES[byte])
+                    passed |= int.from_bytes(hits, "big")
+            if passed.to_bytes(n, "big").count(0):
+                return None  # some are not ours to sync: one by one
+        out = bytearray(cols.template * n)
+        size = len(cols.template)
+        views = {1: memoryview(out), 2: None, 4: None}
+        for width, at, offset in cols.copies:
+            view = views[width]
+            if view is None:
+                view = views[width] = views[1].cast("BHxI"[width - 1])
+            view[at // width::size // width] = column(width, first, n, offset)
+        return bytes(out)
+
+
+# byte -> 1 if it shares a bit with the mask byte, else 0 (one table per mask byte)
+_BIT_TABLES = {m: bytes(1 if v & m else 0 for v in range(256)) for m in range(1, 256)}
+
+
+class _MultiReceiver(_Slots):
+    """recvmmsg(2) through ctypes: many netlink datagrams per system call into :class:`_Slots`.
 
     The kernel sends one conntrack event per datagram, so reading them one ``recv`` at a time
     costs a system call and an interpreter round trip per event; this reads up to ``count``
     (conntrackd reads its socket in a loop in C). ``struct mmsghdr`` is laid out for 64-bit
     Linux only; :meth:`open` returns None elsewhere or without ``recvmmsg``, and the caller falls
-    back to ``recv_into``. A datagram larger than its slot raises ENOBUFS: the caller then
-    resynchronises from a dump, as for a kernel overrun (events are far smaller than a slot).
+    back to ``recv_into``. A datagram larger than its slot (1 KiB: conntrack events are 150-600
+    bytes) is cut short and flagged MSG_TRUNC: the caller resynchronises from a dump, as for a
+    kernel overrun.
     """
 
-    HDR = 64  # sizeof(struct mmsghdr): struct msghdr (56) + msg_len + padding
-    _RESULT = struct.Struct("=i4xI")  # msg_flags (offset 48), msg_len (offset 56)
-
     def __init__(self, fd: int, recvmmsg, count: int, slot: int) -> None:
-        self.fd, self.count, self.slot = fd, count, slot
+        super().__init__(count, slot)
+        self.fd = fd
         self._call = recvmmsg
-        self.data = bytearray(count * slot)
-        self._headers = bytearray(count * self.HDR)
         self._iovecs = bytearray(count * 16)
         self._data_c = (ctypes.c_char * len(self.data)).from_buffer(self.data)
-        self._headers_c = (ctypes.c_char * len(self._headers)).from_buffer(self._headers)
+        self._headers_c = (ctypes.c_char * len(self.headers)).from_buffer(self.headers)
         self._iovecs_c = (ctypes.c_char * len(self._iovecs)).from_buffer(self._iovecs)
         data, iovecs = ctypes.addressof(self._data_c), ctypes.addressof(self._iovecs_c)
         for i in range(count):
             struct.pack_into("=QQ", self._iovecs, 16 * i, data + i * slot, slot)
             # msg_name NULL, namelen 0, msg_iov, msg_iovlen 1, no control, flags 0
-            struct.pack_into("=QI4xQQQQi4xI4x", self._headers, self.HDR * i, 0, 0, iovecs + 16 * i, 1, 0, 0, 0, 0)
+            struct.pack_into("=QI4xQQQQi4xI4x", self.headers, self.HDR * i, 0, 0, iovecs + 16 * i, 1, 0, 0, 0, 0)
         self._headers_addr = ctypes.addressof(self._headers_c)
 
     @classmethod
-    def open(cls, fd: int, count: int = 256, slot: int = 8192) -> _MultiReceiver | None:
+    def open(cls, fd: int, count: int = 256, slot: int = 1024) -> _MultiReceiver | None:
         if ctypes.sizeof(ctypes.c_void_p) != 8 or not sys.platform.startswith("linux") \
                 or os.environ.get("PFHA_SYNC_NO_RECVMMSG"):
             return None
@@ -748,22 +905,111 @@ class _MultiReceiver:
         recvmmsg.restype = ctypes.c_int
         return cls(fd, recvmmsg, count, slot)
 
-    def receive(self, limit: int) -> list[tuple[int, int]]:
-        """(offset in ``data``, size) of each datagram read; empty if none waits."""
+    def receive(self, limit: int) -> int:
+        """How many datagrams were read into the slots (0 if none waits)."""
         got = self._call(self.fd, self._headers_addr, min(limit, self.count), MSG_DONTWAIT, None)
         if got < 0:
             code = ctypes.get_errno()
             if code in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return []
+                return 0
             raise OSError(code, os.strerror(code))
-        spans = []
-        result, headers, slot = self._RESULT.unpack_from, self._headers, self.slot
-        for i in range(got):
-            flags, size = result(headers, self.HDR * i + 48)
-            if flags & MSG_TRUNC:
-                raise OSError(errno.ENOBUFS, "netlink datagram larger than its slot")
-            spans.append((i * slot, size))
-        return spans
+        return got
+
+
+def _bpf(*insns: tuple[int, int, int, int]) -> bytes:
+    return b"".join(struct.pack("=HBBI", *insn) for insn in insns)
+
+
+_BPF_NLATTR = (-0x1000 + 12) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_NLATTR: A = offset of attribute X from offset A
+
+
+def event_filter(ignore_pid: int, mark_mask: int) -> bytes:
+    """The classic BPF program for the event socket (conntrackd's "Filter From Kernelspace"):
+    drop the echoes of our own writes (``nlmsg_pid == ignore_pid``; -1: none) and, with a
+    non-zero mask, every event of an entry whose ``ct mark & mark_mask`` is 0 — the kernel then
+    never queues them (nor counts them against the receive buffer). Messages that are not
+    conntrack entries (errors, other subsystems) have no CTA_MARK and are dropped too: this
+    socket only ever reads entries."""
+    insns = []
+    if ignore_pid >= 0:
+        pid_as_loaded = int.from_bytes(ignore_pid.to_bytes(4, sys.byteorder), "big")  # BPF loads are big-endian
+        insns += [(0x20, 0, 0, 12),  # ld [12]: nlmsg_pid
+                  (0x15, 0, 1, pid_as_loaded),  # jeq pid ? next : skip one
+                  (0x06, 0, 0, 0)]  # ret 0: drop
+    if mark_mask:
+        insns += [(0x01, 0, 0, CTA_MARK),  # ldx #CTA_MARK
+                  (0x00, 0, 0, 20),  # ld #20: the attributes start after nlmsghdr + nfgenmsg
+                  (0x20, 0, 0, _BPF_NLATTR),  # A = offset of CTA_MARK, or 0
+                  (0x15, 3, 0, 0),  # jeq 0 ? drop (no mark: it is 0)
+                  (0x07, 0, 0, 0),  # tax
+                  (0x40, 0, 0, 4),  # ld [x + 4]: the mark (network order)
+                  (0x45, 1, 0, mark_mask),  # jset mask ? accept : drop
+                  (0x06, 0, 0, 0)]  # ret 0: drop
+    insns.append((0x06, 0, 0, 0xFFFFFFFF))  # ret all: accept
+    return _bpf(*insns)
+
+
+class EventDecoder:
+    """Kernel events from datagrams into :class:`Event` and :class:`Run` items, filtered by the
+    ct mark and without our own writes' echoes (``ignore_pid``). Pure: it reads buffers only."""
+
+    def __init__(self, mark_mask: int = 0, ignore_pid: int = -1, filtered_in_kernel: bool = False) -> None:
+        self.mark_mask = mark_mask
+        self.ignore_pid = ignore_pid
+        self.filtered_in_kernel = filtered_in_kernel  # no echo of ours can be in a batch
+        self.ignored = 0  # echoes that reached user space anyway
+
+    def batch(self, batch: _Slots, got: int, items: list) -> None:
+        """Cut the batch into runs of one (length, type, flags) and decode each run in columns;
+        short runs, unknown layouts and runs that fail a check one event at a time."""
+        columns_ok = self.ignore_pid < 0 or self.filtered_in_kernel
+        lengths = batch.column(4, 0, got, 0)
+        kinds = batch.column(4, 0, got, 4)
+        if batch.same(lengths, 4, lengths[0:1].tobytes()) and batch.same(kinds, 4, kinds[0:1].tobytes()):
+            runs: Iterable[tuple[tuple[int, int], int]] = (((lengths[0], kinds[0]), got),)
+        else:
+            runs = [(key, len(list(group))) for key, group in itertools.groupby(zip(lengths.tolist(), kinds.tolist()))]
+        data, slot, mask = batch.data, batch.slot, self.mark_mask
+        first = 0
+        for (length, kind_word), n in runs:
+            i, stop = first, first + n
+            first = stop
+            if n >= RUN_MIN and columns_ok:
+                msg_type, flags = _TYPE_FLAGS(_WORD(kind_word))
+                layout = _LAYOUTS.get((length, msg_type, flags))
+                if layout is None and (length, msg_type, flags) not in _LAYOUTS:
+                    self.one(data, i * slot, batch.size(i), items)  # learns the layout
+                    i += 1
+                    layout = _LAYOUTS.get((length, msg_type, flags))
+                if layout is not None:
+                    records = batch.decode_run(layout.columns, i, stop - i, length, mask)
+                    if records is not None:
+                        if records:
+                            pids = batch.column(4, i, stop - i, 12).tobytes()
+                            items.append(Run(layout.kind, records, stop - i, pids))
+                        continue
+            for j in range(i, stop):
+                self.one(data, j * slot, batch.size(j), items)
+
+    def one(self, buf, start: int, size: int, events: list) -> None:
+        """One datagram: of a learned layout in one struct call, else by the general parser."""
+        mask, ignore = self.mark_mask, self.ignore_pid
+        length, msg_type, flags, _, pid = _NLH.unpack_from(buf, start)
+        if 0 <= size - length < 4 and pid != ignore:
+            layout = _LAYOUTS.get((length, msg_type, flags))
+            if layout is not None:
+                fields = layout.whole.unpack_from(buf, start)
+                if layout.check(fields) == layout.expected:
+                    mark = int.from_bytes(fields[layout.mark], "big") if layout.mark >= 0 else 0
+                    if not mask or mark & mask:
+                        events.append(_new_tuple(Event, (layout.kind, pid, mark,
+                                                         layout.record.pack(*layout.values(fields)))))
+                    return
+        for item in parse_datagram(buf, size, mask, ignore, start):
+            if item.__class__ is Event:
+                events.append(item)
+            elif item == -2:
+                self.ignored += 1
 
 
 class EventSource:
@@ -775,54 +1021,95 @@ class EventSource:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.bind((0, NFNLGRP_CONNTRACK_MASK))
         self.sock.setblocking(False)
-        self.mark_mask = mark_mask
-        self.ignore_pid = -1  # the writer's port id: echoes of our own installs
+        self.decoder = EventDecoder(mark_mask & 0xFFFFFFFF)
         self.overruns = 0
-        self.ignored = 0
         self._buf = bytearray(1 << 17)
         self._batch = _MultiReceiver.open(self.sock.fileno())
+        self._attach_filter()
+        self.sock.bind((0, NFNLGRP_CONNTRACK_MASK))  # after the filter: nothing unfiltered queues
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    @property
+    def mark_mask(self) -> int:
+        return self.decoder.mark_mask
+
+    @property
+    def ignored(self) -> int:
+        """Echoes of our own writes that reached user space (the BPF filter drops them before)."""
+        return self.decoder.ignored
+
     def ignore_writer(self, pid: int) -> None:
-        """Drop the echoes of our own writes in the kernel already (conntrackd's "Filter From
-        Kernelspace"): a classic BPF filter on the nlmsg_pid of each event (one per skb).
-        The user-space check in :func:`parse_datagram` stays as the fallback."""
-        self.ignore_pid = pid
-        pid_as_loaded = int.from_bytes(pid.to_bytes(4, sys.byteorder), "big")  # BPF loads are big-endian
-        program = b"".join(struct.pack("=HBBI", *insn) for insn in (
-            (0x20, 0, 0, 12),  # ld [12]: nlmsg_pid
-            (0x15, 0, 1, pid_as_loaded),  # jeq pid ? next : skip one
-            (0x06, 0, 0, 0),  # ret 0: drop
-            (0x06, 0, 0, 0xFFFFFFFF),  # ret all: accept
-        ))
+        """Drop the echoes of our own writes in the kernel already: the filter checks the
+        nlmsg_pid of each event (one per skb). The user-space check in :func:`parse_datagram`
+        stays as the fallback."""
+        self.decoder.ignore_pid = pid
+        self._attach_filter()
+
+    def _attach_filter(self) -> None:
+        program = event_filter(self.decoder.ignore_pid, self.decoder.mark_mask)
         self._filter = ctypes.create_string_buffer(program)
         fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(self._filter))
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            self.decoder.filtered_in_kernel = True
         except OSError:
-            pass  # the user-space check still drops them
+            self.decoder.filtered_in_kernel = False  # the user-space checks still drop them
 
     def read(self, limit: int = 4096) -> tuple[list[Event], bool]:
         """Every event waiting (up to ``limit`` datagrams, i.e. events: the kernel sends one per
         datagram); the flag says the kernel dropped events (ENOBUFS): the caller must
-        resynchronise from a dump. Reads up to 256 datagrams per system call (recvmmsg)."""
+        resynchronise from a dump. :meth:`read_runs` with its runs taken apart."""
+        items, overrun = self.read_runs(limit)
         events: list[Event] = []
-        mask, ignore = self.mark_mask, self.ignore_pid
+        for item in items:
+            if item.__class__ is Run:
+                size = wire.STATE.size
+                for i, (pid,) in enumerate(struct.iter_unpack("=I", item.pids)):
+                    record = item.records[i * size:(i + 1) * size]
+                    events.append(Event(item.kind, pid, int.from_bytes(record[96:100], "big"), record))
+            else:
+                events.append(item)
+        return events, overrun
+
+    def read_runs(self, limit: int = 4096) -> tuple[list[Event | Run], bool]:
+        """Every event waiting (up to ``limit``), in the kernel's order: runs of same-layout
+        events as :class:`Run` (decoded column by column), the others as :class:`Event`.
+        Reads up to 256 datagrams per system call (recvmmsg); the flag as for :meth:`read`."""
         batch = self._batch
+        if batch is None:
+            return self._read_one_by_one(limit)
+        items: list[Event | Run] = []
+        while limit > 0:
+            asked = min(limit, batch.count)
+            try:
+                got = batch.receive(asked)
+            except OSError as error:
+                if error.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    return items, True
+                raise
+            if not got:
+                break
+            if not batch.flags_clear(got):  # a datagram larger than its slot: lost
+                for i in range(got):
+                    if not struct.unpack_from("=i", batch.headers, i * batch.HDR + 48)[0] & MSG_TRUNC:
+                        self.decoder.one(batch.data, i * batch.slot, batch.size(i), items)
+                self.overruns += 1
+                return items, True
+            self.decoder.batch(batch, got, items)
+            if got < asked:
+                break  # the socket is empty: no second system call to learn it
+            limit -= got
+        return items, False
+
+    def _read_one_by_one(self, limit: int) -> tuple[list[Event | Run], bool]:
+        events: list[Event | Run] = []
         while limit > 0:
             try:
-                if batch is None:
-                    size = self.sock.recv_into(self._buf)
-                    spans: Iterable[tuple[int, int]] = ((0, size),)
-                    buf = self._buf
-                else:
-                    asked = min(limit, batch.count)
-                    spans = batch.receive(asked)
-                    buf = batch.data
+                size = self.sock.recv_into(self._buf)
             except BlockingIOError:
                 break
             except OSError as error:
@@ -830,33 +1117,16 @@ class EventSource:
                     self.overruns += 1
                     return events, True
                 raise
-            got = 0
-            for start, size in spans:
-                got += 1
-                # the common case inline: one event per datagram, of a learned layout
-                length, msg_type, flags, _, pid = _NLH.unpack_from(buf, start)
-                if 0 <= size - length < 4 and pid != ignore:
-                    layout = _LAYOUTS.get((length, msg_type, flags))
-                    if layout is not None:
-                        fields = layout.whole.unpack_from(buf, start)
-                        if layout.check(fields) == layout.expected:
-                            mark = int.from_bytes(fields[layout.mark], "big") if layout.mark >= 0 else 0
-                            if not mask or mark & mask:
-                                events.append(_new_tuple(Event, (layout.kind, pid, mark,
-                                                                 layout.record.pack(*layout.values(fields)))))
-                            continue
-                for item in parse_datagram(buf, size, mask, ignore, start):
-                    if item.__class__ is Event:
-                        events.append(item)
-                    elif item == -2:
-                        self.ignored += 1
-            if not got or batch is not None and got < asked:
-                break  # the socket is empty: no second system call to learn it
-            limit -= got
+            self.decoder.one(self._buf, 0, size, events)
+            limit -= 1
         return events, False
 
     def close(self) -> None:
         self.sock.close()
+
+
+_WORD = struct.Struct("=I").pack
+_TYPE_FLAGS = struct.Struct("=HH").unpack
 
 
 class KernelTable:

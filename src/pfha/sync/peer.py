@@ -44,9 +44,11 @@ master's live state.
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import NamedTuple
 
 from pfha.sync import wire
@@ -56,6 +58,8 @@ VERSION_SHIFT = 20  # version = epoch_ms << 20 | counter: grows across restarts
 _INS, _UPD, _DEL = int(Action.INS), int(Action.UPD), int(Action.DEL)  # plain ints on hot paths
 _CREATOR = wire.STATE_CREATOR.unpack_from
 _new_tuple = tuple.__new__  # a StateReceived without the NamedTuple's Python-level __new__
+_SECTION = wire.SECTION.pack
+_STATE_WORDS = wire.STATE.size // 4
 
 
 # --- events: what the core asks the adapter (and the node daemon) to do ---------------------
@@ -182,6 +186,7 @@ class Peer:
         self._pending: dict[bytes, tuple[int, bytes]] = {}
         self._pending_since: float | None = None
         self._per_datagram = self._records_per_datagram(wire.STATE.size)
+        self._creator = wire.CLEAR.pack(config.node_id)  # the node id as it stands in a record
         self._out: deque[tuple[int, bytes]] = deque()
         self._control: list[tuple[int, bytes]] = []
         self._ring: OrderedDict[int, _InFlight] = OrderedDict()  # unacknowledged, by rseq
@@ -234,6 +239,39 @@ class Peer:
                 self._flush_pending()
         self._version = version
         if pending and self._pending_since is None:
+            self._pending_since = now
+
+    def local_run(self, records: bytes, now: float, new: bool = False) -> None:
+        """``local_updates`` for a run of packed STATE records back to back (the intake decodes
+        a run of same-layout kernel events in one piece): creator and version are written into
+        all of them at once, and the table and queue take them in one update each."""
+        size = wire.STATE.size
+        n = len(records) // size
+        if not n:
+            return
+        version = self._version
+        self._version = version + n
+        out = bytearray(records)
+        words = memoryview(out).cast("I")  # a record is 27 words; creator at 10, version at 11-12
+        words[10::27] = memoryview(self._creator * n).cast("I")
+        versions = memoryview(struct.pack(f">{n}Q", *range(version + 1, version + n + 1))).cast("I")
+        words[11::27] = versions[0::2]
+        words[12::27] = versions[1::2]
+        blob = bytes(out)
+        recs = [blob[i:i + size] for i in range(0, n * size, size)]
+        keys = [r[:40] for r in recs]
+        self._table.update(zip(keys, recs))
+        pending = self._pending
+        if new:
+            pending.update(zip(keys, zip(repeat(_INS), recs)))
+        else:
+            get = pending.get
+            for key, record in zip(keys, recs):
+                previous = get(key)
+                pending[key] = (_INS if previous is not None and previous[0] == _INS else _UPD, record)
+        if len(pending) >= self._per_datagram:
+            self._flush_pending()
+        elif pending and self._pending_since is None:
             self._pending_since = now
 
     def local_load(self, record: bytes) -> None:
@@ -638,6 +676,20 @@ class Peer:
         self._bulk_out = None
 
     def _send_reliable(self, now: float) -> None:
+        out = self._out
+        action = out[0][0]
+        if action == _INS or action == _UPD:
+            # the common case: a datagram of state records of one action, taken in one piece
+            popleft = out.popleft
+            head = [popleft() for _ in range(min(self._per_datagram, len(out)))]
+            actions = [a for a, _ in head]
+            if actions.count(action) != len(head):  # another action follows: stop before it
+                cut = next(i for i, a in enumerate(actions) if a != action)
+                out.extendleft(reversed(head[cut:]))
+                del head[cut:]
+            self.stats.states_sent += len(head)
+            self._send_body(_SECTION(action, _STATE_WORDS, len(head)) + b"".join([r for _, r in head]), now)
+            return
         room = self.config.max_datagram - wire.HEADER.size - wire.MAC_LEN
         parts: list[bytes] = []
         action, records = None, []
@@ -663,17 +715,19 @@ class Peer:
         self.stats.deletes_sent += deletes
         if records:
             parts.append(wire.section(action, records))
+        self._send_body(b"".join(parts), now)
+
+    def _send_body(self, body: bytes, now: float) -> None:
         self._rseq += 1
-        body = b"".join(parts)
         if self._live_streams(now):
             self._ring[self._rseq] = _InFlight(self._rseq, body, now)
         self._emit(body, now, self._rseq)
 
     def _emit(self, body: bytes, now: float, rseq: int) -> None:
         self._seq += 1
-        header = Header(self.config.node_id, self.epoch, self._seq, rseq,
-                        wire.FLAG_RELIABLE if rseq else 0)
-        self._tx.append(wire.seal(self.config.keyring, header, body))
+        config = self.config
+        self._tx.append(wire.seal_fields(config.keyring, wire.FLAG_RELIABLE if rseq else 0, config.node_id,
+                                         self.epoch, self._seq, rseq, body))
         self.stats.datagrams_sent += 1
         self._last_sent = now
 

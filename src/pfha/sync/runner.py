@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pfha.sync import wire
-from pfha.sync.conntrack import KIND_DESTROY, KIND_NEW, EventSource, KernelTable
+from pfha.sync.conntrack import KIND_DESTROY, KIND_NEW, EventSource, KernelTable, Run
 from pfha.sync.peer import (BulkUpdateComplete, BulkUpdateStarted, Peer, PeerRestarted,
                             StateDeleted, StateReceived)
 from pfha.sync.transport import Transport
@@ -87,12 +87,29 @@ class Runner:
         self._service()
 
     def _on_kernel_events(self) -> None:
-        events, overrun = self.intake.read(limit=256)
+        items, overrun = self.intake.read_runs(limit=256)
         now = self._now()
         own = self.kernel.pid
         peer = self.peer
         updates: list[tuple[bytes, bool]] = []
-        for kind, pid, _, record in events:
+        count = 0
+        for item in items:
+            if item.__class__ is Run:
+                count += item.count
+                if updates:  # keep the kernel's order
+                    peer.local_updates(updates, now)
+                    updates = []
+                if item.records[1] == wire.IPPROTO_PFSYNC:
+                    continue
+                if item.kind == KIND_DESTROY:
+                    size = wire.STATE.size
+                    for i in range(0, len(item.records), size):
+                        peer.local_delete(item.records[i:i + wire.KEY_LEN], now)
+                else:
+                    peer.local_run(item.records, now, item.kind == KIND_NEW)
+                continue
+            kind, pid, _, record = item
+            count += 1
             if pid == own:  # the BPF filter normally drops these already
                 continue
             elif record[1] == wire.IPPROTO_PFSYNC:
@@ -106,7 +123,7 @@ class Runner:
                 updates.append((record, kind == KIND_NEW))
         if updates:
             peer.local_updates(updates, now)
-        self.counters["events"] += len(events)
+        self.counters["events"] += count
         self.counters["own_events"] = self.intake.ignored
         if overrun:
             # the kernel dropped events: resend our whole table from a dump (pfsync.md §5.4 step 8)
