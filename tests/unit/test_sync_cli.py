@@ -45,3 +45,61 @@ def test_run_with_a_bad_key_file_is_one_line_error(tmp_path, capsys):
 def test_sync_without_a_subcommand_is_a_usage_error(capsys):
     assert main(["sync"]) == 1
     assert "usage: pfha sync" in capsys.readouterr().err
+
+
+def test_sched_settings_parse_and_bad_ones_are_one_line_errors(tmp_path, capsys):
+    from pfha.sync import sched
+
+    assert sched.parse("rr:99") == ("rr", 99) and str(sched.parse("RR")) == "rr:99"
+    assert sched.parse("fifo:10") == ("fifo", 10) and sched.parse("other") == ("other", 0)
+    for bad in ("rr:0", "rr:100", "idle", "rr:x", "other:5"):
+        try:
+            sched.parse(bad)
+        except sched.SchedError:
+            continue
+        raise AssertionError(bad)
+    key = tmp_path / "key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    assert main(["sync", "run", "--dev", "lo", "--key-file", str(key), "--sched", "rr:150"]) == 1
+    err = capsys.readouterr().err
+    assert "real-time priority must be 1-99" in err and err.count("\n") == 1
+
+
+def test_sched_not_permitted_is_a_clear_error():
+    """Run unprivileged (nobody, no real-time budget): SCHED_RR is refused with the way out."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os, resource\n"
+            "resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))\n"
+            "if os.geteuid() == 0:\n"
+            "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+            "from pfha.sync import sched\n"
+            "try:\n"
+            "    sched.apply(sched.parse('rr:99'))\n"
+            "except sched.SchedError as error:\n"
+            "    print(error)\n"
+            "print(sched.current())\n")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, PYTHONPATH=src)).stdout
+    assert "cannot set scheduling rr:99: not permitted" in out and "--sched other" in out
+    assert out.strip().endswith("other")
+
+
+def test_node_config_sync_sched(tmp_path):
+    import pytest
+
+    from pfha.node import config as nc
+    from pfha.node.toml_out import dumps
+
+    base = '[node]\nname = "fw1"\npf_conf = "/etc/pf.conf"\n\n[interfaces]\nxl0 = "eth0"\n\n[sync]\ndevice = "xl0"\n'
+    assert nc.loads(base, tmp_path / "n.toml").sync.sched is None  # the default: rr:99
+    config = nc.loads(base + 'sched = "RR:50"\n', tmp_path / "n.toml")
+    assert config.sync.sched == "rr:50"
+    assert nc.loads(dumps(config), tmp_path / "again.toml") == config
+    with pytest.raises(nc.NodeConfigError, match=r"sync.sched: .*expected rr:PRIORITY"):
+        nc.loads(base + 'sched = "idle"\n', tmp_path / "n.toml")

@@ -275,3 +275,35 @@ def test_batched_local_updates_equal_one_by_one():
     assert one._pending == many._pending and list(one._out) == list(many._out)
     assert one._pending_since == many._pending_since == 0.5
     assert one.datagrams_to_send(1.0) == many.datagrams_to_send(1.0)
+
+
+def test_a_run_of_records_equals_them_one_by_one():
+    """``local_run`` (the intake's runs) fills in creator and version column by column: the same
+    table and the same datagrams as ``local_updates``, for new states and for changes."""
+    from pfha.sync.peer import Config, Peer
+
+    config = Config(node_id=0x0A0B0C0D, keyring=KEYRING, request_bulk_on_start=False)
+    for new in (True, False):
+        one, run = Peer(config, epoch=5, now=0.0), Peer(config, epoch=5, now=0.0)
+        records = [make_state(i, tcp_state=1 + i % 9) for i in range(40)]
+        one.local_updates([(r, new) for r in records[:3]], 0.5)
+        run.local_run(b"".join(records[:3]), 0.5, new)  # fewer than a datagram: they wait
+        assert one._pending == run._pending and one._pending_since == run._pending_since == 0.5
+        one.local_updates([(r, new) for r in records[3:]], 0.5)
+        run.local_run(b"".join(records[3:]), 0.5, new)
+        assert one.states() == run.states() and one._version == run._version
+        for peer in (one, run):
+            peer.handle_timer(0.5)
+        assert one.datagrams_to_send(0.5) == run.datagrams_to_send(0.5)
+
+
+def test_a_run_collapses_a_state_repeated_in_it():
+    from pfha.sync.peer import Config, Peer
+
+    peer = Peer(Config(node_id=7, keyring=KEYRING, request_bulk_on_start=False), epoch=5, now=0.0)
+    peer.local_run(make_state(1), 0.1, True)  # pending INS
+    peer.local_run(make_state(1, tcp_state=4) + make_state(2) + make_state(1, tcp_state=5), 0.1, False)
+    action, record = peer._pending[wire.state_key(make_state(1))]
+    assert action == wire.Action.INS and wire.State.unpack(record).tcp_state == 5  # still new, newest
+    assert wire.creator_version(record) == (7, (5 << 20) + 4)
+    assert peer._pending[wire.state_key(make_state(2))][0] == wire.Action.UPD

@@ -91,6 +91,7 @@ class Sync:
     key: str | None = None
     key_file: Path | None = None
     defer: bool = False
+    sched: str | None = None  # the daemon's CPU scheduling ("rr:99", "other"); None: pfha.sync.sched.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -409,7 +410,7 @@ class _Reader:
             return None
         if not isinstance(body, dict):
             raise self.fail("sync", f"must be a table, got {_kind(body)}")
-        self.only(body, "sync", {"device", "peer", "key", "key_file", "defer"})
+        self.only(body, "sync", {"device", "peer", "key", "key_file", "defer", "sched"})
         device = self.string(body, "device", "sync", required=True)
         if device not in known:
             raise self.fail("sync.device", f"{device!r} is not one of [interfaces]: {', '.join(sorted(known))}")
@@ -418,8 +419,17 @@ class _Reader:
         key_file = self.path_value(body, "key_file", "sync")
         if key is not None and key_file is not None:
             raise self.fail("sync.key_file", "give either key or key_file, not both")
+        sched = self.string(body, "sched", "sync")
+        if sched is not None:
+            from pfha.sync import sched as sync_sched
+
+            try:
+                sched = str(sync_sched.parse(sched))
+            except sync_sched.SchedError as error:
+                raise self.fail("sync.sched", str(error)) from None
         return Sync(device=device, peer=None if peer is None else self.address(peer, "sync.peer"),
-                    key=key, key_file=key_file, defer=bool(self.boolean(body, "defer", "sync", default=False)))
+                    key=key, key_file=key_file, defer=bool(self.boolean(body, "defer", "sync", default=False)),
+                    sched=sched)
 
     def pflog(self, body: dict[str, Any]) -> Pflog:
         self.only(body, "pflog", {"file", "enabled"})

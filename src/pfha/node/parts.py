@@ -521,6 +521,7 @@ class SyncPart(Part):
         from pfha.sync.transport import Transport
 
         keyring = sync_keyring(config)
+        self._set_scheduling(config.sync.sched)
         device = config.interface(config.sync.device)
         dev = device.device if device else config.sync.device
         transport = Transport(dev, str(config.sync.peer) if config.sync.peer else None)
@@ -535,6 +536,21 @@ class SyncPart(Part):
         self.config_key = config.sync
         self.task = asyncio.create_task(self.runner.run(), name="sync")
         await asyncio.sleep(0)
+
+    @staticmethod
+    def _set_scheduling(text: str | None) -> None:
+        """sync.sched, or conntrackd's SCHED_RR 99 (pfha.sync.sched.DEFAULT) for the daemon's
+        event loop, which runs sync; threads and processes it starts stay ordinary
+        (SCHED_RESET_ON_FORK). Set explicitly and refused: an error; the default refused: a
+        warning, as conntrackd does."""
+        from pfha.sync import sched
+
+        try:
+            sched.apply(sched.parse(text if text is not None else sched.DEFAULT))
+        except sched.SchedError as error:
+            if text is not None:
+                raise PartError(f"sync: {error}") from None
+            log.warning("sync", extra=fields(detail=f"{error}; running SCHED_OTHER"))
 
     def _bulk_complete(self, event) -> None:
         if getattr(event, "initial", True):

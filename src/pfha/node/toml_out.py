@@ -109,6 +109,8 @@ def dumps(config: NodeConfig, origins: Mapping[str, object] | None = None,
             out.append(f"key_file = {toml_string(str(sync.key_file))}")
         if sync.defer:
             out.append("defer = true")
+        if sync.sched is not None:
+            out.append(f"sched = {toml_string(sync.sched)}")
 
     out.append("")
     comment_origin("pflog.file")

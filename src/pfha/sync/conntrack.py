@@ -282,6 +282,7 @@ _LAYOUTS: dict[tuple[int, int, int], _Layout | None] = {}
 _LAYOUTS_MAX = 256
 _FAST_TUPLE = "HH" "HH" "HH4s" "HH4s" "HH" "HHB3x" "HH2s2x" "HH2s2x"  # 52 bytes, 21 fields
 _FAST_TCP = "HH" "HH" "HHB3x" "HHB3x" "HHB3x" "HHB3x" "HHB3x"  # 48 bytes, 19 fields
+_FAST_TCP_STATE = "HH" "HH" "HHB3x"  # 16 bytes, 7 fields: the state alone
 
 
 def parse_fast(buf, off: int, length: int, msg_type: int, flags: int, pid: int,
@@ -318,6 +319,7 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
     where: dict[int, int] = {}  # attribute type -> index of its first field
     place: dict[int, int] = {}  # attribute type -> its offset in the message
     headers = [0, 4]  # offsets of the 4-byte words to compare: nlmsghdr length, type + flags...
+    short_info = False  # CTA_PROTOINFO with the TCP state only
     while at < end:
         if at + 4 > end:
             return None
@@ -361,6 +363,15 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
             headers += [at - off + i for i in (0, 4, 8, 16, 24, 32, 40)]
             check += [n + i for i in (0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 13, 14, 16, 17)]
             n += 19
+        elif kind == CTA_PROTOINFO and size == 16:  # the state alone (DESTROY events)
+            t = struct.unpack_from("=" + _FAST_TCP_STATE, buf, at)
+            if t[2:6] != (12, CTA_PROTOINFO_TCP | NLA_F_NESTED, 5, 1):
+                return None
+            fmt.append(_FAST_TCP_STATE)
+            headers += [at - off + i for i in (0, 4, 8)]
+            check += [n + i for i in (0, 1, 2, 3, 4, 5)]
+            short_info = True
+            n += 7
         else:
             if kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_TIMEOUT, CTA_MARK, CTA_ZONE,
                         CTA_PROTOINFO):
@@ -392,7 +403,10 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
     for kind in (CTA_STATUS, CTA_TIMEOUT, CTA_MARK):
         add(kind, "4s", "4x", 2)
     info = where.get(CTA_PROTOINFO)
-    if info is not None:
+    if info is not None and short_info:
+        record.append("B4x3x")
+        values.append(info + 6)
+    elif info is not None:
         record.append("BBBBB3x")
         values += [info + 6, info + 9, info + 12, info + 15, info + 18]
     else:
@@ -411,10 +425,10 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
         return None
     return _Layout(whole, getter, getter(sample), operator.itemgetter(*values), packer,
                    where[CTA_MARK] + 2 if CTA_MARK in where else -1, kind,
-                   _columns(bytes(buf[off:off + length]), place, headers, sample[orig + 14]))
+                   _columns(bytes(buf[off:off + length]), place, headers, sample[orig + 14], short_info))
 
 
-def _columns(message: bytes, place: dict[int, int], headers: list[int], proto: int) -> _Columns:
+def _columns(message: bytes, place: dict[int, int], headers: list[int], proto: int, short_info: bool) -> _Columns:
     """The byte offsets of a layout :func:`_compile_layout` accepted (IPv4, ported tuples)."""
     orig, reply = place[CTA_TUPLE_ORIG], place[CTA_TUPLE_REPLY]
     copies = []
@@ -427,7 +441,7 @@ def _columns(message: bytes, place: dict[int, int], headers: list[int], proto: i
             copies.append((4, at, place[kind] + 4))
     info = place.get(CTA_PROTOINFO)
     if info is not None:  # state, window scales, flag bytes
-        copies += [(1, 100 + i, info + 12 + 8 * i) for i in range(5)]
+        copies += [(1, 100 + i, info + 12 + 8 * i) for i in range(1 if short_info else 5)]
     template = bytearray(wire.STATE.size)
     template[0], template[1] = socket.AF_INET, proto
     return _Columns(tuple((k, message[k:k + 4]) for k in headers),
@@ -982,14 +996,26 @@ class EventDecoder:
                     i += 1
                     layout = _LAYOUTS.get((length, msg_type, flags))
                 if layout is not None:
-                    records = batch.decode_run(layout.columns, i, stop - i, length, mask)
-                    if records is not None:
-                        if records:
-                            pids = batch.column(4, i, stop - i, 12).tobytes()
-                            items.append(Run(layout.kind, records, stop - i, pids))
-                        continue
+                    self._run(batch, layout, i, stop - i, length, items)
+                    continue
             for j in range(i, stop):
                 self.one(data, j * slot, batch.size(j), items)
+
+    def _run(self, batch: _Slots, layout: _Layout, first: int, n: int, length: int, items: list) -> None:
+        """Datagrams ``first .. first + n - 1`` of one layout key: in columns if all of them pass
+        the checks, else each half the same way (one odd event costs a few halvings, not the
+        columns of its whole batch), down to one by one."""
+        records = batch.decode_run(layout.columns, first, n, length, self.mark_mask)
+        if records is not None:
+            if records:
+                items.append(Run(layout.kind, records, n, batch.column(4, first, n, 12).tobytes()))
+        elif n >= 2 * RUN_MIN:
+            half = n // 2
+            self._run(batch, layout, first, half, length, items)
+            self._run(batch, layout, first + half, n - half, length, items)
+        else:
+            for j in range(first, first + n):
+                self.one(batch.data, j * batch.slot, batch.size(j), items)
 
     def one(self, buf, start: int, size: int, events: list) -> None:
         """One datagram: of a learned layout in one struct call, else by the general parser."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pfha.sync import wire
+from pfha.sync import sched, wire
 from pfha.sync.conntrack import KIND_DESTROY, KIND_NEW, EventSource, KernelTable, Run
 from pfha.sync.peer import (BulkUpdateComplete, BulkUpdateStarted, Peer, PeerRestarted,
                             StateDeleted, StateReceived)
@@ -193,6 +193,7 @@ class Runner:
         data.update({
             "time": time.time(), "pid": os.getpid(), "device": self.transport.dev,
             "destination": self.transport.destination, "mark_mask": self.intake.mark_mask,
+            "sched": str(sched.current()),
             "intake": dict(self.counters, kernel_overruns=self.intake.overruns),
             "kernel": dict(self.kernel.counters, last_error=self.kernel.last_error),
             "transport": {"send_errors": self.transport.send_errors, "bad_ttl": self.transport.bad_ttl,

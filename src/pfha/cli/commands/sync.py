@@ -1,7 +1,7 @@
 """``pfha sync run|status``: state sync in the foreground (pfsync for Linux), and its status.
 
     pfha sync run --dev rl0 [--peer ADDR] --key-file FILE [--mark-mask 0x3] [--collapse-ms 0]
-                  [--node-id HEX] [--status-file PATH] [--liberal]
+                  [--node-id HEX] [--status-file PATH] [--liberal] [--sched rr:99|other]
     pfha sync status [--json] [--status-file PATH | --status-dir DIR]
 
 ``run`` keeps a JSON status file (default ``/run/pfha/sync/<dev>.json``, rewritten every 0.5 s
@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--bulk-tries", type=int, default=12, help="give up the bulk update after N tries (default 12)")
     run.add_argument("--liberal", action="store_true", help="install TCP states with BE_LIBERAL (no window checks)")
     run.add_argument("--status-file", type=Path, help="JSON status (default /run/pfha/sync/<dev>.json)")
+    run.add_argument("--sched", metavar="rr:PRIO|fifo:PRIO|other",
+                     help="CPU scheduling class (default rr:99, as conntrackd: real-time round-robin, so the "
+                          "daemon keeps up with the kernel's events on a busy machine; 'other' = ordinary)")
     status = sub.add_parser("status", help="peer, last message, states sent and received, lag, rejects")
     status.add_argument("--json", action="store_true", help="print the raw JSON status")
     status.add_argument("--status-file", type=Path, help="one status file")
@@ -81,6 +84,20 @@ def _keyring(path: Path):
         raise PfhaError(f"{path}: {error}") from None
 
 
+def _set_scheduling(text: str | None) -> None:
+    """``--sched`` as given (an error if the system refuses it), or the default: conntrackd's
+    SCHED_RR 99, and like conntrackd a warning only when that is not permitted."""
+    from pfha.sync import sched
+
+    setting = sched.parse(text if text is not None else sched.DEFAULT)
+    try:
+        sched.apply(setting)
+    except sched.SchedError as error:
+        if text is not None:
+            raise
+        print(f"pfha sync: warning: {error}; running SCHED_OTHER", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     from pfha.sync.conntrack import EventSource, KernelTable
     from pfha.sync.peer import Config, Peer
@@ -89,10 +106,15 @@ def _run(args: argparse.Namespace) -> int:
 
     keyring = _keyring(args.key_file)
     node_id = args.node_id if args.node_id is not None else random.SystemRandom().randrange(1, 1 << 32)
+    if args.sched is not None:
+        from pfha.sync import sched
+
+        sched.parse(args.sched)  # a malformed setting fails before anything is opened
     transport = Transport(args.dev, args.peer)
     intake = EventSource(mark_mask=args.mark_mask)
     kernel = KernelTable(liberal=args.liberal)
     status_path = args.status_file or status_dir() / f"{args.dev}.json"
+    _set_scheduling(args.sched)  # last: a setup error leaves the caller's scheduling alone
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -142,7 +164,8 @@ def _format(status: dict) -> str:
              f"  deletes sent {counters['deletes_sent']} received {counters['deletes_received']}",
              f"  lag {status['lag_s']}s  unacknowledged {status['unacknowledged']}  queued {status['queued']}"
              f"  retransmits {counters['retransmits']}",
-             f"  bulk update: {'done' if status['bulk']['done'] else 'in progress'}",
+             f"  bulk update: {'done' if status['bulk']['done'] else 'in progress'}"
+             f"{'  scheduling ' + status['sched'] if 'sched' in status else ''}",
              f"  last message: {'never' if status['last_message_s'] is None else str(status['last_message_s']) + 's ago'}",
              f"  rejects: {', '.join(f'{k} {v}' for k, v in sorted(counters['rejects'].items())) or 'none'}"]
     for peer in status["peers"]:
