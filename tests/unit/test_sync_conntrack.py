@@ -226,3 +226,26 @@ def test_destroy_events_have_a_layout_too():
     items, events = _decode(messages, 0x3)
     assert events == [conntrack.parse_message(m, 0, len(m)) for m in messages]
     assert isinstance(items[0], conntrack.Run) and items[0].count == 30
+
+
+def test_a_batch_of_one_shape_is_one_bulk_run():
+    """A whole batch of alike states (found with column checks, no shape per record) encodes as
+    one run, byte for byte as one request at a time; a batch with one odd record is not one run."""
+    records = list(_records())
+    table = object.__new__(conntrack.KernelTable)
+    for record in records:
+        for known in (False, True):
+            batch = [(record[:4] + bytes([10, 1, n, 7]) + record[8:], known) for n in range(20)]
+            for liberal in (False, True):
+                table.liberal = liberal
+                expected = b"".join(conntrack.entry_request(r, 5 + i, not k, liberal) for i, (r, k) in enumerate(batch))
+                chunks = table._encode(batch, 5)
+                assert len(chunks) == 1 and bytes(chunks[0][0]) == expected
+            shapes = {conntrack.request_shape(r, not known, False) for r, _ in batch}
+            assert conntrack._one_shape(batch) == (None not in shapes)
+            for odd in (record[:96] + bytes(4) + record[100:], record[:91] + bytes([record[91] ^ 0x30]) + record[92:],
+                        record[:100] + bytes([0 if record[100] else 3]) + record[101:]):
+                mixed = batch[:10] + [(odd, known)] + batch[10:]
+                if conntrack.request_shape(odd, not known, False) != conntrack.request_shape(record, not known, False):
+                    assert not conntrack._one_shape(mixed)
+            assert not conntrack._one_shape(batch[:5] + [(batch[5][0], not known)] + batch[6:])

@@ -663,6 +663,30 @@ def entry_requests_bulk(records: list[bytes], first_seq: int, create: bool, libe
     return out
 
 
+def _one_shape(records: list[tuple[bytes, bool]]) -> bool:
+    """Whether all ``(record, known)`` have one :func:`request_shape` (not None), found with a
+    few column comparisons over all of them instead of a shape per record."""
+    first, known = records[0]
+    n = len(records)
+    if request_shape(first, not known, False) is None or [k for _, k in records].count(known) != n:
+        return False
+    data = b"".join([r for r, _ in records])
+    stride = wire.STATE.size
+    for at in (0, 1, 2, 3, 91):  # family, protocol, zone, the status byte with the NAT bits
+        if data[at::stride].count(first[at]) != n:
+            return False
+    if first[1] == socket.IPPROTO_TCP and data[100::stride].translate(_NONZERO).count(first[100] != 0) != n:
+        return False  # TCP state given or not
+    marked = first[96:100] != _NO_MARK
+    mark = 0
+    for at in range(96, 100):
+        mark |= int.from_bytes(data[at::stride], "big")
+    return (mark.to_bytes(n, "big").count(0) == 0) if marked else not mark
+
+
+_NONZERO = bytes([0] + [1] * 255)
+
+
 def request_shape(record: bytes, create: bool, liberal: bool) -> tuple | None:
     """What the layout of the IPv4 TCP/UDP request for ``record`` depends on; None for any
     other record (the general encoder builds those)."""
@@ -1227,6 +1251,10 @@ class KernelTable:
         come twice in one batch)."""
         chunks: list[tuple[bytes | bytearray, int, int]] = []
         liberal, n, i = self.liberal, len(records), 0
+        if n >= _BULK_MIN and _one_shape(records):  # the common case: a stream of alike states
+            known = records[0][1]
+            blob = entry_requests_bulk([r for r, _ in records], base, not known, liberal)
+            return [(blob, n, len(blob) // n)]
         while i < n:
             record, known = records[i]
             shape = request_shape(record, not known, liberal)
