@@ -307,3 +307,54 @@ def test_a_run_collapses_a_state_repeated_in_it():
     assert action == wire.Action.INS and wire.State.unpack(record).tcp_state == 5  # still new, newest
     assert wire.creator_version(record) == (7, (5 << 20) + 4)
     assert peer._pending[wire.state_key(make_state(2))][0] == wire.Action.UPD
+
+
+def test_a_joining_node_takes_a_busy_stream_at_once():
+    """B starts while A streams more than a window of datagrams and B's first bulk request is
+    lost: B delivers A's stream as it comes (before: it held the stream back until the BUS START
+    answering its request, which could not pass A's full window until B's request gave up), and
+    its bulk update still completes."""
+    net = SimNet(seed=1)
+    a = net.add(1)
+    net.run(0.1)
+    net.link.loss = 1.0  # B's first BULK_REQ and A's first datagrams to B are lost
+    b = net.add(2, bulk_retry=0.5)
+    net.run(0.01)
+    net.link.loss = 0.0
+    states = [make_state(i) for i in range(26 * 256 + 13)]  # more than a window of datagrams
+    for i in range(0, len(states), 130):
+        a.peer.local_updates([(r, True) for r in states[i:i + 130]], net.now)
+        net.run(0.002)
+    assert len(b.kernel) > 20 * 256  # delivered while the bulk request is still out
+    assert b.peer.stats.lost_unrecoverable == 0
+    net.run(3)
+    assert _converged(a, b)
+    assert [e.succeeded for e in net.bulk_complete(2)] == [True]
+
+
+def test_a_bulk_that_began_before_we_joined_is_asked_for_again():
+    """B joins A's stream after the datagram carrying the BUS START of its bulk (lost): the END
+    alone does not complete the bulk (part of it passed B by); the retry gets a whole one."""
+    net = SimNet(seed=2)
+    a = net.add(1)
+    for i in range(200):
+        a.peer.local_update(make_state(i), net.now)
+    net.run(0.1)
+    b = net.add(2, bulk_retry=0.5)
+    dropped = []
+
+    def drop_the_start(sender, data):
+        if sender == 1 and not dropped and wire.BUS.pack(wire.BulkStatus.START, b.peer._bulk_nonce) in data:
+            dropped.append(data)
+            net.link.loss = 1.0
+        elif net.link.loss:
+            net.link.loss = 0.0
+
+    net.tap = drop_the_start
+    net.run(0.3)
+    assert dropped and not net.bulk_complete(2)  # the first answer's END came: not complete
+    net.tap = None
+    net.run(3)
+    assert [e.succeeded for e in net.bulk_complete(2)] == [True]
+    assert a.peer.stats.bulk_updates_sent == 2  # answered again, from the START this time
+    assert _converged(a, b)

@@ -204,6 +204,7 @@ class Peer:
         self._bulk_tries = 0
         self._bulk_due: float | None = None
         self._bulk_states = 0
+        self._bulk_started = False
         self._bulk_initial = False
         self.bulk_done = not config.request_bulk_on_start
         if config.request_bulk_on_start:
@@ -320,6 +321,7 @@ class Peer:
         self._bulk_nonce = (self.epoch << 16 | self._seq + 1) & 0xFFFFFFFFFFFFFFFF
         self._bulk_tries = 0
         self._bulk_states = 0
+        self._bulk_started = False
         self._bulk_initial = initial
         self._bulk_due = now
 
@@ -379,8 +381,10 @@ class Peer:
         return True
 
     def _receive_reliable(self, stream: _Stream, rseq: int, sections: tuple, now: float) -> None:
-        if stream.next_rseq is None and not self._first_contact(stream, rseq, sections):
-            return
+        if stream.next_rseq is None:
+            # a stream we join mid-way starts at the first datagram we see: what came before is
+            # in the bulk update we asked for (see _apply_bus for a bulk that began before it)
+            stream.next_rseq = rseq
         if rseq < stream.next_rseq or rseq in stream.buffer:
             self.stats.duplicates += 1
             self._ack_soon(stream, now, immediate=True)
@@ -396,23 +400,6 @@ class Peer:
             self._deliver(stream, stream.buffer.pop(stream.next_rseq), now)
             stream.next_rseq += 1
         self._ack_soon(stream, now)
-
-    def _first_contact(self, stream: _Stream, rseq: int, sections: tuple) -> bool:
-        """Where a stream we join mid-way starts for us. While our bulk request is out, it starts
-        at the BUS START answering it: the bulk covers everything before, and datagrams that
-        overtook each other cannot make us skip its beginning. Otherwise at the first we see."""
-        if self._bulk_nonce is None:
-            stream.next_rseq = rseq
-            return True
-        start = wire.BUS.pack(BulkStatus.START, self._bulk_nonce)
-        if any(action == Action.BUS and start in records for action, records in sections):
-            stream.next_rseq = rseq
-            for early in [r for r in stream.buffer if r < rseq]:
-                del stream.buffer[early]
-            return True
-        if len(stream.buffer) < self.config.reorder_limit:
-            stream.buffer[rseq] = sections
-        return False
 
     def _ack_soon(self, stream: _Stream, now: float, immediate: bool = False) -> None:
         stream.unacked += 1
@@ -490,11 +477,16 @@ class Peer:
         if nonce != self._bulk_nonce:
             return  # an answer to an older request, or to another node's
         if status == BulkStatus.START:
+            self._bulk_started = True
             self._bulk_states = 0
             self._bulk_due = now + self.config.bulk_retry + self._bulk_allowance()
             self._events.append(BulkUpdateStarted(stream.node))
-        elif status == BulkStatus.END:
+        elif status == BulkStatus.END and self._bulk_started:
             self._finish_bulk(True)
+        # an END without its START: the answer began before we joined the stream, so part of it
+        # passed us by; the retry timer asks again and the peer answers anew (never a stall: the
+        # stream itself flows meanwhile, where waiting for the START could wait behind a full
+        # window until the request gave up)
 
     def _bulk_allowance(self) -> float:
         # time scaled to the table size, as FreeBSD's bulk failure timer (pfsync.md §1.5)
