@@ -358,3 +358,48 @@ def test_a_bulk_that_began_before_we_joined_is_asked_for_again():
     assert [e.succeeded for e in net.bulk_complete(2)] == [True]
     assert a.peer.stats.bulk_updates_sent == 2  # answered again, from the START this time
     assert _converged(a, b)
+
+
+def test_the_runner_holds_its_intake_only_while_events_trickle_in_fast():
+    """Interrupt moderation (Runner._moderate): a lone event is read at once; small reads in
+    quick succession (faster than 4 per hold) pause the reader for the hold; after it, it holds
+    again while enough came, and stops when they slow down; a full read never holds."""
+    import asyncio
+    import os
+
+    from pfha.sync.runner import Runner
+
+    class Intake:  # the runner only needs the event socket's fd here: a real pipe's
+        def __init__(self, fd):
+            self.fd = fd
+
+        def fileno(self):
+            return self.fd
+
+    loop = asyncio.new_event_loop()
+    rfd, wfd = os.pipe()
+    try:
+        runner = object.__new__(Runner)
+        runner.read_hold, runner._last_read, runner._holding, runner._trickle = 0.001, -1e9, False, False
+        runner.counters, runner._loop, runner.intake = {"holds": 0}, loop, Intake(rfd)
+        loop.add_reader(rfd, lambda: None)
+
+        def reading():
+            return rfd in {key.fd for key in loop._selector.get_map().values()}
+
+        runner._moderate(1, 10.0)  # after a quiet spell: no hold
+        runner._moderate(1, 10.001)  # 1 ms later: slower than 4 per hold, no hold
+        assert runner.counters["holds"] == 0 and reading()
+        runner._moderate(1, 10.00105)  # 50 µs later: trickling fast
+        assert runner.counters["holds"] == 1 and runner._holding and not reading()
+        runner._holding = False
+        runner._moderate(12, 10.0021)  # the read after the hold: 12 came, hold again
+        assert runner.counters["holds"] == 2
+        runner._holding = False
+        runner._moderate(2, 10.0032)  # only 2 came during the hold: read as they come again
+        runner._moderate(256, 10.0032)  # a burst: never held
+        assert runner.counters["holds"] == 2 and not runner._trickle
+    finally:
+        loop.close()
+        os.close(rfd)
+        os.close(wfd)

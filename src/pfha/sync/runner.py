@@ -25,18 +25,25 @@ from pfha.sync.peer import (BulkUpdateComplete, BulkUpdateStarted, Peer, PeerRes
 from pfha.sync.transport import Transport
 
 STATUS_INTERVAL = 0.5
+READ_HOLD = 0.001  # see Runner._on_kernel_events
+HOLD_BELOW = 64  # a read of fewer events than this is "trickling"...
+HOLD_MIN = 4  # ...if they come faster than HOLD_MIN per hold (4,000/s for 1 ms)
 
 
 class Runner:
     def __init__(self, peer: Peer, transport: Transport, intake: EventSource, kernel: KernelTable,
                  status_path: Path | None = None,
                  on_bulk_complete: Callable[[BulkUpdateComplete], None] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, read_hold: float = READ_HOLD) -> None:
         self.peer, self.transport, self.intake, self.kernel = peer, transport, intake, kernel
         self.status_path = status_path
         self.on_bulk_complete = on_bulk_complete
         self.log = log or (lambda line: print(f"pfha sync: {line}", file=sys.stderr, flush=True))
-        self.counters = {"events": 0, "own_events": 0, "overruns": 0, "resyncs": 0}
+        self.counters = {"events": 0, "own_events": 0, "overruns": 0, "resyncs": 0, "holds": 0}
+        self.read_hold = read_hold
+        self._last_read = -1e9
+        self._holding = False  # the intake is paused (its reader removed) until the hold ends
+        self._trickle = False  # the last read was a small one soon after the one before
         intake.ignore_writer(kernel.pid)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -65,6 +72,7 @@ class Runner:
             status.cancel()
             loop.remove_reader(self.transport.fileno())
             loop.remove_reader(self.intake.fileno())
+            self._holding = False
             if self._timer:
                 self._timer.cancel()
             self.write_status()
@@ -124,6 +132,7 @@ class Runner:
         if updates:
             peer.local_updates(updates, now)
         self.counters["events"] += count
+        self._moderate(count, now)
         self.counters["own_events"] = self.intake.ignored
         if overrun:
             # the kernel dropped events: resend our whole table from a dump (pfsync.md §5.4 step 8)
@@ -134,6 +143,38 @@ class Runner:
                     peer.local_update(event.record, now)
             self.log("conntrack event overrun: resynchronised from a dump")
         self._service()
+
+    def _moderate(self, count: int, now: float) -> None:
+        """Interrupt moderation, as NAPI does for a network card: when events trickle in (small
+        reads in quick succession, e.g. one per new flow from a busy data plane), stop reading
+        for ``read_hold`` and take what gathered in one read. Every wake-up costs the same
+        whatever it reads (the event loop, a datagram and its MAC, the peer's wake-up and
+        install call): 1-2 states per wake-up cost 50-140 µs of CPU each on the loaded bench
+        machine, where a full read costs 2-5 µs a state. The first event after a quiet spell
+        is read at once, so a lone change waits for nothing; under a trickle a change waits at
+        most ``read_hold`` (1 ms), and only while they come faster than ``HOLD_MIN`` per hold
+        (at 2,000 new states/s every event is read as it comes). A full read (a burst) never
+        holds."""
+        if self._trickle:  # the read after a hold: hold again while enough came meanwhile
+            trickle = HOLD_MIN <= count < HOLD_BELOW
+        else:
+            trickle = 0 < count < HOLD_BELOW and now - self._last_read < self.read_hold / HOLD_MIN
+        self._last_read = now
+        self._trickle = trickle
+        if trickle and self.read_hold > 0 and not self._holding:
+            assert self._loop is not None
+            self._holding = True
+            self.counters["holds"] += 1
+            self._loop.remove_reader(self.intake.fileno())
+            self._loop.call_later(self.read_hold, self._end_hold)
+
+    def _end_hold(self) -> None:
+        if not self._holding:
+            return  # stopped meanwhile
+        self._holding = False
+        assert self._loop is not None
+        self._loop.add_reader(self.intake.fileno(), self._on_kernel_events)
+        self._on_kernel_events()
 
     def _service(self) -> None:
         """Run due timers, send what is due, apply what arrived, re-arm the timer."""

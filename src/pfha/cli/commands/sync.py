@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--mark-mask", type=_int, default=0x3,
                      help="sync entries with ct mark & MASK != 0 (default 0x3: states pf rules created; 0 = all)")
     run.add_argument("--collapse-ms", type=float, default=0.0, help="collapse window for updates, ms (default 0: coalesce within each batch of kernel events, send at once)")
+    run.add_argument("--read-hold-ms", type=float, default=1.0,
+                     help="when kernel events trickle in, read them at most every N ms (default 1; 0: at once)")
     run.add_argument("--node-id", type=lambda t: int(t, 16), help="creator id, hex (default random)")
     run.add_argument("--no-bulk", action="store_true", help="do not ask the peer for its table at start")
     run.add_argument("--bulk-retry", type=float, default=2.0, help="seconds between bulk requests (default 2)")
@@ -122,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
                         request_bulk_on_start=not args.no_bulk, bulk_retry=args.bulk_retry,
                         bulk_max_tries=args.bulk_tries)
         peer = Peer(config, epoch=time.time_ns() // 1_000_000, now=loop.time())
-        runner = Runner(peer, transport, intake, kernel, status_path)
+        runner = Runner(peer, transport, intake, kernel, status_path, read_hold=args.read_hold_ms / 1000)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
         await runner.run()
