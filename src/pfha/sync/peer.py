@@ -32,7 +32,8 @@ Protocol (pfsync.md §5.2-5.5, docs/sync.md):
 * **Bulk update.** At start the peer asks for the whole table (BULK_REQ with a nonce) and retries
   every ``bulk_retry`` seconds up to ``bulk_max_tries``; the other side answers BUS START, every
   state, BUS END in its reliable stream. :class:`BulkUpdateComplete` is emitted when the END that
-  echoes our nonce is delivered, or when the tries run out (``succeeded=False``: pfsync then
+  echoes our nonce is delivered after its START (an END alone means the answer began before we
+  joined the stream: asked again), or when the tries run out (``succeeded=False``: pfsync then
   "pretends it worked" so a lonely node still comes up). The node daemon keeps CARP demoted
   until this event.
 
