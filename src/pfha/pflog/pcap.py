@@ -194,6 +194,23 @@ def ip_packet(linktype: int, frame: bytes) -> bytes | None:
     raise PcapError(f"unsupported link type {linktype}")
 
 
+#: SLL packet types (linux/if_packet.h): PACKET_OUTGOING is a packet this host sent
+_SLL_OUTGOING = 4
+
+
+def frame_direction(linktype: int, frame: bytes, local_macs: frozenset[bytes] = frozenset()) -> str | None:
+    """Which way a frame crossed the capture's interface: ``"out"`` when this host sent it,
+    ``"in"`` when it arrived, None when the frame cannot say.
+
+    A Linux cooked capture records it (the SLL packet type); an Ethernet frame says it only
+    through its source address, so the caller names the capturing host's MACs."""
+    if linktype == LINKTYPE_LINUX_SLL and len(frame) >= 2:
+        return "out" if struct.unpack_from("!H", frame, 0)[0] == _SLL_OUTGOING else "in"
+    if linktype == LINKTYPE_ETHERNET and local_macs and len(frame) >= 12:
+        return "out" if frame[6:12] in local_macs else "in"
+    return None
+
+
 def ethernet_frame(packet: bytes, src: bytes = b"\x02\0\0\0\0\x01", dst: bytes = b"\x02\0\0\0\0\x02") -> bytes:
     """``packet`` wrapped in an Ethernet II header (for writing DLT_EN10MB captures)."""
     ethertype = ETHERTYPE_IPV6 if packet and packet[0] >> 4 == 6 else ETHERTYPE_IPV4
