@@ -117,6 +117,7 @@ FIREWALL_MAC = b"\x02\x00\x00\x00\x00\xfe"
 
 @pytest.mark.parametrize("linktype, wrap, extra", [
     (pcap.LINKTYPE_LINUX_SLL, lambda ip, sent: pcap.sll_frame(ip, 4 if sent else 0), []),
+    (pcap.LINKTYPE_LINUX_SLL2, lambda ip, sent: pcap.sll2_frame(ip, 4 if sent else 0), []),
     (pcap.LINKTYPE_ETHERNET, lambda ip, sent: pcap.ethernet_frame(ip, src=FIREWALL_MAC if sent else b"\x02\0\0\0\0\x09"),
      ["--local-mac", "02:00:00:00:00:FE"]),
 ])

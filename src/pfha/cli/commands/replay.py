@@ -7,7 +7,8 @@ Each packet is evaluated ``in on`` the ``--in`` interface; a packet that passes 
 evaluated ``out on`` the ``--out`` interface (as forwarded), with the capture's timestamps as
 the clock. With ``--both-ways`` the capture is one interface's traffic in both directions (as
 ``tcpdump -i xl0`` takes it on the firewall): packets the firewall sent are evaluated ``out on``
-that interface, the others ``in on`` it; a Linux cooked capture records the direction itself,
+that interface, the others ``in on`` it; a Linux cooked capture (SLL, or SLL2 as ``tcpdump -i
+any`` writes) records the direction itself,
 an Ethernet capture needs the firewall's MAC address(es) in ``--local-mac``. At the end it prints every rule with its counters (like ``pfctl -vsr``) and the
 state table (like ``pfctl -ss``); logged packets go to a DLT_PFLOG file that
 ``tcpdump -n -e -r`` reads.
@@ -54,7 +55,7 @@ def _mac(text: str) -> bytes:
 
 def _direction_of(args, linktype: int, capture: str):
     """The per-frame direction callback for ``--both-ways``, or None without it."""
-    from pfha.pflog.pcap import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, frame_direction
+    from pfha.pflog.pcap import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, frame_direction
 
     if not args.both_ways:
         if args.local_mac:
@@ -65,7 +66,7 @@ def _direction_of(args, linktype: int, capture: str):
     macs = frozenset(_mac(text) for text in args.local_mac)
     if linktype == LINKTYPE_ETHERNET and not macs:
         raise PfhaError(f"{capture}: an Ethernet capture does not record direction: give the firewall's --local-mac")
-    if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL):
+    if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
         raise PfhaError(f"{capture}: link type {linktype} does not record direction: --both-ways needs an "
                         "Ethernet (with --local-mac) or Linux cooked capture")
     return lambda frame, _packet: frame_direction(linktype, frame, macs) or "in"
