@@ -37,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_engine(path: str, specs: list[str], seed: int):
     """Parse ``path`` with the given ``--if`` specs (or the live host) and build an engine."""
     from pfha.conf import InterfaceView, parse_file
+    from pfha.conf.live import system_resolver
     from pfha.engine import Engine
 
-    view = InterfaceView.from_specs(specs) if specs else InterfaceView.live()
+    view = InterfaceView.from_specs(specs, resolver=system_resolver) if specs else InterfaceView.live()
     try:
         ruleset = parse_file(path, view)
     except OSError as error:
