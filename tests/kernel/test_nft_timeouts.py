@@ -120,6 +120,8 @@ def test_rule_timeouts_show_in_conntrack_and_expire(bed, tmp_path):
     send_udp(bed, 5000, 41001)
     (remaining, line), = flows(bed, "udp", 5000)
     assert "UNREPLIED" in line and remaining <= 3, line
+    shown = bed.pfctl(bed.fw, "-vss").stdout
+    assert re.search(r":41001 -> 198\.51\.100\.80:5000 .*\n\s+expires in 00:00:0[0-3],", shown), shown  # pfctl -vss shows it
     # set timeout udp.first 4 on a rule without options
     send_udp(bed, 5002, 41002)
     (remaining, line), = [f for f in flows(bed, "udp", 5002) if "sport=41002" in f[1]]
