@@ -202,3 +202,13 @@ def test_back_to_no_timeouts_removes_policies(bed, tmp_path):
     load(bed, tmp_path, TIMEOUTS)
     load(bed, tmp_path, NO_TIMEOUTS, "plain.conf")
     assert policies(bed) == {}
+
+
+def test_inplace_reload_copes_with_objects_nft_cannot_delete_in_json(bed, tmp_path):
+    # nft 1.0.6 refuses a JSON `delete synproxy`: the in-place batch keeps such objects and the
+    # loader deletes the ones the new ruleset does not define afterwards, in text
+    load(bed, tmp_path, TIMEOUTS)
+    bed.fw.exec("nft", "add synproxy inet pfha stray { mss 1460; wscale 7; }")
+    load(bed, tmp_path, TIMEOUTS, "again.conf")
+    assert "synproxy stray" not in bed.fw.exec("nft", "list", "table", "inet", "pfha").stdout
+    assert policies(bed)
