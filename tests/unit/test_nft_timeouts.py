@@ -146,3 +146,15 @@ def test_inplace_batch_keeps_policies_and_deletes_in_dependency_order():
     assert t.OBJECT not in deleted
     assert batch[-1] == {"add": {"counter": {"name": "n"}}}
     assert {"add": {"rule": {"family": "inet", "table": "pfha", "chain": "pf_status", "expr": [{"accept": None}]}}} in batch
+
+
+def test_nat_pass_state_gets_the_global_policy_unless_the_in_pass_made_one():
+    c = compiled("set timeout udp.first 7\nnat pass on eth0 from 10.0.0.0/8 to any -> 192.0.2.1\n"
+                 "rdr pass on eth0 proto tcp to 192.0.2.1 port 80 -> 10.0.0.80\n")
+    post = [r for r in rules(c, "nat_post") if any("snat" in e for e in r["expr"])]
+    with_policy = [r for r in post if attached(r)]
+    assert with_policy and all(r["expr"][0] == {"match": {"op": "==", "left": {"&": [{"ct": {"key": "mark"}}, 1]}, "right": 0}}
+                               for r in with_policy)
+    assert len(post) == 2 * len(with_policy)
+    pre = [r for r in rules(c, "nat_pre") if any("dnat" in e for e in r["expr"])]
+    assert pre and all(attached(r) for r in pre)

@@ -727,10 +727,13 @@ class _Compiler:
         if rule.pass_:
             side = side_of(point, "original")
             flag, _shift, mask = side_bits(side)
-            pass_state = self.timeout_statements() + [x.set_ct_mark(~(flag | mask), flag)] + self.nat_pass_binding(rule, side)
+            pass_state = [x.set_ct_mark(~(flag | mask), flag)] + self.nat_pass_binding(rule, side)
         for branch in branches:
             for extra, stmt in statements:
-                self.emit(chain, branch + extra + [x.counter(counter)] + pass_state + [stmt], _where(rule))
+                if rule.pass_:  # a state: with the global timeouts (nat chains see first packets only)
+                    self.emit_state(chain, branch + extra + [x.counter(counter)], pass_state + [stmt], None, point, "original", _where(rule))
+                else:
+                    self.emit(chain, branch + extra + [x.counter(counter)] + [stmt], _where(rule))
 
     def nat_pass_binding(self, rule: ast.TranslationRule, side: str) -> list[dict[str, Any]]:
         """``nat pass``/``rdr pass`` under ``set state-policy if-bound``: the nat statement ends
