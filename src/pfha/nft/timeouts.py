@@ -69,8 +69,8 @@ TIMEOUT_NAMES = frozenset(DEFAULT_TIMEOUTS) | {"sctp.first", "sctp.opening", "sc
 MAPPED = frozenset(name for states in POLICY_STATES.values() for name in states)
 #: Why each unmapped name cannot be a per-rule policy (the warning's text).
 UNMAPPED = {
-    "udp.single": "conntrack's UDP states are unreplied (udp.first) and replied (udp.multiple); pf's udp.single "
-                  "(one side sent more than once, or a first reply) has no conntrack state",
+    "udp.single": "conntrack's UDP states are unreplied (udp.first, kept for 2 s after a first reply) and replied "
+                  "(udp.multiple); pf's udp.single (one side sent more than once, or a first reply) has no conntrack state",
     "icmp.first": "nft 1.0.6 creates TCP and UDP timeout policies only; conntrack's namespace-wide ICMP timeout applies",
     "icmp.error": "nft 1.0.6 creates TCP and UDP timeout policies only, and conntrack has one ICMP timeout; "
                   "its namespace-wide ICMP timeout applies",
@@ -83,6 +83,8 @@ UNMAPPED = {
     "src.track": "source tracking is not enforced",
     "adaptive.start": "conntrack's timeouts do not scale with the state count",
     "adaptive.end": "conntrack's timeouts do not scale with the state count",
+    **{f"sctp.{state}": "nft 1.0.6 creates TCP and UDP timeout policies only; conntrack's namespace-wide SCTP timeouts apply"
+       for state in ("first", "opening", "established", "closing", "closed")},
 }
 
 #: ``set timeout`` names that neither a policy nor a conntrack sysctl carries (the others reach
