@@ -34,6 +34,7 @@ from typing import Any
 from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
 from pfha.nft import expr as x
+from pfha.nft import timeouts as ct_timeouts
 from pfha.pflog.format import Action, Direction
 from pfha.pflog.prefix import LogPrefix
 
@@ -74,7 +75,10 @@ ICMP6_REJECT = {0: "no-route", 1: "admin-prohibited", 3: "addr-unreachable", 4: 
 
 Branch = list[dict[str, Any]]  # AND of expressions; a rule is an OR of branches
 
-# pf's timeouts -> conntrack's (pf-semantics.md §3.4): the closest state of conntrack's machines.
+# pf's timeouts -> conntrack's namespace-wide sysctls (pf-semantics.md §3.4): the closest state of
+# conntrack's machines. `set timeout` also goes there, as the fallback for connections no rule's
+# timeout policy reaches (pfsync's copies, connections older than the ruleset, ICMP and others);
+# states made by rules carry the policies of pfha.nft.timeouts.
 CONNTRACK_TIMEOUTS = {
     "tcp.first": ("nf_conntrack_tcp_timeout_syn_sent",),
     "tcp.opening": ("nf_conntrack_tcp_timeout_syn_recv",),
@@ -83,10 +87,10 @@ CONNTRACK_TIMEOUTS = {
     "tcp.finwait": ("nf_conntrack_tcp_timeout_time_wait",),
     "tcp.closed": ("nf_conntrack_tcp_timeout_close",),
     "udp.first": ("nf_conntrack_udp_timeout",),
-    "udp.single": ("nf_conntrack_udp_timeout",),
+    "udp.single": (),  # no conntrack state (pfha.nft.timeouts warns)
     "udp.multiple": ("nf_conntrack_udp_timeout_stream",),
     "icmp.first": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
-    "icmp.error": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
+    "icmp.error": (),  # conntrack has one ICMP timeout: icmp.first's
     "other.first": ("nf_conntrack_generic_timeout",),
     "other.single": ("nf_conntrack_generic_timeout",),
     "other.multiple": ("nf_conntrack_generic_timeout",),
@@ -276,6 +280,7 @@ class _Compiler:
     meta_dynamic: list[dict[str, Any]] = field(default_factory=list)  # (if) sets to keep current
     bound_ifs: list[str] = field(default_factory=list)  # Linux devices if-bound states can name
     overload: set[str] = field(default_factory=set)  # tables that max-src-conn* may add sources to
+    timeout_plan: ct_timeouts.TimeoutPlan | None = None  # pf's timeouts as ct timeout policies
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -310,6 +315,7 @@ class _Compiler:
         if options.state_policy == "if-bound" or any(self.is_bound(r) for r in filters if isinstance(r, ast.Rule) and r.action == "pass"):
             self.bound_ifs = self.bound_interfaces(filters)
         self.overload = {o.text for r in filters if isinstance(r, ast.Rule) for o in r.state.options if o.name == "overload" and o.text}
+        self.plan_timeouts(filters)
         self.compile_tables()
         self.unsupported_options(options)
         self.compile_scrub()
@@ -327,7 +333,7 @@ class _Compiler:
                 self.emit(chain, [x.match(x.CT_STATE, "invalid"), x.DROP], "state mismatch (conntrack: invalid)")
         self.compile_filter(filters, allow_opts_used)
         metadata = self.metadata()
-        commands = self.objects + self.chains + [r for name in self.rules for r in self.rules[name]]
+        commands = self.timeout_plan.commands() + self.objects + self.chains + [r for name in self.rules for r in self.rules[name]]
         return Compiled(commands, self.warnings, metadata)
 
     def metadata(self) -> dict[str, Any]:
@@ -369,6 +375,35 @@ class _Compiler:
                 result.add("lo")
         return result
 
+    def plan_timeouts(self, filters: list[Any]) -> None:
+        """pf's state timeouts become ct timeout policies attached where states are made
+        (pfha.nft.timeouts); nothing changes when the ruleset sets none."""
+        rules = [r for r in filters if isinstance(r, ast.Rule)]
+        self.timeout_plan = ct_timeouts.TimeoutPlan.for_ruleset(self.ruleset, rules)
+        for message, rule in ct_timeouts.warnings_for(self.ruleset, rules):
+            self.warn(message, rule)
+
+    def timeout_statements(self, rule: Any = None) -> list[dict[str, Any]]:
+        """``ct timeout set`` for a state ``rule`` creates (None: the default rule's)."""
+        return self.timeout_plan.attach(rule) if self.timeout_plan is not None else []
+
+    def emit_state(self, chain: str, head: Branch, tail: Branch, rule: Any, point: str, direction: str, comment: str) -> None:
+        """A state-creating rule ``head + tail``, with the state's timeout policy in between.
+        conntrack keeps one timeout per connection and takes a policy only before it confirms
+        the entry (the connection's first packet, original direction): there the first pass
+        to make a state decides, so the out-pass attaches its policy only when the in-pass made
+        no state on this packet (ct mark side A unset). Tested before the rule's own tests, so
+        e.g. ``probability`` is drawn once."""
+        stmts = self.timeout_statements(rule) if direction == "original" else []
+        if not stmts:
+            self.emit(chain, head + tail, comment)
+            return
+        if point == IN:
+            self.emit(chain, head + stmts + tail, comment)
+            return
+        self.emit(chain, [x.match(x.band(x.CT_MARK, SIDE_A), 0)] + head + stmts + tail, comment)
+        self.emit(chain, [x.match(x.band(x.CT_MARK, SIDE_A), SIDE_A)] + head + tail, comment)
+
     def unsupported_options(self, options: ast.Options) -> None:
         for name, value in options.timeouts:
             targets = CONNTRACK_TIMEOUTS.get(name)
@@ -377,12 +412,10 @@ class _Compiler:
                 continue
             for sysctl in targets:
                 self.sysctls[f"net.netfilter.{sysctl}"] = value
-        if options.timeouts:
-            self.warn("set timeout: applied to conntrack's per-namespace timeouts; its TCP states differ from pf's (docs/fidelity.md)")
         for name, _value in options.limits:
             if name != "states":
                 self.warn(f"set limit {name}: no nftables equivalent, ignored")
-        if options.optimization not in ("normal", "default"):
+        if options.optimization not in ("normal", "default") and not ct_timeouts.OPTIMIZATION_PRESETS.get(options.optimization):
             self.warn(f"set optimization {options.optimization}: conntrack timeouts are not changed")
 
     # ------------------------------------------------------------------ tables
@@ -697,7 +730,10 @@ class _Compiler:
             pass_state = [x.set_ct_mark(~(flag | mask), flag)] + self.nat_pass_binding(rule, side)
         for branch in branches:
             for extra, stmt in statements:
-                self.emit(chain, branch + extra + [x.counter(counter)] + pass_state + [stmt], _where(rule))
+                if rule.pass_:  # a state: with the global timeouts (nat chains see first packets only)
+                    self.emit_state(chain, branch + extra + [x.counter(counter)], pass_state + [stmt], None, point, "original", _where(rule))
+                else:
+                    self.emit(chain, branch + extra + [x.counter(counter)] + [stmt], _where(rule))
 
     def nat_pass_binding(self, rule: ast.TranslationRule, side: str) -> list[dict[str, Any]]:
         """``nat pass``/``rdr pass`` under ``set state-policy if-bound``: the nat statement ends
@@ -972,6 +1008,8 @@ class _Compiler:
                 self.warn("adaptive timeouts (adaptive.start/end; pf derives them from max): not enforced, conntrack's timeouts do not scale", rule)
             elif option.name == "overload" and option.flush:
                 self.warn("overload flush: the source's other states are not flushed (only new connections are refused)", rule)
+            elif ct_timeouts.is_timeout(option.name):
+                continue  # applied as a ct timeout policy, or warned about by pfha.nft.timeouts
             elif option.name == "source-track" and any(o.name in ("max-src-conn", "max-src-conn-rate") for o in state.options):
                 continue  # implied by max-src-conn*, which the per-source sets enforce
             elif option.name not in ("floating", "if-bound", "no-sync", "max", "max-src-conn", "max-src-conn-rate", "overload"):
@@ -1087,16 +1125,17 @@ class _Compiler:
                 for direction in ("original", "reply"):
                     side = side_of(point, direction)
                     flag, shift, mask = side_bits(side)
-                    self.emit(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log
-                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))], comment)
+                    self.emit_state(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log,
+                                    [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
+                                    rule, point, direction, comment)
             else:
                 # no state: pass statelessly, unless a translation on this pass forces state.
                 status = "dnat" if point == IN else "snat"
                 side = side_of(point, "original")
                 flag, shift, mask = side_bits(side)
-                self.emit(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log
-                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
-                          comment + " (translation forces state)")
+                self.emit_state(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log,
+                                [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
+                                rule, point, "original", comment + " (translation forces state)")
                 self.emit(chain, branch + [counter] + log + [x.ACCEPT], comment)
 
     def block(self, chain: str, branch: Branch, rule: ast.Rule, point: str, counter: dict[str, Any], comment: str) -> None:
@@ -1126,8 +1165,9 @@ class _Compiler:
         side = side_of(point, "original")
         flag, shift, mask = side_bits(side)
         bound = self.ruleset.options.state_policy == "if-bound"
-        self.emit(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"),
-                          x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)], "translation forces state")
+        self.emit_state(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in")],
+                        [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)],
+                        None, point, "original", "translation forces state")
 
 
 def _rate(count: int, seconds: int) -> tuple[int, str]:
