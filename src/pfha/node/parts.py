@@ -171,9 +171,9 @@ class RulesetPart(Part):
         """Load atomically; False (and nothing changed) when it is the ruleset already loaded."""
         if self.loaded is not None and self.loaded.digest == compiled.digest:
             return False
-        from pfha.nft import loader
+        from pfha.nft.operate import load_compiled
 
-        loader.load(compiled.payload.commands, compiled.payload.metadata)
+        load_compiled(compiled.payload)  # as pfctl -f: the rules, then the `set timeout` sysctls
         self.loaded, self.loaded_at, self.last_error = compiled, time.time(), None
         log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source, rules=compiled.rules))
         for warning in compiled.warnings:
