@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import ipaddress
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -604,36 +605,53 @@ def _skip_key(i: int, por: _Por):
 
 
 class _SkipList:
-    __slots__ = ("count", "rules", "pos")
+    __slots__ = ("count", "rules", "popped", "stamp")
 
     def __init__(self) -> None:
         self.count = 0
         self.rules: dict[int, _Por] = {}  # in append order
-        self.pos = 0
+        self.popped = False
+        self.stamp = 0  # when it last grew: skip_append leaves lists of a count in that order
 
 
 class _SkipLists:
-    """One dimension's skiplists, kept sorted by count (largest first) as pfctl keeps them."""
+    """One dimension's skiplists in pfctl's order: sorted by count, largest first, and among
+    equal counts in the order pfctl's one-step bubbling leaves them. A list whose count grows
+    by one moves behind the others of its new count (skip_append); one whose count drops by
+    one moves in front of the others of its new count (remove_from_skipsteps). Each count's
+    lists are kept in an OrderedDict, so both moves are O(1)."""
 
     def __init__(self) -> None:
-        self.items: list[_SkipList] = []
-        self.start = 0
+        self.runs: dict[int, OrderedDict[int, _SkipList]] = {}
+        self.top = 0
+        self.frozen: _SkipList | None = None
 
     def first(self) -> _SkipList | None:
-        return self.items[self.start] if self.start < len(self.items) else None
+        if self.frozen is not None:
+            return self.frozen
+        while self.top > 0 and not self.runs.get(self.top):
+            self.top -= 1
+        run = self.runs.get(self.top)
+        return next(iter(run.values())) if run else None
 
-    def append(self, skiplist: _SkipList) -> None:
-        skiplist.pos = len(self.items)
-        self.items.append(skiplist)
+    def build(self, skiplists: list[_SkipList]) -> None:
+        """The order skip_append()'s bubbling leaves: by count, then by when each list
+        reached its count (each growth moves a list behind the others of its new count)."""
+        for skiplist in sorted(skiplists, key=lambda sk: (-sk.count, sk.stamp)):
+            self.runs.setdefault(skiplist.count, OrderedDict())[id(skiplist)] = skiplist
+            self.top = max(self.top, skiplist.count)
 
-    def swap(self, a: int, b: int) -> None:
-        items = self.items
-        items[a], items[b] = items[b], items[a]
-        items[a].pos, items[b].pos = a, b
+    def shrink(self, skiplist: _SkipList) -> None:
+        del self.runs[skiplist.count][id(skiplist)]
+        skiplist.count -= 1
+        run = self.runs.setdefault(skiplist.count, OrderedDict())
+        run[id(skiplist)] = skiplist
+        run.move_to_end(id(skiplist), last=False)
 
     def pop_first(self) -> _SkipList:
-        skiplist = self.items[self.start]
-        self.start += 1
+        skiplist = self.first()
+        del self.runs[skiplist.count][id(skiplist)]
+        skiplist.popped = True
         return skiplist
 
 
@@ -642,31 +660,31 @@ def _reorder_rules(block: _Block, depth: int) -> None:
     them off into a superblock of their own (reordered again) when more than two, repeat."""
     dims = [_SkipLists() for _ in range(PF_SKIP_COUNT)]
     member: dict[tuple[int, int], _SkipList] = {}  # (dimension, id(rule)) -> its skiplist
+    tick = 0
     for i in range(PF_SKIP_COUNT):
-        lists = dims[i]
         by_key: dict = {}
+        made: list[_SkipList] = []
         for por in block.rules:
             key = _skip_key(i, por)
             skiplist = by_key.get(key) if key is not None else None
             if skiplist is None:
                 skiplist = _SkipList()
-                lists.append(skiplist)
+                made.append(skiplist)
                 if key is not None:
                     by_key[key] = skiplist
-            skiplist.count += 1
             skiplist.rules[id(por)] = por
+            skiplist.count += 1
+            skiplist.stamp = tick
+            tick += 1
             member[(i, id(por))] = skiplist
-            # skip_append(): keep the list of skiplists sorted by whichever is larger
-            at = skiplist.pos
-            while at > 0 and lists.items[at - 1].count < skiplist.count:
-                lists.swap(at - 1, at)
-                at -= 1
+        dims[i].build(made)  # skip_append(): the list of skiplists kept sorted
     rule_count = len(block.rules)
     largest = 0
     for i in range(PF_SKIP_COUNT):
         skiplist = dims[i].first()
         if skiplist.count == rule_count or skiplist.count == 1:
-            skiplist.count = 0  # the same in every rule, or in none: of no use
+            dims[i].frozen = skiplist  # the same in every rule, or in none: of no use
+            skiplist.count = 0
         elif skiplist.count > largest:
             largest = skiplist.count
     if largest == 0:
@@ -704,15 +722,10 @@ def _remove_from_skipsteps(dims: list[_SkipLists], member: dict, por: _Por, acti
         if first is None or first is active or first.count <= 1:
             continue
         sk = member[(i, id(por))]
-        if id(por) not in sk.rules or sk.pos < lists.start:
+        if sk.popped or id(por) not in sk.rules:
             continue
         del sk.rules[id(por)]
-        sk.count -= 1
-        # does this change the sorting order?
-        at = sk.pos
-        while at + 1 < len(lists.items) and lists.items[at + 1].count > sk.count:
-            lists.swap(at, at + 1)
-            at += 1
+        lists.shrink(sk)  # does this change the sorting order? it moves ahead of its new count
 
 
 # ---------------------------------------------------------------------------------- pass 4
