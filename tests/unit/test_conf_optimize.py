@@ -342,3 +342,23 @@ def test_every_table_name_is_unique_and_prefixed():
     result = optimize(parse_text(many, "pf.conf", VIEW), "basic")
     names = [t.name for t in result.tables]
     assert len(names) == 3 == len(set(names)) and all(n.startswith("__automatic_") for n in names)
+
+
+def test_pfha_check_and_load_json_optimize_like_pfctl(tmp_path, capsys):
+    import json
+
+    from pfha.cli.main import main
+
+    path = tmp_path / "pf.conf"
+    path.write_text(SIX)
+    specs = ["--if", "em0=192.0.2.1/24"]
+    assert main(["check", str(path), "-v", *specs]) == 0
+    assert "table <__automatic_0> const" in capsys.readouterr().out
+    assert main(["check", str(path), "-v", "-o", "none", *specs]) == 0
+    assert "automatic" not in capsys.readouterr().out
+    assert main(["check", str(path), *specs]) == 0
+    assert "(1 rules, 1 tables)" in capsys.readouterr().out
+    assert main(["load", str(path), "--json", *specs]) == 0
+    text = json.dumps(json.loads(capsys.readouterr().out))
+    # one rule on a set holding the six addresses, not six rules
+    assert text.count("10.0.0.6") == 1 and '"tbl0_v4"' in text

@@ -190,7 +190,7 @@ def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
             err.write(message.text + "\n")
         err.flush()
     optimized = optimize_for(ruleset, inv, view)
-    for warning in optimized.warnings:
+    for warning in optimized.warnings if not inv.quiet else ():
         err.write(f"pfctl: warning: {warning}\n")
     if optimized.level == "none":
         if inv.verbose:

@@ -211,6 +211,8 @@ class _Por:
         if rule.scrub is not None:
             sc = rule.scrub  # scrub_flags are outside pf_rule_desc; min-ttl, max-mss, set-tos are NEVER
             unlisted.append((sc.no_df, sc.random_id, sc.reassemble_tcp, sc.fragment))
+        # a field added to Rule after this was written: must be equal, like any unlisted field
+        unlisted.extend((name, getattr(rule, name)) for name in _new_fields(type(rule)))
         self.barrier = any(barrier[:2]) or len(barrier) > 2
         self.rest_break = tuple(barrier) + tuple(brk)  # comparable_rule(NOMERGE)
         self.rest_unlisted = tuple(barrier) + tuple(unlisted)  # comparable_rule(BREAK)
@@ -242,6 +244,24 @@ class _Por:
         rest = tuple(v for v in self.rest if not (type(v) is tuple and len(v) == 2 and v[0] == "pool"))
         return self.rest_unlisted, (rest, self.ifname, self.direction, self.proto, self.flags, self.flagset,
                                     self.af, self.sport, self.dport, self.src, self.dst)
+
+
+#: the Rule fields _Por reads (or pfctl ignores: origin, number, set-tos, probability's text)
+_KNOWN_FIELDS = frozenset((
+    "origin", "number", "direction", "log", "quick", "interface", "af", "proto", "src", "dst", "tagged",
+    "tagged_negated", "tag", "labels", "rtable", "ridentifier", "received_on", "action", "block", "uid",
+    "gid", "flags", "icmp", "tos", "prio", "set_prio", "set_tos", "state", "probability",
+    "probability_text", "fragment", "allow_opts", "scrub", "queue", "dnpipe", "dnqueue", "route",
+    "translations", "divert", "once", "max_pkt_rate", "max_pkt_size", "keep_counters", "limiters",
+))
+_NEW_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _new_fields(cls: type) -> tuple[str, ...]:
+    names = _NEW_FIELDS.get(cls)
+    if names is None:
+        names = _NEW_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _KNOWN_FIELDS)
+    return names
 
 
 def _subset_of(sub: _Por, sup: _Por) -> bool:
