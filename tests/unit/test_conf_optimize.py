@@ -362,3 +362,14 @@ def test_pfha_check_and_load_json_optimize_like_pfctl(tmp_path, capsys):
     text = json.dumps(json.loads(capsys.readouterr().out))
     # one rule on a set holding the six addresses, not six rules
     assert text.count("10.0.0.6") == 1 and '"tbl0_v4"' in text
+
+
+def test_fields_pfctl_does_not_list_keep_rules_in_separate_superblocks():
+    # rtable, prio, set prio... are not in pf_rule_desc: never zeroed, so they act as BREAK
+    # fields; the two em1 rules may not be gathered across the rtable 1 rule
+    text = ("pass out on em1 proto tcp to 10.0.0.1 port 80\n"
+            "pass out on em0 proto tcp to 10.0.0.2 port 80 rtable 1\n"
+            "pass out on em1 proto tcp to 10.0.0.3 port 80\n")
+    assert [r.split(" to ")[1].split(" ")[0] for r in rules_of(text)] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    without = text.replace(" rtable 1", "")
+    assert [r.split(" to ")[1].split(" ")[0] for r in rules_of(without)] == ["10.0.0.1", "10.0.0.3", "10.0.0.2"]

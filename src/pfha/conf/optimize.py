@@ -64,9 +64,11 @@ TABLE_THRESHOLD = 6
 TABLE_PREFIX = "__automatic_"
 LEVELS = ("none", "basic", "profile")
 
-# pf_rule_desc field classes, in pfctl's order (comparable_rule zeroes classes >= its argument).
-# UNLISTED: fields pf_rule_desc does not name; never zeroed, so they act as BREAK everywhere.
-UNLISTED, BARRIER, BREAK, NOMERGE, COMBINED, DC, NEVER = -1, 0, 1, 2, 3, 4, 5
+# pf_rule_desc's field classes (comparable_rule(t) zeroes the fields of class >= t). _Por keeps
+# one tuple per view pfctl compares: rest_break (comparable_rule(NOMERGE): BARRIER, BREAK and
+# fields the table does not list, which are never zeroed), rest_unlisted
+# (comparable_rule(BREAK)), and rest plus the fields exclude_supersets generalizes
+# (comparable_rule(DC)); COMBINED are the two addresses; DC and NEVER fields are left out.
 
 #: state options that are BARRIER fields (max_states, max_src_*)
 _BARRIER_STATE_OPTS = frozenset(("max", "max-src-nodes", "max-src-states", "max-src-conn", "max-src-conn-rate"))
@@ -88,10 +90,6 @@ PF_SKIP_SRC_ADDR, PF_SKIP_DST_ADDR, PF_SKIP_SRC_PORT, PF_SKIP_DST_PORT = 4, 5, 6
 PF_SKIP_COUNT = 8
 
 _ZERO_ADDR = ("mask", 0, 0)  # a memset pf_addr_wrap: PF_ADDR_ADDRMASK, address and mask zero
-
-
-class OptimizeWarning(str):
-    """A message the front end prints on standard error (``pfctl: ...``)."""
 
 
 @dataclass
@@ -214,7 +212,7 @@ class _Por:
         # a field added to Rule after this was written: must be equal, like any unlisted field
         unlisted.extend((name, getattr(rule, name)) for name in _new_fields(type(rule)))
         self.barrier = any(barrier[:2]) or len(barrier) > 2
-        self.rest_break = tuple(barrier) + tuple(brk)  # comparable_rule(NOMERGE)
+        self.rest_break = tuple(barrier) + tuple(brk) + tuple(unlisted)  # comparable_rule(NOMERGE)
         self.rest_unlisted = tuple(barrier) + tuple(unlisted)  # comparable_rule(BREAK)
         iface = rule.interface
         self.ifname = iface.name if iface is not None else ""
@@ -231,7 +229,7 @@ class _Por:
         self.sport = _port_key(rule.src.port)
         self.dport = _port_key(rule.dst.port)
         # everything exclude_supersets leaves alone: compared as is by the DC/COMBINED views
-        self.rest = self.rest_break + tuple(unlisted) + tuple(nomerge) + (self.ifnot, self.src_neg, self.dst_neg)
+        self.rest = self.rest_break + tuple(nomerge) + (self.ifnot, self.src_neg, self.dst_neg)
 
     def combine_key(self) -> tuple:
         """comparable_rule(COMBINED): all but the two addresses, the DC and NEVER fields."""
