@@ -84,7 +84,9 @@ _TIMEOUTS = frozenset((
 #: parse.y returnicmpdefault / returnicmp6default codes (port unreachable)
 _ICMP_DEFAULT, _ICMP6_DEFAULT = 3, 4
 
-# skip-step dimensions, in PF_SKIP order
+# skip-step dimensions, in PF_SKIP order as FreeBSD 15's pf.h has them (addresses before ports,
+# as in OpenBSD; FreeBSD 14 had source address, source port, destination address, destination
+# port). The order only breaks ties between equally common fields.
 PF_SKIP_IFP, PF_SKIP_DIR, PF_SKIP_AF, PF_SKIP_PROTO = 0, 1, 2, 3
 PF_SKIP_SRC_ADDR, PF_SKIP_DST_ADDR, PF_SKIP_SRC_PORT, PF_SKIP_DST_PORT = 4, 5, 6, 7
 PF_SKIP_COUNT = 8
