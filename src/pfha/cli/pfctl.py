@@ -142,14 +142,12 @@ def _long_option(inv: Invocation, word: str, argv: list[str], i: int) -> int:
 def interface_view(inv: Invocation):
     """The interfaces ``$if`` and friends resolve against (see module docstring)."""
     from pfha.conf import InterfaceView
+    from pfha.conf.live import system_resolver
 
     if inv.freebsd_lo0:
-        base = InterfaceView.freebsd_defaults()
-    elif inv.live and not inv.interfaces:
-        base = InterfaceView.live()
-    else:
-        base = InterfaceView.empty()
-    return InterfaceView.from_specs(inv.interfaces, base=base)
+        return InterfaceView.from_specs(inv.interfaces, base=InterfaceView.freebsd_defaults())
+    base = InterfaceView.live() if inv.live and not inv.interfaces else InterfaceView.empty()
+    return InterfaceView.from_specs(inv.interfaces, base=base, resolver=system_resolver)
 
 
 # ------------------------------------------------------------------------------ actions

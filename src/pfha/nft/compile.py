@@ -1185,4 +1185,5 @@ def view_as_named(view: InterfaceView, devices: Mapping[str, str]) -> InterfaceV
     specs += [f"{name}=" for name, dev in devices.items() if dev not in view.addresses]
     loopback = {by_device.get(dev, dev) for dev in view.loopback}
     peers = {by_device.get(dev, dev): addrs for dev, addrs in view.peers.items()}
-    return dataclasses.replace(InterfaceView.from_specs(specs), peers=peers, loopback=frozenset(loopback))
+    return dataclasses.replace(InterfaceView.from_specs(specs, resolver=view.resolver), peers=peers,
+                               loopback=frozenset(loopback))

@@ -53,13 +53,16 @@ def run(args) -> int:
     from pfha.cli.pfctl import _raw_streams, running_profile
 
     _raw_streams()
+    from pfha.conf.live import system_resolver
+
     if args.freebsd_lo0:
         base = InterfaceView.freebsd_defaults()
     elif args.interfaces:
         base = InterfaceView.empty()
     else:
         base = InterfaceView.live()
-    view = InterfaceView.from_specs(args.interfaces, base=base)
+    view = InterfaceView.from_specs(args.interfaces, base=base,
+                                    resolver=None if args.freebsd_lo0 else system_resolver)
     try:
         ruleset = parse_file(args.file, view)
     except ParseError as error:

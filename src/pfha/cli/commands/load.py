@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from pfha.nft.operate import load_compiled, watch_dynamic
 
     devices = parse_device_map(args.devices)
-    view = InterfaceView.from_specs(args.interfaces) if args.interfaces else None
+    from pfha.conf.live import system_resolver
+
+    view = InterfaceView.from_specs(args.interfaces, resolver=system_resolver) if args.interfaces else None
     compiled = compile_optimized(args.file, view, devices, args.optimize)
     for warning in compiled.warnings:
         print(f"pfha: warning: {warning}", file=sys.stderr)

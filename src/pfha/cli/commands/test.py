@@ -50,10 +50,11 @@ def load_engine(path: str, specs: list[str], seed: int, level: str | None = None
     ``set ruleset-optimization``, else basic), so the engine's rule numbers are the ones the
     kernel and pflog report. -o profile has no running counters here: it acts as basic."""
     from pfha.conf import InterfaceView, parse_file
+    from pfha.conf.live import system_resolver
     from pfha.conf.optimize import default_is_group, optimize
     from pfha.engine import Engine
 
-    view = InterfaceView.from_specs(specs) if specs else InterfaceView.live()
+    view = InterfaceView.from_specs(specs, resolver=system_resolver) if specs else InterfaceView.live()
     try:
         ruleset = parse_file(path, view)
     except OSError as error:
