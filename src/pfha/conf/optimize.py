@@ -845,7 +845,7 @@ def default_is_group(view=None) -> Callable[[str], bool]:
     interfaces = set(view.addresses) if view is not None else set()
 
     def is_group(name: str) -> bool:
-        if not name or name in interfaces:
+        if not name or name in interfaces or name == "any":  # "on any" names no interface
             return False
         return name in groups or not name[-1].isdigit()
 
