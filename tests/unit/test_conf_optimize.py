@@ -92,6 +92,9 @@ def test_kernel_table_names_carry_the_random_identifier():
     assert [t.name for t in result.tables] == ["__automatic_deadbeef_0", "__automatic_deadbeef_1"]
     assert [t.name for t in result.ruleset.tables] == ["__automatic_deadbeef_0", "__automatic_deadbeef_1"]
     assert all(t.const for t in result.tables)
+    from pfha.conf.optimize import stable_identifier
+
+    assert stable_identifier(twice) == stable_identifier(twice) != stable_identifier(SIX)
     # a name already used by the ruleset is not taken again
     taken = "table <__automatic_deadbeef_0> { 10.9.9.9 }\n" + SIX
     again = optimize(parse_text(taken, "pf.conf", VIEW), "basic", identifier=0xDEADBEEF, reroll=lambda: 0xABC)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import ipaddress
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -850,6 +851,12 @@ def default_is_group(view=None) -> Callable[[str], bool]:
         return name in groups or not name[-1].isdigit()
 
     return is_group
+
+
+def stable_identifier(text: str) -> int:
+    """A table-name identifier that stays the same for the same pf.conf: for loaders that
+    compare what they compiled with what is loaded (pfctl itself draws arc4random())."""
+    return zlib.crc32(text.encode("utf-8", "surrogateescape"))
 
 
 def ruleset_level(ruleset: Ruleset, cli_level: str | None = None) -> str:
