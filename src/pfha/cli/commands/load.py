@@ -1,4 +1,8 @@
-"""``pfha load FILE``: compile a pf.conf and load it into nftables in one transaction (= pfctl -f)."""
+"""``pfha load FILE``: compile a pf.conf and load it into nftables in one transaction (= pfctl -f).
+
+The ruleset is optimized first, as pfctl optimizes it (``-o basic`` unless ``-o``/``--optimize``
+or the file's ``set ruleset-optimization`` says otherwise), so the kernel's rule numbers (pflog,
+``pfctl -vsr``) are FreeBSD's."""
 
 from __future__ import annotations
 
@@ -22,19 +26,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--map", dest="devices", action="append", default=[], metavar="NAME=DEVICE",
                         help="pf.conf interface NAME is Linux DEVICE (xl0=eth1; repeatable): the live DEVICE's "
                              "addresses stand for NAME, and the kernel rules match DEVICE")
+    parser.add_argument("-o", "--optimize", metavar="LEVEL", type=_level, default=None,
+                        help="ruleset optimization as pfctl -o: none, basic or profile (default: the file's "
+                             "'set ruleset-optimization', else basic, as pfctl)")
+
+
+def _level(text: str) -> str:
+    from pfha.cli.commands.check import _level as level
+
+    return level(text)
+
+
+def compile_optimized(path: str, view, devices: dict[str, str], level: str | None):
+    """operate.compile_file with pfctl's optimizer between parsing and compiling: the
+    automatic tables get kernel names (``__automatic_<random hex>_<n>``), as pfctl -f gives."""
+    import random
+    import time
+
+    from pfha.cli.pfctl import running_profile
+    from pfha.conf import InterfaceView, parse_file
+    from pfha.conf.optimize import default_is_group, optimize, ruleset_level
+    from pfha.nft.compile import compile_ruleset, view_as_named
+
+    view = view if view is not None else view_as_named(InterfaceView.live(), devices or {})
+    ruleset = parse_file(path, view)
+    profile = running_profile() if ruleset_level(ruleset, level) == "profile" else None
+    optimized = optimize(ruleset, level, is_group=default_is_group(view), identifier=random.getrandbits(32),
+                         reroll=lambda: random.getrandbits(32), profile=profile)
+    for warning in optimized.warnings:
+        print(f"pfha: warning: {warning}", file=sys.stderr)
+    compiled = compile_ruleset(optimized.ruleset, view, devices=devices)
+    compiled.metadata["file"] = str(path)
+    compiled.metadata["loaded_at"] = time.time()
+    return compiled
 
 
 def run(args: argparse.Namespace) -> int:
     from pfha.conf import InterfaceView
     from pfha.nft import loader
     from pfha.nft.compile import parse_device_map
-    from pfha.nft.operate import compile_file, load_compiled, watch_dynamic
+    from pfha.nft.operate import load_compiled, watch_dynamic
 
     devices = parse_device_map(args.devices)
     from pfha.conf.live import system_resolver
 
     view = InterfaceView.from_specs(args.interfaces, resolver=system_resolver) if args.interfaces else None
-    compiled = compile_file(args.file, view, devices)
+    compiled = compile_optimized(args.file, view, devices, args.optimize)
     for warning in compiled.warnings:
         print(f"pfha: warning: {warning}", file=sys.stderr)
     if args.json:

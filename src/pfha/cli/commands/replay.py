@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pflog", metavar="OUT.pcap", help="write logged packets here (DLT_PFLOG)")
     parser.add_argument("--json", action="store_true", help="one JSON object per packet, then a summary object")
     parser.add_argument("--seed", type=int, default=0, help="seed for random choices (nat ports, ISNs)")
+    parser.add_argument("-o", "--optimize", metavar="LEVEL", type=_level, default=None,
+                        help="ruleset optimization as pfctl -o (default: the file's, else basic)")
 
 
 def _mac(text: str) -> bytes:
@@ -78,7 +80,7 @@ def run(args) -> int:
     from pfha.engine.report import format_rules_verbose, format_state
     from pfha.pflog.pcap import LINKTYPE_PFLOG, PcapError, PcapReader, PcapWriter
 
-    engine = load_engine(args.file, args.interfaces, args.seed)
+    engine = load_engine(args.file, args.interfaces, args.seed, args.optimize)
     out = sys.stdout
     pflog_stream = open(args.pflog, "wb") if args.pflog else None
     writer = PcapWriter(pflog_stream, LINKTYPE_PFLOG) if pflog_stream else None
@@ -127,3 +129,9 @@ def run(args) -> int:
     for state in states:
         out.write(f"  {format_state(state)}\n")
     return 0
+
+
+def _level(text: str) -> str:
+    from pfha.cli.commands.check import _level as level
+
+    return level(text)
