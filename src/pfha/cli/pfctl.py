@@ -228,33 +228,13 @@ def optimize_for(ruleset, inv: Invocation, view):
 
 
 def running_profile():
-    """-o profile's feedback: the loaded filter rules (as ``pfctl -vsr`` lists them, read back
-    into rules) with the packets nftables counted for each; None when nothing pfha loaded is
-    there to read. pfha's kernel ruleset has its anchors inlined, so superblocks after an
-    anchor call do not line up with pfctl's and keep the basic order (load_feedback_profile
-    stops at the first superblocks that differ)."""
+    """-o profile's feedback (see :func:`pfha.nft.operate.running_profile`); None without the
+    data plane."""
     try:
-        from pfha.conf import InterfaceView, parse_text
-        from pfha.conf.errors import ParseError
-        from pfha.nft import loader, operate
-
-        metadata = loader.load_metadata()
-        if not metadata or loader.is_enabled(loader.Nft()) is None:
-            return None
-        values = operate.counters()
-    except Exception:  # noqa: BLE001 - no data plane or nothing loaded: no feedback to use
+        from pfha.nft.operate import running_profile as from_kernel
+    except ImportError:  # a checkout without the data plane: parse-only pfctl
         return None
-    running = []
-    for entry in metadata.get("rules", []):
-        try:
-            parsed = parse_text(entry["rule"] + "\n", "<running>", InterfaceView.empty())
-        except (ParseError, KeyError):
-            break
-        if len(parsed.filter) != 1:
-            break
-        packets = sum(values.get(f"{entry.get('counter')}_{d}", (0, 0))[0] for d in ("in", "out"))
-        running.append((parsed.filter[0], packets))
-    return running
+    return from_kernel()
 
 
 def _definitions_only(output: str, messages: tuple[str, ...]) -> str:

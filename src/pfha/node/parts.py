@@ -159,10 +159,17 @@ class RulesetPart(Part):
         self.check()
         from pfha.conf import parse_file
 
+        from pfha.conf.optimize import stable_identifier
+        from pfha.nft.operate import optimize_for_kernel
+
         view = config.interface_view()
         ruleset = parse_file(config.pf_conf, view, include_base=config.pf_conf.parent)
+        # optimized as pfctl -f does, so pflog's rule numbers are FreeBSD's; automatic tables
+        # get a name fixed by the file's text, so an unchanged pf.conf compiles identically
+        ruleset, warnings = optimize_for_kernel(ruleset, view, identifier=stable_identifier(config.pf_conf.read_text()))
         devices = {name: dev for name, dev in config.device_map().items() if name != dev}
         compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
+        compiled.warnings[:0] = warnings
         digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
         count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
         return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))

@@ -37,41 +37,17 @@ def _level(text: str) -> str:
     return level(text)
 
 
-def compile_optimized(path: str, view, devices: dict[str, str], level: str | None):
-    """operate.compile_file with pfctl's optimizer between parsing and compiling: the
-    automatic tables get kernel names (``__automatic_<random hex>_<n>``), as pfctl -f gives."""
-    import random
-    import time
-
-    from pfha.cli.pfctl import running_profile
-    from pfha.conf import InterfaceView, parse_file
-    from pfha.conf.optimize import default_is_group, optimize, ruleset_level
-    from pfha.nft.compile import compile_ruleset, view_as_named
-
-    view = view if view is not None else view_as_named(InterfaceView.live(), devices or {})
-    ruleset = parse_file(path, view)
-    profile = running_profile() if ruleset_level(ruleset, level) == "profile" else None
-    optimized = optimize(ruleset, level, is_group=default_is_group(view), identifier=random.getrandbits(32),
-                         reroll=lambda: random.getrandbits(32), profile=profile)
-    for warning in optimized.warnings:
-        print(f"pfha: warning: {warning}", file=sys.stderr)
-    compiled = compile_ruleset(optimized.ruleset, view, devices=devices)
-    compiled.metadata["file"] = str(path)
-    compiled.metadata["loaded_at"] = time.time()
-    return compiled
-
-
 def run(args: argparse.Namespace) -> int:
     from pfha.conf import InterfaceView
     from pfha.nft import loader
     from pfha.nft.compile import parse_device_map
-    from pfha.nft.operate import load_compiled, watch_dynamic
+    from pfha.nft.operate import compile_file, load_compiled, watch_dynamic
 
     devices = parse_device_map(args.devices)
     from pfha.conf.live import system_resolver
 
     view = InterfaceView.from_specs(args.interfaces, resolver=system_resolver) if args.interfaces else None
-    compiled = compile_optimized(args.file, view, devices, args.optimize)
+    compiled = compile_file(args.file, view, devices, args.optimize)
     for warning in compiled.warnings:
         print(f"pfha: warning: {warning}", file=sys.stderr)
     if args.json:
