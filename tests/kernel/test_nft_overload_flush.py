@@ -230,3 +230,63 @@ def test_load_without_a_flusher_warns(lab, tmp_path):
     assert "pf.conf:5: overload flush: no overload flusher runs in this namespace" in loaded.stderr
     conf.write_text(ruleset(""))  # overload without flush needs no flusher
     assert "overload flush" not in pfctl(fw, env, "-f", str(conf)).stderr
+
+
+def test_node_daemon_runs_the_flusher_while_the_ruleset_needs_it(lab, tmp_path):
+    """The node daemon starts its overload part with a flushing ruleset (pfctl -f then has
+    nothing to warn about), flushes, and stops the part when a reload drops the flush."""
+    from node_toml import write_node_toml
+
+    from pfha.lab.build import python_env
+    from pfha.node import control
+
+    fw, c, s = build(lab)
+    env = pfha_env(tmp_path)
+    conf = tmp_path / "pf.conf"
+    conf.write_text(ruleset("flush global"))
+    config = write_node_toml(tmp_path / "node.toml", "fwa", conf, {"a0": "a0", "b0": "b0", "lo0": "lo"},
+                             pflog={"file": tmp_path / "pflog"})
+    sock = tmp_path / "node.sock"
+    node = fw.popen(sys.executable, "-m", "pfha.cli.main", "node", "run", "-c", str(config), "--control", str(sock),
+                    "--without", "carp,sync", stdout=open(tmp_path / "node.log", "w"), stderr=subprocess.STDOUT,
+                    env=python_env(PFHA_STATE_DIR=str(tmp_path), PFHA_RUN_DIR=str(tmp_path)))
+    server = s.popen(sys.executable, "-c", ECHO, SERVER, str(LIMITED), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     stderr=subprocess.DEVNULL, text=True)
+    client = Client(c)
+
+    def status() -> dict:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return control.request(sock, "status", timeout=1)
+            except control.ControlError:
+                assert node.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()
+                time.sleep(0.1)
+
+    try:
+        assert status()["overload"]["state"] == "running"
+        assert "overload flush" not in pfctl(fw, env, "-f", str(conf)).stderr
+        assert server.stdout.readline().strip() == "ready"
+        opened = []
+        for src in (BAD, BAD, GOOD):
+            answer = client.ask(f"open {src} {LIMITED}")
+            assert answer.startswith("OK"), answer
+            opened.append((src, int(answer.split()[1]), LIMITED))
+        assert client.ask(f"open {BAD} {LIMITED}") == "FAIL"
+        deadline = time.monotonic() + 10
+        while status()["overload"].get("killed", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status()["overload"]["killed"] == 2
+        assert flows(fw) == [o for o in sorted(opened) if o[0] == GOOD]
+        assert [client.ask(f"send {i}") for i in range(3)] == ["NOECHO", "NOECHO", "ECHO"]
+        conf.write_text(ruleset(""))  # overload without flush: the part is no longer needed
+        assert control.request(sock, "reload", timeout=30)["ok"]
+        assert status()["overload"]["state"].startswith("not needed")
+        conf.write_text(ruleset("flush"))  # and the group is free again: a plain pfctl -f warns
+        assert "no overload flusher runs" in pfctl(fw, env, "-f", str(conf)).stderr
+    finally:
+        client.close()
+        server.kill()
+        server.wait(timeout=10)
+        node.terminate()
+        node.wait(timeout=20)
