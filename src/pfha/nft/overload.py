@@ -123,6 +123,15 @@ def wire_key(flow: Flow, side: str) -> tuple[str, str]:
     return flow.reply.src, flow.reply.dst
 
 
+def lookups(event: OverloadEvent) -> list[tuple[str, str]]:
+    """Where a flow holding a state ``event`` kills names the offender: (conntrack tuple, end)
+    pairs for the wire-key index the event's direction compares (addr[0]: the tuples' sources,
+    addr[1]: their destinations). The flusher asks the kernel only for flows matching one of
+    these, then :func:`doomed` decides."""
+    end = "src" if event.direction == "in" else "dst"
+    return [("orig", end), ("reply", end)]
+
+
 def kills(event: OverloadEvent, flow: Flow, side: str, rule_id: int) -> bool:
     """Does pf_overload_task kill the state on ``side`` (created by ``rule_id``)?"""
     if flow.family != event.family:

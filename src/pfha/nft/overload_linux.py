@@ -19,6 +19,7 @@ Thin: the NFLOG socket and message codec are pflogd's (:mod:`pfha.pflog.linux`,
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import select
@@ -32,9 +33,19 @@ from typing import Any
 
 from pfha.errors import PfhaError
 from pfha.nft import conntrack
-from pfha.nft.overload import COPY_RANGE, OVERLOAD_GROUP, OverloadError, OverloadEvent, coalesce, doomed, event_from_packet
-from pfha.nft.states import Flow
+from pfha.nft.overload import (
+    COPY_RANGE,
+    OVERLOAD_GROUP,
+    OverloadError,
+    OverloadEvent,
+    coalesce,
+    doomed,
+    event_from_packet,
+    lookups,
+)
+from pfha.nft.states import Flow, Tuple
 from pfha.pflog import nflog
+from pfha.sync import wire
 
 log = logging.getLogger("pfha.overload")
 
@@ -67,14 +78,72 @@ class Stats:
     errors: list[str] = field(default_factory=list)
 
 
+def flow_from_record(record: bytes) -> Flow:
+    """A packed conntrack entry (pfha.sync's wire.STATE, as its ctnetlink parser yields them)
+    as the :class:`Flow` the decision reads."""
+    state = wire.State.unpack(record)
+    orig, reply = state.orig, state.reply
+    return Flow(4 if state.family == socket.AF_INET else 6, state.proto, Tuple(orig.src, orig.dst, orig.sport, orig.dport),
+                Tuple(reply.src, reply.dst, reply.sport, reply.dport), mark=state.mark, status=state.status)
+
+
+class KernelConntrack:
+    """Conntrack as the flusher needs it, through pfha.sync's raw ctnetlink (pyroute2 spends
+    tens of milliseconds per request; pf kills at once): dumps filtered by the kernel to the
+    flows naming an offender (CTA_FILTER), then batched deletes by original tuple."""
+
+    def __init__(self) -> None:
+        self.table: Any = None
+        self.keys: dict[Flow, bytes] = {}
+
+    def open(self) -> None:
+        from pfha.sync.conntrack import KernelTable
+
+        if self.table is None:
+            self.table = KernelTable()
+
+    def find(self, events: Iterable[OverloadEvent]) -> list[Flow]:
+        """The flows naming an offender where :func:`pfha.nft.overload.lookups` says (two
+        filtered dumps per event, never a dump of the whole table)."""
+        from pfha.sync.conntrack import CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, dump_request_with
+
+        self.open()
+        self.keys = {}
+        for event in events:
+            af = socket.AF_INET if event.family == 4 else socket.AF_INET6
+            for tuple_name, end in lookups(event):
+                kind = CTA_TUPLE_ORIG if tuple_name == "orig" else CTA_TUPLE_REPLY
+                request = functools.partial(dump_request_with, family=af, tuple_kind=kind, end=end, address=event.address.packed)
+                for entry in self.table.dump(0, request):
+                    self.keys.setdefault(flow_from_record(entry.record), wire.state_key(entry.record))
+        return list(self.keys)
+
+    def delete(self, flows: Iterable[Flow]) -> int:
+        """Delete the flows :meth:`find` returned; the number the kernel removed."""
+        self.open()
+        before = self.table.counters["deleted"]
+        self.table.delete([self.keys[flow] for flow in flows if flow in self.keys])
+        return self.table.counters["deleted"] - before
+
+    def close(self) -> None:
+        if self.table is not None:
+            self.table.close()
+            self.table = None
+
+
+def every_flow(events: Iterable[OverloadEvent]) -> list[Flow]:
+    """The whole table: the reference the benchmark compares filtered dumps with."""
+    return conntrack.list_flows()
+
+
 class OverloadFlusher:
     """Bind the overload group; :meth:`read` the events; :meth:`flush` them."""
 
-    def __init__(self, group: int = OVERLOAD_GROUP, *, flows: Callable[[], Iterable[Flow]] = conntrack.list_flows,
-                 delete: Callable[[Iterable[Flow]], int] = conntrack.delete) -> None:
+    def __init__(self, group: int = OVERLOAD_GROUP, *, flows: Callable[[list[OverloadEvent]], Iterable[Flow]] | None = None) -> None:
         self.group = group
-        self.flows = flows
-        self.delete = delete
+        self.kernel = KernelConntrack()
+        self.flows = flows or self.kernel.find
+        self.delete = self.kernel.delete if flows is None else conntrack.delete
         self.stats = Stats()
         self.source: Any = None  # pfha.pflog.linux.NflogSocket once started
 
@@ -87,6 +156,11 @@ class OverloadFlusher:
             busy = "Operation not permitted" in str(error) or "busy" in str(error)
             hint = " (another overload flusher - the node daemon or pfha overload-flush - runs in this namespace)" if busy else ""
             raise OverloadFlushError(f"overload flush: {error}{hint}") from None
+        try:
+            self.kernel.open()
+        except OSError as error:
+            self.source.close()
+            raise OverloadFlushError(f"overload flush: conntrack: {error.strerror or error}") from None
 
     def fileno(self) -> int:
         return self.source.fileno()
@@ -106,7 +180,7 @@ class OverloadFlusher:
     def flush(self, events: list[OverloadEvent]) -> Flush:
         """Delete the flows holding states pf would kill for ``events`` (blocking: a dump)."""
         started = time.monotonic()
-        victims = doomed(events, self.flows())
+        victims = doomed(events, self.flows(events))
         killed = self.delete(victims) if victims else 0
         done = Flush(events, killed, time.monotonic() - started)
         self.stats.flushes += 1
@@ -126,6 +200,7 @@ class OverloadFlusher:
         if self.source is not None:
             self.source.close()
             self.source = None
+        self.kernel.close()
 
     def status(self) -> dict:
         return {"group": self.group, "events": self.stats.events, "flushes": self.stats.flushes,

@@ -3,6 +3,7 @@ and the flusher, and which conntrack flows an event dooms (pf_overload_task's ch
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 
@@ -177,3 +178,31 @@ def test_a_ruleset_without_flush_has_no_overload_metadata():
     text = RULES.splitlines()
     plain = compile_ruleset(parse_text("\n".join(text[:2] + text[4:]) + "\n", interfaces=view), view)
     assert "overload_flush" not in plain.metadata
+
+
+# -- the adapter's pure pieces: the kernel-filtered dump request, records read back as flows
+
+def test_filtered_dump_request_names_one_address_of_one_tuple():
+    import socket
+
+    from pfha.sync import conntrack as ct
+    from pfha.pflog.nflog import attributes
+
+    message = ct.dump_request_with(7, socket.AF_INET, ct.CTA_TUPLE_REPLY, "dst", ipaddress.ip_address(BAD).packed)
+    length, kind, flags, seq, _ = struct.unpack_from("=IHHII", message)
+    assert (length, kind, flags & ct.NLM_F_DUMP, seq, message[16]) == (len(message), 1 << 8 | 1, ct.NLM_F_DUMP, 7, socket.AF_INET)
+    top = attributes(message[20:])
+    ip = attributes(attributes(top[ct.CTA_TUPLE_REPLY])[ct.CTA_TUPLE_IP])
+    assert ip == {ct.CTA_IP_V4_DST: ipaddress.ip_address(BAD).packed}
+    assert attributes(top[ct.CTA_FILTER]) == {ct.CTA_FILTER_REPLY_FLAGS: struct.pack("=I", ct.CTA_FILTER_F_IP_DST)}
+
+
+def test_records_from_the_raw_dump_read_back_as_flows():
+    from pfha.nft.overload_linux import flow_from_record
+    from pfha.sync import wire
+
+    record = wire.State(wire.AF_INET, 6, wire.Tuple(BAD, GW, 40000, 22), wire.Tuple(SERVER, BAD, 22, 40000),
+                        status=0xE, mark=SIDE_A | (5 << A_SHIFT)).pack()
+    flow = flow_from_record(record)
+    assert flow == dataclasses.replace(inbound(sides=SIDE_A, rule_b=0), status=0xE)
+    assert doomed([event()], [flow]) == [flow]
