@@ -24,6 +24,7 @@ from pfha.nft.overload import (
     doomed,
     doomed_sides,
     event_from_packet,
+    kills,
 )
 from pfha.nft.states import Flow, Tuple
 
@@ -141,6 +142,10 @@ event_strategy = st.builds(event, st.sampled_from([BAD, GOOD, SERVER, GW]), st.i
 def test_events_doom_the_union_of_what_each_dooms_and_global_covers_rule(events, flows):
     together = doomed(events, flows)
     assert together == [f for f in flows if any(f in doomed([e], flows) for e in events)]
+    # the index is only a faster way to the same answer as testing every (state, event) pair
+    brute = [f for f in flows if any(f.has_side(side) and kills(e, f, side, rule)
+                                     for e in events for side, rule in zip("AB", f.rule_ids()))]
+    assert together == brute
     for e in events:
         widened = OverloadEvent(e.address, e.rule_id, e.direction, "global", e.rulenr)
         assert all(f in doomed([widened], flows) for f in doomed([e], flows))

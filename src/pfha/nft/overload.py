@@ -142,12 +142,37 @@ def kills(event: OverloadEvent, flow: Flow, side: str, rule_id: int) -> bool:
     return _same(key[0] if event.direction == "in" else key[1], event.address)
 
 
-def doomed_sides(events: Sequence[OverloadEvent], flow: Flow) -> str:
+class EventIndex:
+    """Events by (direction, address), so a flush of many offenders costs one probe per
+    state instead of one test per (state, event)."""
+
+    def __init__(self, events: Iterable[OverloadEvent]) -> None:
+        self.by_place: dict[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address], list[OverloadEvent]] = {}
+        for event in events:
+            self.by_place.setdefault((event.direction, event.address), []).append(event)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_place)
+
+    def kills(self, flow: Flow, side: str, rule_id: int) -> bool:
+        key = wire_key(flow, side)
+        for direction, text in (("in", key[0]), ("out", key[1])):
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if any(kills(event, flow, side, rule_id) for event in self.by_place.get((direction, address), ())):
+                return True
+        return False
+
+
+def doomed_sides(events: Sequence[OverloadEvent] | EventIndex, flow: Flow) -> str:
     """The sides ("A", "B", "AB" or "") of ``flow`` whose pf states ``events`` kill."""
+    index = events if isinstance(events, EventIndex) else EventIndex(events)
     rule_a, rule_b = flow.rule_ids()
     sides = ""
     for side, rule in (("A", rule_a), ("B", rule_b)):
-        if flow.has_side(side) and any(kills(event, flow, side, rule) for event in events):
+        if flow.has_side(side) and index.kills(flow, side, rule):
             sides += side
     return sides
 
@@ -160,10 +185,10 @@ def doomed(events: Sequence[OverloadEvent], flows: Iterable[Flow]) -> list[Flow]
     ``pass out`` rule made). The connection's next packet then finds no state on either pass
     and is evaluated by the rules, which (``block quick from <t>``, or ``flags S/SA`` for a
     mid-stream packet) refuse it as pf's rules would on the pass whose state was killed."""
-    events = list(events)
-    if not events:
+    index = EventIndex(events)
+    if not index:
         return []
-    return [flow for flow in flows if doomed_sides(events, flow)]
+    return [flow for flow in flows if doomed_sides(index, flow)]
 
 
 def coalesce(events: Iterable[OverloadEvent]) -> list[OverloadEvent]:

@@ -33,6 +33,7 @@ from typing import Any
 
 from pfha.errors import PfhaError
 from pfha.nft import conntrack
+from pfha.nft.compile import SIDE_A, SIDE_B
 from pfha.nft.overload import (
     COPY_RANGE,
     OVERLOAD_GROUP,
@@ -78,6 +79,11 @@ class Stats:
     errors: list[str] = field(default_factory=list)
 
 
+FILTERED_MAX = 8  # offenders per flush looked up with filtered dumps (two table walks each)
+# where wire.STATE keeps the original source and destination and the reply source and destination
+ADDRESS_OFFSETS = (4, 20, 52, 68)
+
+
 def flow_from_record(record: bytes) -> Flow:
     """A packed conntrack entry (pfha.sync's wire.STATE, as its ctnetlink parser yields them)
     as the :class:`Flow` the decision reads."""
@@ -109,6 +115,9 @@ class KernelConntrack:
 
         self.open()
         self.keys = {}
+        events = list(events)
+        if len(events) > FILTERED_MAX:
+            return self.find_in_whole_table(events)
         for event in events:
             af = socket.AF_INET if event.family == 4 else socket.AF_INET6
             for tuple_name, end in lookups(event):
@@ -116,6 +125,16 @@ class KernelConntrack:
                 request = functools.partial(dump_request_with, family=af, tuple_kind=kind, end=end, address=event.address.packed)
                 for entry in self.table.dump(0, request):
                     self.keys.setdefault(flow_from_record(entry.record), wire.state_key(entry.record))
+        return list(self.keys)
+
+    def find_in_whole_table(self, events: list[OverloadEvent]) -> list[Flow]:
+        """Many offenders at once (a distributed attack): one dump of the entries holding a
+        pf state, and only those naming an offender anywhere are decoded (bytes compared)."""
+        wanted = {event.address.packed.ljust(16, b"\0") for event in events}
+        for entry in self.table.dump(SIDE_A | SIDE_B):
+            record = entry.record
+            if any(record[start:start + 16] in wanted for start in ADDRESS_OFFSETS):
+                self.keys.setdefault(flow_from_record(record), wire.state_key(record))
         return list(self.keys)
 
     def delete(self, flows: Iterable[Flow]) -> int:
