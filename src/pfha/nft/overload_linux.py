@@ -28,7 +28,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pfha.errors import PfhaError
@@ -64,7 +64,9 @@ class Flush:
     seconds: float
 
     def describe(self) -> str:
-        who = "; ".join(e.describe() for e in self.events)
+        who = "; ".join(e.describe() for e in self.events[:3])
+        if len(self.events) > 3:
+            who += f"; and {len(self.events) - 3} more"
         return f"{who}: {self.killed} states killed ({self.seconds * 1000:.1f} ms)"
 
 
@@ -76,7 +78,6 @@ class Stats:
     ignored: int = 0  # packets on the group that are not overload events
     last: str | None = None
     last_at: float | None = None
-    errors: list[str] = field(default_factory=list)
 
 
 FILTERED_MAX = 8  # offenders per flush looked up with filtered dumps (two table walks each)
@@ -187,7 +188,11 @@ class OverloadFlusher:
     def read(self) -> list[OverloadEvent]:
         """The events of one datagram (duplicates removed)."""
         events = []
-        for packet in self.source.receive():
+        overruns = self.source.overruns
+        packets = self.source.receive()
+        if self.source.overruns > overruns:
+            log.warning("overload events lost (socket overrun): those offenders keep their states")
+        for packet in packets:
             try:
                 events.append(event_from_packet(packet.family, packet.prefix, packet.payload))
             except OverloadError as error:
@@ -223,7 +228,8 @@ class OverloadFlusher:
 
     def status(self) -> dict:
         return {"group": self.group, "events": self.stats.events, "flushes": self.stats.flushes,
-                "killed": self.stats.killed, "ignored": self.stats.ignored, "last": self.stats.last,
+                "killed": self.stats.killed, "ignored": self.stats.ignored,
+                "overruns": self.source.overruns if self.source is not None else 0, "last": self.stats.last,
                 "last_at": self.stats.last_at}
 
 

@@ -581,6 +581,7 @@ class OverloadPart(Part):
         self.flusher = None
         self.pending: list = []
         self.task: asyncio.Task | None = None
+        self.error: str | None = None
 
     def check(self) -> None:
         require(self.name, "pfha.nft.overload_linux", "OverloadFlusher")
@@ -592,6 +593,7 @@ class OverloadPart(Part):
         spec = self.wanted()
         if spec is None:
             await self.stop()
+            self.error = None
             return
         if self.flusher is not None:
             return
@@ -600,8 +602,12 @@ class OverloadPart(Part):
         try:
             flusher.start()
         except PfhaError as error:
-            raise PartError(str(error)) from None
-        self.flusher = flusher
+            # not a reason to stop a firewall: the rules still refuse the offender's new
+            # connections (another flusher may even hold the group); the next reload retries
+            self.error = str(error)
+            log.error("overload flusher not started: offenders keep their states", extra=fields(detail=self.error))
+            return
+        self.flusher, self.error = flusher, None
         asyncio.get_running_loop().add_reader(flusher.fileno(), self._readable)
         log.info("overload flusher started", extra=fields(group=flusher.group, rules=len(spec.get("rules", ()))))
 
@@ -646,5 +652,7 @@ class OverloadPart(Part):
 
     def status(self) -> dict:
         if self.flusher is None:
+            if self.error:
+                return {"state": "not running", "error": self.error}
             return {"state": "not needed (no overload ... flush in the ruleset)"}
         return {"state": "running", **self.flusher.status()}
