@@ -284,6 +284,16 @@ def test_node_daemon_runs_the_flusher_while_the_ruleset_needs_it(lab, tmp_path):
         assert status()["overload"]["state"].startswith("not needed")
         conf.write_text(ruleset("flush"))  # and the group is free again: a plain pfctl -f warns
         assert "no overload flusher runs" in pfctl(fw, env, "-f", str(conf)).stderr
+        # another flusher holds the group: the node logs it and runs on (that one flushes)
+        other = start_flusher(fw, env, tmp_path)
+        try:
+            assert control.request(sock, "reload", timeout=30)["ok"]
+            overload = status()["overload"]
+            assert overload["state"] == "not running" and "another overload flusher" in overload["error"], overload
+            assert node.poll() is None
+        finally:
+            other.terminate()
+            other.wait(timeout=10)
     finally:
         client.close()
         server.kill()
