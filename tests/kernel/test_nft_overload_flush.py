@@ -6,11 +6,14 @@ reference engine fed the same connections. Without a flusher, ``pfctl -f`` warns
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from dataclasses import dataclass
 
 import pytest
 
@@ -18,8 +21,21 @@ from conftest import is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, nftables and conntrack")
 
-FW_IN, FW_OUT = "10.66.0.1", "10.67.0.1"
-BAD, GOOD, SERVER = "10.66.0.2", "10.66.0.3", "10.67.0.2"
+@dataclass(frozen=True)
+class Net:
+    """The firewall's inside (a0) and outside (b0) addresses, two clients and the server."""
+
+    fw_in: str
+    fw_out: str
+    bad: str
+    good: str
+    server: str
+    prefix: int
+
+
+NETS = {4: Net("10.66.0.1", "10.67.0.1", "10.66.0.2", "10.66.0.3", "10.67.0.2", 24),
+        6: Net("fd66::1", "fd67::1", "fd66::2", "fd66::3", "fd67::2", 64)}
+FW_IN, FW_OUT, BAD, GOOD, SERVER = (getattr(NETS[4], f) for f in ("fw_in", "fw_out", "bad", "good", "server"))
 LIMITED, OTHER = 2222, 2223
 LIMIT = 2
 
@@ -36,7 +52,7 @@ def ruleset(flush: str) -> str:
 ECHO = """
 import socket, sys, threading
 def serve(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((sys.argv[1], port)); s.listen(32)
     while True:
         c = s.accept()[0]
@@ -60,7 +76,7 @@ conns = []
 for line in sys.stdin:
     words = line.split()
     if words[0] == "open":
-        c = socket.socket(); c.settimeout(1.5); c.bind((words[1], 0))
+        c = socket.socket(socket.AF_INET6 if ":" in words[1] else socket.AF_INET); c.settimeout(1.5); c.bind((words[1], 0))
         try:
             c.connect((sys.argv[1], int(words[2]))); conns.append(c); print("OK", c.getsockname()[1], flush=True)
         except OSError:
@@ -75,8 +91,8 @@ for line in sys.stdin:
 
 
 class Client:
-    def __init__(self, ns) -> None:
-        self.proc = ns.popen(sys.executable, "-u", "-c", CLIENT, SERVER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    def __init__(self, ns, server: str = SERVER) -> None:
+        self.proc = ns.popen(sys.executable, "-u", "-c", CLIENT, server, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
 
     def ask(self, line: str) -> str:
@@ -89,18 +105,26 @@ class Client:
         self.proc.wait(timeout=10)
 
 
-def build(lab):
+def build(lab, net: Net = NETS[4]):
     fw, c, s = lab.ns("fw"), lab.ns("c"), lab.ns("s")
     lab.link(fw, "a0", c, "eth0")
     lab.link(fw, "b0", s, "eth0")
-    fw.exec("ip", "addr", "add", f"{FW_IN}/24", "dev", "a0")
-    fw.exec("ip", "addr", "add", f"{FW_OUT}/24", "dev", "b0")
-    fw.sysctl("net.ipv4.ip_forward", 1)
-    for address in (BAD, GOOD):
-        c.exec("ip", "addr", "add", f"{address}/24", "dev", "eth0")
-    c.exec("ip", "route", "add", "default", "via", FW_IN)
-    s.exec("ip", "addr", "add", f"{SERVER}/24", "dev", "eth0")
-    s.exec("ip", "route", "add", "default", "via", FW_OUT)
+    six = ["-6"] if ":" in net.server else []
+    extra = ["nodad"] if six else []
+    fw.exec("ip", *six, "addr", "add", f"{net.fw_in}/{net.prefix}", "dev", "a0", *extra)
+    fw.exec("ip", *six, "addr", "add", f"{net.fw_out}/{net.prefix}", "dev", "b0", *extra)
+    fw.sysctl("net.ipv6.conf.all.forwarding" if six else "net.ipv4.ip_forward", 1)
+    for address in (net.bad, net.good):
+        c.exec("ip", *six, "addr", "add", f"{address}/{net.prefix}", "dev", "eth0", *extra)
+    c.exec("ip", *six, "route", "add", "default", "via", net.fw_in)
+    s.exec("ip", *six, "addr", "add", f"{net.server}/{net.prefix}", "dev", "eth0", *extra)
+    s.exec("ip", *six, "route", "add", "default", "via", net.fw_out)
+    if six:  # pf's `block all` also blocks neighbour discovery: static neighbours instead
+        for here, here_if, there, there_if, addresses in ((c, "eth0", fw, "a0", [net.fw_in]), (fw, "a0", c, "eth0", [net.bad, net.good]),
+                                                         (s, "eth0", fw, "b0", [net.fw_out]), (fw, "b0", s, "eth0", [net.server])):
+            mac = json.loads(there.exec("ip", "-j", "link", "show", there_if).stdout)[0]["address"]
+            for address in addresses:
+                here.exec("ip", "-6", "neigh", "replace", address, "lladdr", mac, "dev", here_if, "nud", "permanent")
     return fw, c, s
 
 
@@ -127,9 +151,10 @@ def start_flusher(fw, env, tmp_path: Path) -> subprocess.Popen:
     return proc
 
 
-def flows(fw) -> list[tuple[str, int, int]]:
+def flows(fw, server: str = SERVER) -> list[tuple[str, int, int]]:
     """(source, source port, destination port) of the tracked TCP connections to the server."""
-    out = fw.exec("conntrack", "-L", "-p", "tcp", "-d", SERVER, check=False).stdout
+    family = ["-f", "ipv6"] if ":" in server else []
+    out = fw.exec("conntrack", "-L", *family, "-p", "tcp", "-d", server, check=False).stdout
     result = []
     for line in out.splitlines():
         fields: dict[str, str] = {}
@@ -140,7 +165,7 @@ def flows(fw) -> list[tuple[str, int, int]]:
     return sorted(result)
 
 
-def engine_survivors(flush: str, connections: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], bool]:
+def engine_survivors(flush: str, connections: list[tuple[str, int, int]], net: Net) -> dict[tuple[str, int, int], bool]:
     """The same connections through the reference engine (each packet on both passes), then
     the connection that overloads: does each earlier connection's next data packet still pass
     the firewall?"""
@@ -149,7 +174,7 @@ def engine_survivors(flush: str, connections: list[tuple[str, int, int]]) -> dic
     from pfha.engine.engine import Engine
     from pfha.engine.packet import tcp
 
-    view = InterfaceView.from_specs([f"a0={FW_IN}/24", f"b0={FW_OUT}/24", "lo0=127.0.0.1/8"])
+    view = InterfaceView.from_specs([f"a0={net.fw_in}/{net.prefix}", f"b0={net.fw_out}/{net.prefix}", "lo0=127.0.0.1/8"])
     engine = Engine(parse_text(ruleset(flush), interfaces=view), view)
     now = 1000.0
 
@@ -159,52 +184,53 @@ def engine_survivors(flush: str, connections: list[tuple[str, int, int]]) -> dic
                 and engine.process(packet_out, second, "out", now).action == "pass")
 
     def handshake(src: str, sport: int, dport: int) -> bool:
-        syn = lambda: tcp(src, sport, SERVER, dport, flags="S", seq=1)  # noqa: E731
-        synack = lambda: tcp(SERVER, dport, src, sport, flags="SA", seq=100, ack=2)  # noqa: E731
-        ack = lambda: tcp(src, sport, SERVER, dport, flags="A", seq=2, ack=101)  # noqa: E731
+        syn = lambda: tcp(src, sport, net.server, dport, flags="S", seq=1)  # noqa: E731
+        synack = lambda: tcp(net.server, dport, src, sport, flags="SA", seq=100, ack=2)  # noqa: E731
+        ack = lambda: tcp(src, sport, net.server, dport, flags="A", seq=2, ack=101)  # noqa: E731
         return forward(syn(), syn(), True) and forward(synack(), synack(), False) and forward(ack(), ack(), True)
 
     for connection in connections:
         now += 0.1
         assert handshake(*connection)
     now += 0.1
-    handshake(BAD, 40999, LIMITED)  # one too many: overload
+    handshake(net.bad, 40999, LIMITED)  # one too many: overload
     survivors = {}
     for src, sport, dport in connections:
-        data = lambda: tcp(src, sport, SERVER, dport, flags="PA", seq=2, ack=101, payload=b"ping")  # noqa: E731
+        data = lambda: tcp(src, sport, net.server, dport, flags="PA", seq=2, ack=101, payload=b"ping")  # noqa: E731
         survivors[(src, sport, dport)] = forward(data(), data(), True)
     return survivors
 
 
-@pytest.mark.parametrize("flush", ["flush global", "flush"])
-def test_overload_flush_kills_the_offenders_states(lab, tmp_path, flush):
-    fw, c, s = build(lab)
+@pytest.mark.parametrize("flush, family", [("flush global", 4), ("flush", 4), ("flush global", 6)])
+def test_overload_flush_kills_the_offenders_states(lab, tmp_path, flush, family):
+    net = NETS[family]
+    fw, c, s = build(lab, net)
     env = pfha_env(tmp_path)
     conf = tmp_path / "pf.conf"
     conf.write_text(ruleset(flush))
     flusher = start_flusher(fw, env, tmp_path)
-    server = s.popen(sys.executable, "-c", ECHO, SERVER, str(LIMITED), str(OTHER), stdin=subprocess.PIPE,
+    server = s.popen(sys.executable, "-c", ECHO, net.server, str(LIMITED), str(OTHER), stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    client = Client(c)
+    client = Client(c, net.server)
     try:
         loaded = pfctl(fw, env, "-f", str(conf))
         assert "overload flush" not in loaded.stderr  # a flusher is listening: nothing to warn about
         assert server.stdout.readline().strip() == "ready"
-        plan = [(BAD, LIMITED), (BAD, LIMITED), (BAD, OTHER), (GOOD, LIMITED)]
+        plan = [(net.bad, LIMITED), (net.bad, LIMITED), (net.bad, OTHER), (net.good, LIMITED)]
         opened = []
         for src, port in plan:
             answer = client.ask(f"open {src} {port}")
             assert answer.startswith("OK"), (src, port, answer)
             opened.append((src, int(answer.split()[1]), port))
         assert all(client.ask(f"send {i}") == "ECHO" for i in range(len(opened)))
-        assert flows(fw) == sorted(opened)
-        assert client.ask(f"open {BAD} {LIMITED}") == "FAIL"  # over max-src-conn: into <bad>
-        assert pfctl(fw, env, "-t", "bad", "-T", "show").stdout.split() == [BAD]
+        assert flows(fw, net.server) == sorted(opened)
+        assert client.ask(f"open {net.bad} {LIMITED}") == "FAIL"  # over max-src-conn: into <bad>
+        assert pfctl(fw, env, "-t", "bad", "-T", "show").stdout.split() == [net.bad]
         deadline = time.monotonic() + 10
-        expected_gone = {o for o in opened if o[0] == BAD and (flush == "flush global" or o[2] == LIMITED)}
-        while set(flows(fw)) & expected_gone and time.monotonic() < deadline:
+        expected_gone = {o for o in opened if o[0] == net.bad and (flush == "flush global" or o[2] == LIMITED)}
+        while set(flows(fw, net.server)) & expected_gone and time.monotonic() < deadline:
             time.sleep(0.1)
-        remaining = set(flows(fw))
+        remaining = set(flows(fw, net.server))
         carrying = {o: client.ask(f"send {i}") == "ECHO" for i, o in enumerate(opened)}
     finally:
         client.close()
@@ -214,11 +240,11 @@ def test_overload_flush_kills_the_offenders_states(lab, tmp_path, flush):
         flusher.wait(timeout=10)
     log = (tmp_path / "flusher.log").read_text()
     assert remaining == set(opened) - expected_gone, log
-    assert f"{BAD} overloaded rule" in log and "states killed" in log
+    assert f"{net.bad} overloaded rule" in log and "states killed" in log
     # the other client's connection, and (flush without global) the offender's connection through
     # another rule, carry on; the flushed ones are refused by `block quick from <bad>`
     assert carrying == {o: o not in expected_gone for o in opened}
-    assert carrying == engine_survivors(flush, opened)
+    assert carrying == engine_survivors(flush, opened, net)
 
 
 def test_load_without_a_flusher_warns(lab, tmp_path):
