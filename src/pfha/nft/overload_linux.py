@@ -110,8 +110,8 @@ class KernelConntrack:
             self.table = KernelTable()
 
     def find(self, events: Iterable[OverloadEvent]) -> list[Flow]:
-        """The flows naming an offender where :func:`pfha.nft.overload.lookups` says (two
-        filtered dumps per event, never a dump of the whole table)."""
+        """The flows naming an offender where :func:`pfha.nft.overload.lookups` says: two
+        kernel-filtered dumps per event, or, past :data:`FILTERED_MAX` events, one dump."""
         from pfha.sync.conntrack import CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, dump_request_with
 
         self.open()
