@@ -89,34 +89,6 @@ def list_flows() -> list[Flow]:
     return flows
 
 
-def list_flows_with(family: int, address: str, places: Iterable[tuple[str, str]], sock: Any = None) -> list[Flow]:
-    """The flows (``family`` 4 or 6) naming ``address`` in one of ``places``: (tuple, end)
-    pairs such as ("orig", "src") or ("reply", "dst"); a flow found twice is listed twice. The
-    kernel filters (CTA_FILTER, Linux 5.8 and later), so the cost does not grow with the whole
-    table; an older kernel returns every flow of the family and the caller's checks decide."""
-    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
-    flows: list[Flow] = []
-    own = sock is None
-    sock = _socket(af) if own else sock
-    try:
-        for tuple_name, end in places:
-            wanted = NFCTAttrTuple(family=af, **{"saddr" if end == "src" else "daddr": address})
-            messages = sock.dump(**{"tuple_orig" if tuple_name == "orig" else "tuple_reply": wanted})
-            flows += [flow_from_message(m, af) for m in messages if m.get_attr("CTA_TUPLE_ORIG") is not None]
-    finally:
-        if own:
-            sock.close()
-    return flows
-
-
-def open_socket(family: int) -> Any:
-    """A conntrack socket for ``family`` (4 or 6) to pass to :func:`list_flows_with` again and
-    again (opening one costs tens of milliseconds)."""
-    return _socket(socket.AF_INET if family == 4 else socket.AF_INET6)
-
-
 def _orig_tuple(flow: Flow):
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
