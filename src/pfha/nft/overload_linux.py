@@ -173,7 +173,7 @@ class OverloadFlusher:
         try:
             self.source = NflogSocket(self.group, COPY_RANGE)
         except PflogdError as error:
-            busy = "Operation not permitted" in str(error) or "busy" in str(error)
+            busy = os.geteuid() == 0 and ("Operation not permitted" in str(error) or "busy" in str(error))
             hint = " (another overload flusher - the node daemon or pfha overload-flush - runs in this namespace)" if busy else ""
             raise OverloadFlushError(f"overload flush: {error}{hint}") from None
         try:
