@@ -40,13 +40,16 @@ LIMITED, OTHER = 2222, 2223
 LIMIT = 2
 
 
-def ruleset(flush: str) -> str:
+def ruleset(flush: str, limited_pass: str = "in") -> str:
+    """The limit on the in-pass (on a0; plain pass out on b0), or on the out-pass (on b0; plain
+    pass in on a0): an overload seen on the way out compares the other end of pf's state keys."""
+    ifname, other, plain = ("a0", "out", "b0") if limited_pass == "in" else ("b0", "in", "a0")
     return ("table <bad> persist\n"
             "block quick from <bad>\n"
             "block all\n"
-            "pass out on b0 proto tcp keep state\n"
-            f"pass in on a0 proto tcp to port {LIMITED} keep state (max-src-conn {LIMIT}, overload <bad> {flush})\n"
-            f"pass in on a0 proto tcp to port {OTHER} keep state\n")
+            f"pass {other} on {plain} proto tcp keep state\n"
+            f"pass {limited_pass} on {ifname} proto tcp to port {LIMITED} keep state (max-src-conn {LIMIT}, overload <bad> {flush})\n"
+            f"pass {limited_pass} on {ifname} proto tcp to port {OTHER} keep state\n")
 
 
 ECHO = """
@@ -165,7 +168,7 @@ def flows(fw, server: str = SERVER) -> list[tuple[str, int, int]]:
     return sorted(result)
 
 
-def engine_survivors(flush: str, connections: list[tuple[str, int, int]], net: Net) -> dict[tuple[str, int, int], bool]:
+def engine_survivors(flush: str, connections: list[tuple[str, int, int]], net: Net, limited_pass: str = "in") -> dict[tuple[str, int, int], bool]:
     """The same connections through the reference engine (each packet on both passes), then
     the connection that overloads: does each earlier connection's next data packet still pass
     the firewall?"""
@@ -175,7 +178,7 @@ def engine_survivors(flush: str, connections: list[tuple[str, int, int]], net: N
     from pfha.engine.packet import tcp
 
     view = InterfaceView.from_specs([f"a0={net.fw_in}/{net.prefix}", f"b0={net.fw_out}/{net.prefix}", "lo0=127.0.0.1/8"])
-    engine = Engine(parse_text(ruleset(flush), interfaces=view), view)
+    engine = Engine(parse_text(ruleset(flush, limited_pass), interfaces=view), view)
     now = 1000.0
 
     def forward(packet_in, packet_out, inside: bool) -> bool:
@@ -201,13 +204,14 @@ def engine_survivors(flush: str, connections: list[tuple[str, int, int]], net: N
     return survivors
 
 
-@pytest.mark.parametrize("flush, family", [("flush global", 4), ("flush", 4), ("flush global", 6)])
-def test_overload_flush_kills_the_offenders_states(lab, tmp_path, flush, family):
+@pytest.mark.parametrize("flush, family, limited_pass", [("flush global", 4, "in"), ("flush", 4, "in"), ("flush global", 6, "in"),
+                                                         ("flush global", 4, "out"), ("flush", 4, "out")])
+def test_overload_flush_kills_the_offenders_states(lab, tmp_path, flush, family, limited_pass):
     net = NETS[family]
     fw, c, s = build(lab, net)
     env = pfha_env(tmp_path)
     conf = tmp_path / "pf.conf"
-    conf.write_text(ruleset(flush))
+    conf.write_text(ruleset(flush, limited_pass))
     flusher = start_flusher(fw, env, tmp_path)
     server = s.popen(sys.executable, "-c", ECHO, net.server, str(LIMITED), str(OTHER), stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -244,7 +248,7 @@ def test_overload_flush_kills_the_offenders_states(lab, tmp_path, flush, family)
     # the other client's connection, and (flush without global) the offender's connection through
     # another rule, carry on; the flushed ones are refused by `block quick from <bad>`
     assert carrying == {o: o not in expected_gone for o in opened}
-    assert carrying == engine_survivors(flush, opened, net)
+    assert carrying == engine_survivors(flush, opened, net, limited_pass)
 
 
 def test_load_without_a_flusher_warns(lab, tmp_path):
