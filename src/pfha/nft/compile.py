@@ -35,6 +35,7 @@ from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
 from pfha.nft import expr as x
 from pfha.nft import timeouts as ct_timeouts
+from pfha.nft.overload import OVERLOAD_GROUP, OverloadPrefix
 from pfha.pflog.format import Action, Direction
 from pfha.pflog.prefix import LogPrefix
 
@@ -281,6 +282,7 @@ class _Compiler:
     bound_ifs: list[str] = field(default_factory=list)  # Linux devices if-bound states can name
     overload: set[str] = field(default_factory=set)  # tables that max-src-conn* may add sources to
     timeout_plan: ct_timeouts.TimeoutPlan | None = None  # pf's timeouts as ct timeout policies
+    overload_flush: list[dict[str, Any]] = field(default_factory=list)  # rules whose overload flushes states
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -350,6 +352,7 @@ class _Compiler:
             "sysctls": self.sysctls,
             "dynamic": self.meta_dynamic,
             "devices": dict(self.devices),
+            **({"overload_flush": {"group": OVERLOAD_GROUP, "rules": self.overload_flush}} if self.overload_flush else {}),
         }
 
     def device(self, name: str) -> str:
@@ -921,6 +924,8 @@ class _Compiler:
             if overload and overload.text:
                 self.set_for(ast.TableAddress(overload.text), family)
                 tail.append({"set": {"op": "add", "elem": key, "set": "@" + self.sets[(f"<{overload.text}>+", family)]}})
+                if overload.flush:
+                    tail.append(self.overload_event(rule, point, overload))
             tail.append(x.DROP)
             head = [x.match(x.meta("nfproto"), _nfproto(family))]
             if "max-src-conn" in options:
@@ -935,6 +940,18 @@ class _Compiler:
                                 "stmt": [{"limit": {"rate": rate, "per": per, "burst": count, "inv": True}}]}}
                 result.append(head + [stmt] + tail)
         return result
+
+    def overload_event(self, rule: ast.Rule, point: str, overload: ast.StateOption) -> dict[str, Any]:
+        """``overload <t> flush [global]``: nft cannot delete conntrack entries, so the branch
+        also logs the offending packet to the overload NFLOG group, where the flusher
+        (:mod:`pfha.nft.overload_linux`) kills the states pf would (:mod:`pfha.nft.overload`)."""
+        nr = self.index[id(rule)]
+        scope = "global" if overload.flush_global else "rule"
+        entry = {"rule": rule.number, "id": rule_id(nr), "scope": scope, "where": _where(rule)}
+        if entry not in self.overload_flush:
+            self.overload_flush.append(entry)
+        prefix = OverloadPrefix(rule_id(nr), point, scope, rule.number)
+        return x.log(prefix.encode(), OVERLOAD_GROUP)
 
     def source_set(self, name: str, nft_type: str, timeout: int | None) -> str:
         """A per-source dynamic set, created once per rule (both passes share it)."""
@@ -1006,8 +1023,9 @@ class _Compiler:
         for option in state.options:
             if option.name in ("adaptive.start", "adaptive.end"):
                 self.warn("adaptive timeouts (adaptive.start/end; pf derives them from max): not enforced, conntrack's timeouts do not scale", rule)
-            elif option.name == "overload" and option.flush:
-                self.warn("overload flush: the source's other states are not flushed (only new connections are refused)", rule)
+            elif option.name == "overload" and option.flush and not option.flush_global and not rule_id(self.index[id(rule)]):
+                self.warn(f"overload flush: rules past number {MAX_RULE_ID - 1} do not record themselves in their states; "
+                          "none of this rule's states are flushed (flush global still works)", rule)
             elif ct_timeouts.is_timeout(option.name):
                 continue  # applied as a ct timeout policy, or warned about by pfha.nft.timeouts
             elif option.name == "source-track" and any(o.name in ("max-src-conn", "max-src-conn-rate") for o in state.options):

@@ -102,9 +102,13 @@ def load_compiled(compiled: Compiled) -> None:
 def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) -> list[str]:
     """pfctl -f FILE (or -nf): one transaction; the warnings to print."""
     compiled = compile_file(path, interfaces)
+    warnings = [f"warning: {w}" for w in compiled.warnings]
     if not check_only:
+        from pfha.nft.overload_linux import missing_flusher_warnings
+
         load_compiled(compiled)
-    return [f"warning: {w}" for w in compiled.warnings]
+        warnings += [f"warning: {w}" for w in missing_flusher_warnings(compiled.metadata)]
+    return warnings
 
 
 def _metadata() -> dict[str, Any]:
