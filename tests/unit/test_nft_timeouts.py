@@ -122,6 +122,15 @@ def test_warnings_name_what_stays_approximate():
     assert "net.netfilter.nf_conntrack_udp_timeout" not in c.metadata["sysctls"]  # udp.single has no sysctl either
 
 
+def test_src_track_pfctl_adds_for_a_conn_rate_is_not_warned_about():
+    c = compiled("table <bad> persist\n"
+                 "pass in proto tcp to port 22 keep state (max-src-conn-rate 10/5, overload <bad>)\n"
+                 "pass in proto tcp to port 23 keep state (src.track 7, max-src-conn-rate 10/5)\n")
+    text = [str(w) for w in c.warnings]
+    assert not any(":2: state option src.track" in w for w in text)  # pfctl's own src.track 5: the rate set
+    assert any(":3: state option src.track: not enforced per rule" in w for w in text)  # one given beside it
+
+
 def test_text_command_is_nft_syntax():
     policy = t.Policy("udp", (("replied", 8), ("unreplied", 3)))
     assert t.text_command(policy.command()) == (

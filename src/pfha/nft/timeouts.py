@@ -213,9 +213,20 @@ def warnings_for(ruleset: ast.Ruleset, rules: Iterable[Any]) -> list[tuple[str, 
         for name, _value in rule_timeouts(rule):
             if name in MAPPED or name in ("adaptive.start", "adaptive.end"):
                 continue  # applied; the adaptive ones have their own warning in compile
+            if name == "src.track" and _implied_by_rate(rule, _value):
+                continue  # pfctl's own src.track for max-src-conn-rate N/S: the rate set enforces it
             reason = UNMAPPED.get(name, "no conntrack equivalent")
             out.append((f"state option {name}: not enforced per rule: {reason}", rule))
     return out
+
+
+def _implied_by_rate(rule: Any, seconds: int) -> bool:
+    """Whether ``src.track`` is the one pfctl adds for ``max-src-conn-rate N/S`` (S seconds),
+    which the per-source rate set (a token bucket over S) already stands for."""
+    for option in rule.state.options:
+        if option.name == "max-src-conn-rate":
+            return option.value2 == seconds
+    return False
 
 
 def text_command(command: Mapping[str, Any]) -> str:
