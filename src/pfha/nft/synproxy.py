@@ -63,8 +63,9 @@ def first_match_order(rules: Iterable[Any]) -> list[Any]:
 
 
 def _where(rule: Any) -> str:
+    """Where another rule is, inside a warning already prefixed with the file."""
     origin = getattr(rule, "origin", None)
-    return f"{origin.file}:{origin.line}" if origin else "?"
+    return f"line {origin.line}" if origin else "an anchor"
 
 
 def flags_can_match(flags: ast.TcpFlags | None, must_set: int, must_clear: int) -> bool:

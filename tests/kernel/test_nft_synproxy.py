@@ -1,0 +1,228 @@
+"""``synproxy state`` on real packets: the firewall answers the client's SYN itself and opens the
+connection to the server only once the client completed the handshake (pf.conf(5)).
+
+Runs in the tutorial testbed (ext - fw - lan): servers in the LAN are reached from outside
+without translation, which is where the compiler runs real nft synproxy. Each test checks the
+wire (tcpdump on the server's side, scapy on the client's), conntrack, pfctl, and the reference
+engine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import is_root
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: network namespaces and nftables")
+
+SERVER, PORT = "192.168.1.100", 8080
+CLIENT, SHIELDED, SPOOFED = "198.51.100.7", "198.51.100.54", "198.51.100.99"  # SPOOFED: nobody owns it
+RULESET = f"""\
+ext_if = "xl0"
+int_if = "xl1"
+set skip on lo0
+block in all
+pass out all keep state
+pass in on $ext_if proto tcp from any to {SERVER} port {{ {PORT}, 8081 }} synproxy state
+pass in quick on $ext_if proto tcp from {SHIELDED} to {SERVER} port {PORT} keep state
+pass in on $int_if from 192.168.1.0/24 keep state
+"""
+# A translation that may touch the flows: the rule stays keep state (with its warning).
+TRANSLATED = RULESET.replace("block in all\n", f"rdr on xl0 proto tcp from any to 203.0.113.12 port 9000 -> {SERVER} port {PORT}\nblock in all\n")
+
+BULK = """
+import socket, sys
+s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=5, source_address=(sys.argv[1], 0))
+greeting = s.recv(4096)
+payload = bytes(range(256)) * 1024
+s.sendall(payload)
+got = b""
+while len(got) < len(payload):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+s.sendall(b"bye\\n")
+print(greeting.decode().strip(), "|", "ECHO-OK" if got == payload else f"ECHO-BAD {len(got)}")
+"""
+
+SPOOF = """
+import sys
+from scapy.all import IP, TCP, conf, sr1
+conf.verb = 0
+src, dst, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+answers = []
+for i in range(count):
+    syn = IP(src=src, dst=dst) / TCP(sport=30000 + i, dport=port, flags="S", seq=1000 + i,
+                                     options=[("MSS", 1460), ("WScale", 7), ("SAckOK", b""), ("Timestamp", (1, 0))])
+    reply = sr1(syn, iface="eth0", timeout=2)
+    answers.append(reply)
+first = answers[0]
+ok = sum(1 for r in answers if r is not None and r.haslayer(TCP) and str(r[TCP].flags) == "SA")
+print(ok, first[IP].src if first else None, first[TCP].sport if first else None,
+      first[TCP].window if first else None, first[TCP].options if first else None)
+"""
+
+
+@pytest.fixture(scope="module")
+def bed():
+    from pfha.nft import testbed
+
+    bed = testbed.build("nfsp")
+    try:
+        bed.specs = [f"--if={s}" for s in testbed.VIEW_SPECS]
+        bed.serve(bed.lan, [f"tcp:{SERVER}:{PORT}", f"tcp:{SERVER}:8081"])
+        yield bed
+    finally:
+        bed.close()
+
+
+def load(bed, text: str) -> str:
+    path = os.path.join(bed.state_dir, "pf.conf")
+    with open(path, "w") as out:
+        out.write(text)
+    return bed.pfctl(bed.fw, *bed.specs, "-f", path).stderr
+
+
+class Capture:
+    """tcpdump on the server's link (lan eth0), read back with scapy."""
+
+    def __init__(self, bed, path: str) -> None:
+        self.path = path
+        self.proc = bed.lan.popen("tcpdump", "-n", "-U", "-i", "eth0", "-w", path, f"tcp port {PORT}",
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc.stderr.readline()  # "listening on eth0 ..."
+
+    def packets(self):
+        from scapy.all import rdpcap
+
+        time.sleep(0.5)
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        return list(rdpcap(self.path)) if os.path.getsize(self.path) > 24 else []
+
+
+def syns(packets, src: str):
+    from scapy.all import IP, TCP
+
+    return [p for p in packets if p.haslayer(TCP) and p[IP].src == src and str(p[TCP].flags) == "S"]
+
+
+def flows(bed, address: str) -> str:
+    return bed.fw.exec("conntrack", "-L", "-s", address, check=False).stdout
+
+
+def test_real_connection_is_proxied_and_carries_data(bed, tmp_path):
+    warnings = load(bed, RULESET)
+    assert "synproxy" not in warnings
+    cap = Capture(bed, str(tmp_path / "server.pcap"))
+    out = bed.ext.exec(sys.executable, "-c", BULK, CLIENT, SERVER, str(PORT), timeout=60).stdout.strip()
+    packets = cap.packets()
+    assert out.startswith(f"{SERVER}:{PORT} from {CLIENT}:") and out.endswith("ECHO-OK"), out
+    # The server got the firewall's SYN, sent after the client's handshake: it carries the MSS
+    # pf would send and none of the client's other options (Linux offers wscale, SACK, timestamps).
+    (syn,) = syns(packets, CLIENT)
+    assert [name for name, _ in syn["TCP"].options] == ["MSS"], syn["TCP"].options
+    # The connection holds both pf states (side A by the synproxy rule, side B by pass out).
+    entry = flows(bed, CLIENT)
+    assert "dport=8080" in entry and "mark=" in entry
+    mark = int(entry.split("mark=")[1].split()[0])
+    assert mark & 0x3 == 0x3
+    states = bed.pfctl(bed.fw, "-ss").stdout
+    assert f"{CLIENT}:" in states and f"{SERVER}:{PORT}" in states
+    rules = bed.pfctl(bed.fw, "-vsr").stdout
+    proxied = rules.split("synproxy state", 1)[1].split("\n", 2)[1]
+    assert "Packets:" in proxied and "Packets: 0 " not in proxied, rules
+
+
+def test_spoofed_syns_are_answered_and_never_reach_the_server(bed, tmp_path):
+    load(bed, RULESET)
+    cap = Capture(bed, str(tmp_path / "server.pcap"))
+    out = bed.ext.exec(sys.executable, "-c", SPOOF, SPOOFED, SERVER, str(PORT), "20", timeout=120).stdout.strip().split(maxsplit=4)
+    packets = cap.packets()
+    answered, src, sport, window, options = out
+    assert int(answered) == 20  # every SYN got the firewall's SYN-ACK ...
+    assert (src, int(sport), int(window)) == (SERVER, PORT, 0)
+    assert options == "[('MSS', 1460)]"  # ... with pf's MSS and no other option, window 0 as pf's
+    assert syns(packets, SPOOFED) == [] and packets == []  # ... and the server saw nothing
+    assert SPOOFED not in flows(bed, SPOOFED)  # no conntrack entry was made
+
+
+def test_engine_answers_the_spoofed_syn_the_same_way():
+    from pfha.conf import parse_text
+    from pfha.engine import Engine
+    from pfha.engine.packet import addr_to_text, tcp
+    from pfha.nft import testbed
+
+    view = testbed.tutorial_view()
+    engine = Engine(parse_text(RULESET, "pf.conf", view), view)
+    decision = engine.process(tcp(SPOOFED, 30000, SERVER, PORT, "S", seq=1000, mss=1460, wscale=7), "xl0", "in", 1000.0)
+    assert (decision.action, decision.reason) == ("block", "synproxy")
+    (answer,) = decision.emitted
+    assert answer.toward == "sender" and addr_to_text(answer.packet.af, answer.packet.src) == SERVER
+    assert answer.packet.tcp_options == bytes((2, 4, 1460 >> 8, 1460 & 0xFF))  # MSS only, as nft's
+    assert answer.packet.win == 0  # as on the wire
+    later = engine.process(tcp(SPOOFED, 30000, SERVER, PORT, "S", seq=1000, mss=1460, wscale=7), "xl0", "in", 1001.0)
+    assert [e.toward for e in later.emitted] == ["sender"]  # a retransmitted SYN: answered again, never forwarded
+
+
+def test_first_match_decides_which_syns_are_proxied(bed, tmp_path):
+    """A quick rule for one client precedes the synproxy rule in pf's decision: that client's
+    SYN reaches the server as it sent it (its own options), the others' are proxied."""
+    load(bed, RULESET)
+    cap = Capture(bed, str(tmp_path / "server.pcap"))
+    for source in (SHIELDED, CLIENT):
+        out = bed.probe(bed.ext, "tcp", source, SERVER, PORT)
+        assert out.startswith(f"OK {SERVER}:{PORT} from {source}:"), out
+    packets = cap.packets()
+    (direct,) = syns(packets, SHIELDED)
+    (proxied,) = syns(packets, CLIENT)
+    assert "WScale" in [name for name, _ in direct["TCP"].options]
+    assert [name for name, _ in proxied["TCP"].options] == ["MSS"]
+
+
+def test_kernel_agrees_with_engine(bed):
+    from pfha.conf import parse_text
+    from pfha.nft import testbed
+    from pfha.nft.compile import compile_ruleset
+    from pfha.nft.differential import Attempt, EngineSide, kernel_equivalent, kernel_outcomes
+
+    view = testbed.tutorial_view()
+    for base, text, real in ((42100, RULESET, True), (42200, TRANSLATED, False)):
+        warnings = load(bed, text)
+        bed.pfctl(bed.fw, "-F", "states")
+        assert ("synproxy state: compiled as keep state: rdr at line 4 may translate" in warnings) is not real, warnings
+        ruleset = parse_text(text, "pf.conf", view)
+        numbers = compile_ruleset(ruleset, view).metadata["synproxy"]
+        assert len(numbers) == (2 if real else 1)  # the rdr's target is port 8080: the 8081 rule stays proxied
+        attempts = [Attempt("tcp", CLIENT, SERVER, PORT, base), Attempt("tcp", SHIELDED, SERVER, PORT, base + 1),
+                    Attempt("tcp", "198.51.100.53", SERVER, 8081, base + 2), Attempt("tcp", CLIENT, SERVER, 22, base + 3)]
+        engine = EngineSide(kernel_equivalent(ruleset, numbers), view)
+        want = [engine.outcome(a) for a in attempts]
+        got = kernel_outcomes(bed, attempts)
+        assert [w.delivered for w in want] == [True, True, True, False]
+        problems = [f"{a}: engine {w}, kernel {g}" for a, w, g in zip(attempts, want, got) if not w.same_as(g)]
+        assert problems == []
+
+
+def test_reload_and_disable_keep_proxied_connections(bed):
+    load(bed, RULESET)
+    stream = bed.python(bed.ext, "stream", CLIENT, SERVER, str(PORT), "6", "0.05", stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    for text in (TRANSLATED, RULESET, RULESET):
+        load(bed, text)
+        time.sleep(0.5)
+    bed.pfctl(bed.fw, "-d")
+    try:
+        # pf disabled: nothing is untracked or proxied; the SYN reaches the server as sent
+        assert bed.probe(bed.ext, "tcp", CLIENT, SERVER, 8081).startswith("OK")
+    finally:
+        bed.pfctl(bed.fw, "-e")
+    out, _ = stream.communicate(timeout=30)
+    assert out.strip().startswith("OK"), out
+    assert bed.probe(bed.ext, "tcp", CLIENT, SERVER, PORT).startswith(f"OK {SERVER}:{PORT}")
