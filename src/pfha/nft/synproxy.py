@@ -263,14 +263,16 @@ def plan(filters: list[Any], translation: Iterable[Any], scrub: Iterable[Any],
             elif not _covering_block(rules, rule, members):
                 reason = ("no plain `block` rule covers its connections: pf's default rule passes an ACK without "
                           "state, nft synproxy drops an ACK whose cookie is wrong")
+        if reason is not None:
+            result.reasons[id(rule)] = reason
+            continue
         position = next(i for i, r in enumerate(order) if r is rule)
         shields = [r for r in order[:position] if r.proto in (None, IPPROTO_TCP) and plain_syn(r.flags)
                    and may_overlap(r, rule, members)]
-        if reason is None:
-            changing = next((r for r in shields if (r.probability is not None and r.probability < 1)
-                             or (set_tos and r.tos is not None)), None)
-            if changing is not None or (set_tos and rule.tos is not None):
-                reason = f"the rule at {_where(changing or rule)} tests what changes after the raw chain (probability, tos under scrub set-tos)"
+        changing = next((r for r in shields if (r.probability is not None and r.probability < 1)
+                         or (set_tos and r.tos is not None)), None)
+        if changing is not None or (set_tos and rule.tos is not None):
+            reason = f"the rule at {_where(changing or rule)} tests what changes after the raw chain (probability, tos under scrub set-tos)"
         if reason is not None:
             result.reasons[id(rule)] = reason
             continue
