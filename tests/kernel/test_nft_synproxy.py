@@ -226,3 +226,36 @@ def test_reload_and_disable_keep_proxied_connections(bed):
     out, _ = stream.communicate(timeout=30)
     assert out.strip().startswith("OK"), out
     assert bed.probe(bed.ext, "tcp", CLIENT, SERVER, PORT).startswith(f"OK {SERVER}:{PORT}")
+
+
+def test_proxied_connection_to_the_firewall_itself(bed, tmp_path):
+    """A synproxy rule for a service on the firewall: nft synproxy answers in the input hook
+    and its SYN reaches the local socket over the loopback."""
+    text = RULESET.replace("pass in quick", "pass in on $ext_if proto tcp to 203.0.113.2 port 8090 synproxy state\npass in quick")
+    assert "synproxy" not in load(bed, text)
+    bed.serve(bed.fw, ["tcp:203.0.113.2:8090"])
+    cap = bed.fw.popen("tcpdump", "-n", "-U", "-i", "any", "-w", str(tmp_path / "fw.pcap"), "tcp port 8090",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cap.stderr.readline()
+    out = bed.ext.exec(sys.executable, "-c", BULK, CLIENT, "203.0.113.2", "8090", timeout=60).stdout.strip()
+    time.sleep(0.5)
+    cap.terminate()
+    cap.wait(timeout=10)
+    from scapy.all import rdpcap
+
+    assert out.startswith(f"203.0.113.2:8090 from {CLIENT}:") and out.endswith("ECHO-OK"), out
+    # on xl0 the client's SYN (its own options), on lo the firewall's (MSS only)
+    seen = sorted(tuple(name for name, _ in p["TCP"].options) for p in syns(list(rdpcap(str(tmp_path / "fw.pcap"))), CLIENT))
+    assert len(seen) == 2 and ("MSS",) in seen and any("WScale" in options for options in seen), seen
+
+
+def test_flushed_rules_stop_proxying(bed, tmp_path):
+    load(bed, RULESET)
+    bed.pfctl(bed.fw, "-F", "rules")
+    try:
+        cap = Capture(bed, str(tmp_path / "server.pcap"))
+        assert bed.probe(bed.ext, "tcp", CLIENT, SERVER, PORT).startswith("OK")
+        (syn,) = syns(cap.packets(), CLIENT)
+        assert "WScale" in [name for name, _ in syn["TCP"].options]  # the client's own SYN
+    finally:
+        load(bed, RULESET)

@@ -1192,7 +1192,8 @@ class _Compiler:
                 continue
             if self.synproxy.is_real(rule):
                 for branch in self.rule_branches(rule, IN):
-                    self.emit(raw, branch + syn + [{"notrack": None}], f"@{rule.number} {_where(rule)} synproxy: untrack the SYN")
+                    self.emit(raw, branch + [e for e in syn if e not in branch] + [{"notrack": None}],
+                              f"@{rule.number} {_where(rule)} synproxy: untrack the SYN")
             elif id(rule) in self.synproxy.shields:
                 for branch in self.rule_branches(rule, IN):
                     self.emit(raw, branch + syn + [x.RETURN], f"@{rule.number} {_where(rule)} decides first")
