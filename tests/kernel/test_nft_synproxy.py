@@ -15,6 +15,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import is_root
 
@@ -76,7 +78,9 @@ def bed():
     bed = testbed.build("nfsp")
     try:
         bed.specs = [f"--if={s}" for s in testbed.VIEW_SPECS]
-        bed.serve(bed.lan, [f"tcp:{SERVER}:{PORT}", f"tcp:{SERVER}:8081"])
+        bed.serve(bed.lan, [f"tcp:{SERVER}:{PORT}", f"tcp:{SERVER}:8081", "tcp:192.168.1.80:80", "tcp:192.168.1.80:22"])
+        bed.serve(bed.ext, ["tcp:198.51.100.80:80"])
+        bed.serve(bed.fw, ["tcp:203.0.113.10:8000"])
         yield bed
     finally:
         bed.close()
@@ -259,3 +263,84 @@ def test_flushed_rules_stop_proxying(bed, tmp_path):
         assert "WScale" in [name for name, _ in syn["TCP"].options]  # the client's own SYN
     finally:
         load(bed, RULESET)
+
+
+# ------------------------------------------------------------------ generated rulesets
+CASES = [("198.51.100.7", "192.168.1.80", 80), ("198.51.100.54", "192.168.1.80", 80), ("198.51.100.7", "192.168.1.80", 22),
+         ("192.168.1.100", "198.51.100.80", 80), ("198.51.100.7", "203.0.113.10", 8000), ("198.51.100.80", SERVER, PORT)]
+HOSTS = ["any", "192.168.1.0/24", "198.51.100.0/24", "192.168.1.80", "198.51.100.54", "! 198.51.100.54", "<nets>", "! <nets>"]
+_bases = iter(range(43000, 60000, 10))
+
+
+@st.composite
+def synproxy_rule(draw) -> str:
+    parts = ["pass", draw(st.sampled_from(["in", "in", "in", ""])), draw(st.sampled_from(["", "quick"])),
+             draw(st.sampled_from(["on xl0", "on xl0", "", "on xl1"])), "proto tcp",
+             f"from {draw(st.sampled_from(HOSTS))}", f"to {draw(st.sampled_from(HOSTS))}"]
+    port = draw(st.sampled_from(["", "80", "22", str(PORT), "< 1024"]))
+    return " ".join(p for p in parts + ([f"port {port}"] if port else []) + ["synproxy state"] if p)
+
+
+@st.composite
+def synproxy_ruleset(draw) -> str:
+    from test_nft_differential import rule_text
+
+    lines = ["set skip on lo0", "table <nets> { 198.51.100.0/24 !198.51.100.54 }"]
+    if draw(st.booleans()):
+        lines.append("nat on xl0 from 192.168.1.0/24 to any -> 203.0.113.10")
+    if draw(st.booleans()):
+        lines.append("rdr on xl0 proto tcp from any to 203.0.113.10 port 8000 -> 192.168.1.80 port 80")
+    lines.append(draw(st.sampled_from(["block all", "block in all", "block in all", "pass all"])))
+    lines.append("pass out all")
+    rules = draw(st.lists(rule_text(), max_size=3))
+    rules.insert(draw(st.integers(0, len(rules))), draw(synproxy_rule()))
+    return "\n".join(lines + rules) + "\n"
+
+
+def proxied_in_kernel(bed, run) -> tuple[list, set[tuple[str, int]]]:
+    """Run the attempts with tcpdump on all of the firewall's interfaces; the (client, port)
+    of every SYN that carries only an MSS: the firewall's own SYN toward the server (the
+    clients are Linux sockets, whose SYNs also offer SACK, timestamps and window scaling)."""
+    from scapy.all import IP, TCP, rdpcap
+
+    path = os.path.join(bed.state_dir, "fw.pcap")
+    cap = bed.fw.popen("tcpdump", "-n", "-U", "-i", "any", "-w", path, "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cap.stderr.readline()
+    result = run()
+    time.sleep(0.5)
+    cap.terminate()
+    cap.wait(timeout=10)
+    packets = rdpcap(path) if os.path.getsize(path) > 24 else []
+    return result, {(p[IP].src, p[TCP].sport) for p in packets if p.haslayer(TCP) and [n for n, _ in p[TCP].options] == ["MSS"]}
+
+
+@settings(max_examples=int(os.environ.get("PFHA_SYNPROXY_EXAMPLES", "6")), deadline=None,
+          derandomize=not os.environ.get("PFHA_DIFF_RANDOM"), database=None, suppress_health_check=list(HealthCheck))
+@given(text=synproxy_ruleset())
+def test_generated_rulesets_proxy_what_the_engine_proxies(bed, text):
+    """Delivered or not, where, and *whether the firewall proxied the SYN*: kernel = engine."""
+    from pfha.conf import parse_text
+    from pfha.nft import testbed
+    from pfha.nft.compile import compile_ruleset
+    from pfha.nft.differential import Attempt, EngineSide, kernel_equivalent, kernel_outcomes
+
+    view = testbed.tutorial_view()
+    load(bed, text)
+    bed.pfctl(bed.fw, "-F", "states")
+    ruleset = parse_text(text, "pf.conf", view)
+    real = compile_ruleset(ruleset, view).metadata["synproxy"]
+    base = next(_bases)
+    attempts = [Attempt("tcp", src, dst, port, base + i) for i, (src, dst, port) in enumerate(CASES)]
+    engine = EngineSide(kernel_equivalent(ruleset, real), view)
+    want = []
+    for attempt in attempts:
+        outcome = engine.outcome(attempt)
+        want.append((outcome, outcome.delivered and engine.proxied))
+    got, proxied = proxied_in_kernel(bed, lambda: kernel_outcomes(bed, attempts))
+    problems = []
+    for attempt, (w, w_proxied), g in zip(attempts, want, got):
+        g_proxied = g.delivered and (attempt.src, attempt.sport) in proxied
+        if not w.same_as(g) or w_proxied != g_proxied:
+            problems.append(f"{attempt}: engine {w} proxied={w_proxied}, kernel {g} proxied={g_proxied}")
+    assert problems == [], text + "\n" + "\n".join(problems)

@@ -1168,8 +1168,11 @@ class _Compiler:
         tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
         flags = x.band(x.payload("tcp", "flags"), sp.TH_FIN | sp.TH_SYN | sp.TH_RST | sp.TH_ACK)
         if point == OUT:
-            self.emit(chain, [x.match(x.CT_STATE, "invalid"), x.match(x.meta("iif"), 0), tcp, x.match(flags, sp.TH_SYN | sp.TH_ACK), x.ACCEPT],
-                      "synproxy: the firewall's SYN-ACK to the client")
+            for rule in self.synproxy.real:
+                back = dataclasses.replace(rule, interface=None, flags=None, src=rule.dst, dst=rule.src)
+                for branch in self.rule_branches(back, OUT, with_flags=False):
+                    self.emit(chain, branch + [x.match(x.CT_STATE, "invalid"), x.match(x.meta("iif"), 0), tcp, x.match(flags, sp.TH_SYN | sp.TH_ACK), x.ACCEPT],
+                              f"@{rule.number} synproxy: the firewall's SYN-ACK to the client")
             return
         for rule in self.synproxy.real:
             for branch in self.rule_branches(rule, IN, with_flags=False):
@@ -1215,7 +1218,7 @@ class _Compiler:
         flag, shift, mask = side_bits(side_of(IN, "original"))
         proxied = [x.match(x.CT_STATE, "new"), x.match(x.CT_DIRECTION, "original")] + syn + \
             [x.match({"fib": {"result": "type", "flags": ["saddr"]}}, "local", "!=")]
-        for rule in self.synproxy.real:
+        for rule in first_match_order(self.synproxy.real):  # the interface is not known here
             rid = rule_id(self.index[id(rule)])
             for branch in self.rule_branches(dataclasses.replace(rule, interface=None), IN, with_flags=False):
                 self.emit(out, branch + proxied + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT],

@@ -95,6 +95,7 @@ class EngineSide:
     def __init__(self, ruleset: Any, interfaces: Any, seed: int = 0) -> None:
         self.engine = Engine(ruleset, interfaces, seed=seed)
         self.last: Any = None  # the last decision _cross asked for
+        self.proxied = False  # did pf answer the last attempt's SYN itself (synproxy)?
         self.now = 1000.0
 
     def _cross(self, packet: Any, hops: list[tuple[str, str]]) -> tuple[Any, str | None]:
@@ -112,7 +113,7 @@ class EngineSide:
         first = make(attempt.src, attempt.sport, attempt.dst, attempt.dport, "S", seq=1000) if attempt.proto == "tcp" else \
             make(attempt.src, attempt.sport, attempt.dst, attempt.dport, b"probe")
         packet, blocked = self._cross(first, [(attempt.entry, "in")])
-        proxied = bool(blocked) and attempt.proto == "tcp" and self.last.reason == "synproxy"
+        proxied = self.proxied = bool(blocked) and attempt.proto == "tcp" and self.last.reason == "synproxy"
         if proxied:
             packet, blocked = self._client_handshake(attempt, self.last)
         if blocked:
