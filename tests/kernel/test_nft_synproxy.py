@@ -344,3 +344,58 @@ def test_generated_rulesets_proxy_what_the_engine_proxies(bed, text):
         if not w.same_as(g) or w_proxied != g_proxied:
             problems.append(f"{attempt}: engine {w} proxied={w_proxied}, kernel {g} proxied={g_proxied}")
     assert problems == [], text + "\n" + "\n".join(problems)
+
+
+def test_ipv6_connection_is_proxied(lab, tmp_path):
+    """The same over IPv6: the firewall answers with MSS 1440, the server gets the firewall's SYN,
+    and a client that never completes the handshake never reaches the server."""
+    from pfha.nft import testbed
+
+    c, fw, s = lab.ns("c"), lab.ns("fw"), lab.ns("s")
+    lab.link(fw, "c0", c, "eth0")
+    lab.link(fw, "s0", s, "eth0")
+    for ns, dev, address, gateway in ((fw, "c0", "2001:db8:1::1", None), (fw, "s0", "2001:db8:2::1", None),
+                                      (c, "eth0", "2001:db8:1::2", "2001:db8:1::1"), (s, "eth0", "2001:db8:2::2", "2001:db8:2::1")):
+        ns.exec("ip", "-6", "addr", "add", f"{address}/64", "dev", dev, "nodad")
+        if gateway:
+            ns.exec("ip", "-6", "route", "add", "default", "via", gateway)
+    c.exec("ip", "-6", "addr", "add", "2001:db8:1::99/64", "dev", "eth0", "nodad")  # the client that never ACKs
+    c.exec("nft", "add table ip6 t; add chain ip6 t o { type filter hook output priority 0; }; "
+           "add rule ip6 t o ip6 saddr 2001:db8:1::99 tcp flags & (syn|ack) == ack drop")
+    fw.sysctl("net.ipv6.conf.all.forwarding", 1)
+    conf = tmp_path / "pf.conf"
+    conf.write_text("block in all\npass out all\npass quick inet6 proto icmp6 all no state\n"
+                    "pass in on c0 inet6 proto tcp to 2001:db8:2::2 port 8080 synproxy state\n")
+    env = {**os.environ, "PYTHONPATH": testbed.SRC}
+    load = subprocess.run(fw.argv([sys.executable, "-m", "pfha.cli.pfctl", "-f", str(conf)]), env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert load.returncode == 0 and "synproxy" not in load.stderr, load.stderr
+    server = s.popen(sys.executable, "-c", "import socket\nl = socket.create_server(('::', 8080), family=socket.AF_INET6)\n"
+                     "while True:\n    c, _ = l.accept(); c.sendall(c.recv(100)[::-1]); c.close()",
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    caps = [ns.popen("tcpdump", "-n", "-U", "-i", "eth0", "-w", str(tmp_path / f"{name}.pcap"), "tcp port 8080",
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for ns, name in ((s, "s"), (c, "c"))]
+    for cap in caps:
+        cap.stderr.readline()
+    connect = "import socket, sys\nx = socket.create_connection(('2001:db8:2::2', 8080), timeout=2, source_address=(sys.argv[1], 0))\n" \
+              "x.sendall(b'hello'); print(x.recv(100).decode())"
+    try:
+        time.sleep(0.5)
+        out = c.exec(sys.executable, "-c", connect, "2001:db8:1::2", timeout=30).stdout.strip()
+        stuck = c.exec(sys.executable, "-c", connect, "2001:db8:1::99", timeout=30, check=False)
+    finally:
+        time.sleep(0.5)
+        for cap in caps:
+            cap.terminate()
+            cap.wait(timeout=10)
+        server.kill()
+        server.wait(timeout=10)
+    from scapy.all import TCP, IPv6, rdpcap
+
+    assert out == "olleh" and stuck.returncode != 0
+    at_server = [(p[IPv6].src, [n for n, _ in p[TCP].options]) for p in rdpcap(str(tmp_path / "s.pcap"))
+                 if p.haslayer(TCP) and str(p[TCP].flags) == "S"]
+    assert at_server == [("2001:db8:1::2", ["MSS"])]  # the firewall's SYN for the first client only
+    answers = [(p[IPv6].dst, p[TCP].window, p[TCP].options) for p in rdpcap(str(tmp_path / "c.pcap"))
+               if p.haslayer(TCP) and str(p[TCP].flags) == "SA"]
+    assert ("2001:db8:1::99", 0, [("MSS", 1440)]) in answers and ("2001:db8:1::2", 0, [("MSS", 1440)]) in answers
