@@ -54,7 +54,7 @@ class Plan:
     reasons: dict[int, str] = field(default_factory=dict)  # id(rule) -> why approximated
 
     def is_real(self, rule: Any) -> bool:
-        return any(rule is r for r in self.real)
+        return bool(self.real) and any(rule is r for r in self.real)
 
 
 def first_match_order(rules: Iterable[Any]) -> list[Any]:
@@ -209,7 +209,7 @@ def _covering_block(rules: list[ast.Rule], rule: ast.Rule, members: Callable[[st
     for b in rules:
         if b.action != "block" or b.direction not in (None, "in") or (b.block and b.block.kind != "drop"):
             continue
-        if b.interface not in (None,) and b.interface.name != "any":
+        if b.interface is not None and b.interface.name != "any":
             same = rule.interface is not None and not b.interface.negated and not rule.interface.negated and \
                 members(rule.interface.name) <= members(b.interface.name)
             if not same:
@@ -251,9 +251,9 @@ def plan(filters: list[Any], translation: Iterable[Any], scrub: Iterable[Any],
                 more = f" and {len(found) - 3} more" if len(found) > 3 else ""
                 reason = (f"{names}{more} may translate its connections (the untracked SYN bypasses NAT, and nft "
                           "synproxy checks the client's ACK after rdr rewrote it)")
-        overlapping = [r for r in rules if r is not rule and r.direction in (None, "in") and r.action in ("pass", "block")
-                       and r.proto in (None, IPPROTO_TCP) and may_overlap(r, rule, members)]
         if reason is None:
+            overlapping = [r for r in rules if r is not rule and r.direction in (None, "in") and r.action in ("pass", "block")
+                           and r.proto in (None, IPPROTO_TCP) and may_overlap(r, rule, members)]
             ack_passer = next((r for r in overlapping if bare_ack(r.flags)
                                and (r.action == "pass" or (r.block and r.block.kind != "drop"))), None)
             if ack_passer is not None:
