@@ -163,11 +163,19 @@ def test_real_connection_is_proxied_and_carries_data(bed, tmp_path):
     assert "Packets:" in proxied and "Packets: 0 " not in proxied, rules
 
 
+def tcp_in_segments(ns) -> int:
+    """The namespace's TCP InSegs (every TCP segment its stack received)."""
+    lines = [line.split() for line in ns.exec("cat", "/proc/net/snmp").stdout.splitlines() if line.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("InSegs")])
+
+
 def test_spoofed_syns_are_answered_and_never_reach_the_server(bed, tmp_path):
     load(bed, RULESET)
     cap = Capture(bed, str(tmp_path / "server.pcap"))
+    before = tcp_in_segments(bed.lan)
     out = bed.ext.exec(sys.executable, "-c", SPOOF, SPOOFED, SERVER, str(PORT), "20", timeout=120).stdout.strip().split(maxsplit=4)
     packets = cap.packets()
+    assert tcp_in_segments(bed.lan) == before  # the server's stack received no segment at all
     answered, src, sport, window, options = out
     assert int(answered) == 20  # every SYN got the firewall's SYN-ACK ...
     assert (src, int(sport), int(window)) == (SERVER, PORT, 0)
