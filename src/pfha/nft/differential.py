@@ -147,7 +147,6 @@ class EngineSide:
                 return Outcome(False, where="ack " + blocked)
         return Outcome(True, server, seen_src, port_class(seen_sport, attempt.sport))
 
-
     def _client_handshake(self, attempt: Attempt, answered: Any) -> tuple[Any, str | None]:
         """pf answered the SYN itself (synproxy): the client completes the handshake with pf,
         which then sends its own SYN toward the server; that SYN is what the out-pass sees."""
