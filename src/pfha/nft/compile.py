@@ -34,6 +34,7 @@ from typing import Any
 from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
 from pfha.nft import expr as x
+from pfha.nft import synproxy as sp
 from pfha.nft import timeouts as ct_timeouts
 from pfha.nft.overload import OVERLOAD_GROUP, OverloadPrefix
 from pfha.pflog.format import Action, Direction
@@ -59,6 +60,9 @@ BASE_CHAINS = (
 FILTER_CHAIN = {IN: "filter_in", OUT: "filter_out"}
 NAT_CHAIN = {IN: "nat_pre", OUT: "nat_post"}
 STATUS_CHAIN = "pf_status"
+# synproxy's base chains (only in rulesets with a real synproxy rule): raw prerouting, forward,
+# input, output
+SYNPROXY_CHAINS = ("synproxy_raw", "synproxy_fwd", "synproxy_local", "synproxy_out")
 # if-bound states (pf-semantics.md §3.2): the ct mark is full, so the interface a side's state
 # is bound to lives in conntrack's 128 label bits: one "bound" bit per side, then one bit per
 # (side, interface). A side whose bound bit is set matches only on interfaces whose bit is set.
@@ -283,6 +287,7 @@ class _Compiler:
     overload: set[str] = field(default_factory=set)  # tables that max-src-conn* may add sources to
     timeout_plan: ct_timeouts.TimeoutPlan | None = None  # pf's timeouts as ct timeout policies
     overload_flush: list[dict[str, Any]] = field(default_factory=list)  # rules whose overload flushes states
+    synproxy: sp.Plan = field(default_factory=sp.Plan)  # synproxy rules run as real nft synproxy
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -300,6 +305,7 @@ class _Compiler:
     def run(self) -> Compiled:
         options = self.ruleset.options
         filters = self.flatten(self.ruleset.filter)
+        self.synproxy = sp.plan(filters, self.ruleset.translation, self.ruleset.scrub, self.if_members, self.is_bound)
         answers = any(isinstance(r, ast.Rule) and r.action == "block" and r.block and r.block.kind != "drop" and r.direction != OUT
                       for r in filters)
         for name, kind, hook, prio in BASE_CHAINS:
@@ -329,11 +335,13 @@ class _Compiler:
             chain = FILTER_CHAIN[point]
             if not allow_opts_used:
                 self.ip_options_drop(chain, None)
+            self.synproxy_early(chain, point)
             if not has_nostate:
                 # pf drops packets that fail its state checks without evaluating rules
                 # ("state-mismatch"); conntrack calls them invalid and strips their ct.
                 self.emit(chain, [x.match(x.CT_STATE, "invalid"), x.DROP], "state mismatch (conntrack: invalid)")
         self.compile_filter(filters, allow_opts_used)
+        self.compile_synproxy(filters)
         metadata = self.metadata()
         commands = self.timeout_plan.commands() + self.objects + self.chains + [r for name in self.rules for r in self.rules[name]]
         return Compiled(commands, self.warnings, metadata)
@@ -353,6 +361,8 @@ class _Compiler:
             "dynamic": self.meta_dynamic,
             "devices": dict(self.devices),
             **({"overload_flush": {"group": OVERLOAD_GROUP, "rules": self.overload_flush}} if self.overload_flush else {}),
+            "synproxy_chains": list(SYNPROXY_CHAINS) if self.synproxy.real else [],
+            "synproxy": [r.number for r in self.synproxy.real],
         }
 
     def device(self, name: str) -> str:
@@ -1018,8 +1028,8 @@ class _Compiler:
         state = rule.state
         if state.kind == "modulate":
             self.warn("modulate state: compiled as keep state (Linux randomises ISNs of local sockets; forwarded sequence numbers are not modulated)", rule)
-        if state.kind == "synproxy":
-            self.warn("synproxy state: compiled as keep state (nft synproxy needs untracked SYNs, which bypass NAT and the post-NAT out-pass)", rule)
+        if state.kind == "synproxy" and not self.synproxy.is_real(rule):
+            self.warn(f"synproxy state: compiled as keep state: {self.synproxy.reasons.get(id(rule), 'not a pass rule')}", rule)
         for option in state.options:
             if option.name in ("adaptive.start", "adaptive.end"):
                 self.warn("adaptive timeouts (adaptive.start/end; pf derives them from max): not enforced, conntrack's timeouts do not scale", rule)
@@ -1136,6 +1146,7 @@ class _Compiler:
             if rule.state.kind != "none":
                 if self.state_limit(rule) is not None:
                     self.emit(chain, branch + [x.jump(self.limit_chain(rule))], comment + " max")
+                self.synproxy_syn_pass(chain, rule, point, branch, [counter] + log)
                 for exprs in self.source_limits(rule, point):
                     self.emit(chain, branch + exprs, comment + " source limit")
                 # Record the state on this pass's side (by ct direction), then accept. Two
@@ -1187,6 +1198,99 @@ class _Compiler:
                         [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)],
                         None, point, "original", "translation forces state")
 
+
+    # ------------------------------------------------------------------ synproxy
+    # Real nft synproxy for the rules pfha.nft.synproxy.plan accepts (docs/dataplane.md,
+    # "synproxy"). The client's SYN is untracked in ``synproxy_raw`` when the raw chain's
+    # first-match walk says pf would pick the synproxy rule; it passes the in-pass at the rule's
+    # position (``ct state untracked``) and is answered in ``synproxy_fwd``/``synproxy_local``.
+    # The client's ACK (no conntrack entry yet) goes to the cookie check there; the SYN the
+    # kernel then sends to the server is tracked, gets side A of the rule in ``synproxy_out``
+    # and meets the out-pass like any forwarded SYN.
+    def if_members(self, name: str) -> set[str]:
+        """The interfaces a pf.conf interface name or group stands for."""
+        return set((self.view.members(name) if self.view else ()) or (name,))
+
+    def synproxy_syn_pass(self, chain: str, rule: ast.Rule, point: str, branch: Branch, charge: list[dict[str, Any]]) -> None:
+        """The untracked SYN of a real synproxy rule passes the in-pass where the rule sits
+        (its counter and log); the raw chain untracked it only if pf would pick this rule."""
+        if point == IN and self.synproxy.is_real(rule):
+            self.emit(chain, branch + [x.match(x.CT_STATE, "untracked")] + charge + [x.ACCEPT], f"@{rule.number} {_where(rule)} synproxy: SYN to answer")
+
+    def synproxy_early(self, chain: str, point: str) -> None:
+        """Before the state-mismatch drop: the client's handshake ACK (no conntrack entry: pf
+        finds its synproxy state) goes on to the cookie check; synproxy's own SYN-ACK (conntrack
+        calls it invalid: it never saw the SYN) leaves unfiltered, as pf's own answers do."""
+        if not self.synproxy.real:
+            return
+        tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
+        flags = x.band(x.payload("tcp", "flags"), sp.TH_FIN | sp.TH_SYN | sp.TH_RST | sp.TH_ACK)
+        if point == OUT:
+            for rule in self.synproxy.real:
+                back = dataclasses.replace(rule, interface=None, flags=None, src=rule.dst, dst=rule.src)
+                for branch in self.rule_branches(back, OUT, with_flags=False):
+                    self.emit(chain, branch + [x.match(x.CT_STATE, "invalid"), x.match(x.meta("iif"), 0), tcp, x.match(flags, sp.TH_SYN | sp.TH_ACK), x.ACCEPT],
+                              f"@{rule.number} synproxy: the firewall's SYN-ACK to the client")
+            return
+        for rule in self.synproxy.real:
+            for branch in self.rule_branches(rule, IN, with_flags=False):
+                self.emit(chain, branch + [x.match(x.CT_STATE, ["new", "invalid"], "in"), tcp, x.match(flags, sp.TH_ACK), x.ACCEPT],
+                          f"@{rule.number} {_where(rule)} synproxy: client ACK to the cookie check")
+
+    def compile_synproxy(self, rules: list[ast.Rule]) -> None:
+        if not self.synproxy.real:
+            return
+        raw, forward, local, out = SYNPROXY_CHAINS
+        tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
+        syn = [tcp, x.match(x.band(x.payload("tcp", "flags"), sp.TH_SYN | sp.TH_ACK), sp.TH_SYN)]
+        ack = [tcp, x.match(x.band(x.payload("tcp", "flags"), sp.TH_FIN | sp.TH_SYN | sp.TH_RST | sp.TH_ACK), sp.TH_ACK)]
+        # raw: pf's in-pass decision for SYNs, first match, before conntrack and rdr
+        self.chain(raw, type="filter", hook="prerouting", prio=-300, policy="accept")
+        self.emit(raw, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
+        self.skip(raw, "prerouting", self.ruleset.options.skip)
+        for rule in first_match_order(rules):
+            if rule.direction not in (None, IN) or rule.action not in ("pass", "block"):
+                continue
+            if self.synproxy.is_real(rule):
+                for branch in self.rule_branches(rule, IN):
+                    self.emit(raw, branch + [e for e in syn if e not in branch] + [{"notrack": None}],
+                              f"@{rule.number} {_where(rule)} synproxy: untrack the SYN")
+            elif id(rule) in self.synproxy.shields:
+                for branch in self.rule_branches(rule, IN):
+                    self.emit(raw, branch + syn + [x.RETURN], f"@{rule.number} {_where(rule)} decides first")
+        # forward / input: nft synproxy answers the SYN, checks the ACK's cookie, opens the server side
+        for name, hook in ((forward, "forward"), (local, "input")):
+            self.chain(name, type="filter", hook=hook, prio=0, policy="accept")
+            self.emit(name, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
+            for rule in self.synproxy.real:
+                for branch in self.rule_branches(rule, IN, with_flags=False):
+                    for family, test in self.branch_families(branch):
+                        head = branch + test
+                        stmt = {"synproxy": {"mss": sp.MSS[family]}}
+                        self.emit(name, head + [x.match(x.CT_STATE, "untracked")] + syn + [stmt], f"@{rule.number} synproxy: answer the SYN")
+                        self.emit(name, head + [x.match(x.CT_STATE, ["new", "invalid"], "in")] + ack + [stmt], f"@{rule.number} synproxy: cookie ACK")
+        # output: the kernel's SYN to the server carries the client's source address; its
+        # connection gets the in-pass state (side A) of the synproxy rule.
+        self.chain(out, type="filter", hook="output", prio=0, policy="accept")
+        self.emit(out, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
+        flag, shift, mask = side_bits(side_of(IN, "original"))
+        proxied = [x.match(x.CT_STATE, "new"), x.match(x.CT_DIRECTION, "original")] + syn + \
+            [x.match({"fib": {"result": "type", "flags": ["saddr"]}}, "local", "!=")]
+        for rule in first_match_order(self.synproxy.real):  # the interface is not known here
+            rid = rule_id(self.index[id(rule)])
+            for branch in self.rule_branches(dataclasses.replace(rule, interface=None), IN, with_flags=False):
+                self.emit(out, branch + proxied + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT],
+                          f"@{rule.number} synproxy: the server side's state")
+
+    @staticmethod
+    def branch_families(branch: Branch) -> list[tuple[str, Branch]]:
+        """nft synproxy's MSS depends on the family: (family, test to add) per family the
+        branch can carry."""
+        for family in ("ip", "ip6"):
+            if x.match(x.meta("nfproto"), _nfproto(family)) in branch or any(
+                    e.get("match", {}).get("left", {}).get("payload", {}).get("protocol") == family for e in branch):
+                return [(family, [])]
+        return [(family, [x.match(x.meta("nfproto"), _nfproto(family))]) for family in ("ip", "ip6")]
 
 def _rate(count: int, seconds: int) -> tuple[int, str]:
     """``count`` per ``seconds`` as nft's integer rate per unit (the finest exact one; a day

@@ -269,8 +269,9 @@ def _flush_chains(names: list[str]) -> None:
 
 def flush_rules() -> str:
     """pfctl -F rules: the filter rules go (every packet passes statelessly); nat stays."""
-    _flush_chains([name for name, *_ in BASE_CHAINS if name.startswith("filter")])
     metadata = loader.load_metadata()
+    synproxy = list((metadata or {}).get("synproxy_chains", []))  # synproxy is part of the rules
+    _flush_chains([name for name, *_ in BASE_CHAINS if name.startswith("filter")] + synproxy)
     if metadata is not None:
         metadata["rules"], metadata["scrub"] = [], []
         loader.save_metadata(metadata)
