@@ -4,7 +4,8 @@ The same connection attempts go through the pfha engine (pf's semantics in Pytho
 a firewall namespace running the compiled ruleset; every outcome - delivered or not, the address
 and port class the server saw, where the connection landed - must agree. Runs on the tutorial's
 corrected ruleset and on hypothesis-generated rulesets (bounded). Known, documented divergences
-(modulate/synproxy compiled as keep state) are applied to the engine's ruleset first.
+(modulate, and the synproxy rules the kernel cannot proxy, compiled as keep state) are applied to
+the engine's ruleset first.
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ def compare(bed, text: str, attempts) -> list[str]:
         out.write(text)
     bed.pfctl(bed.fw, *bed.specs, "-f", path)
     bed.pfctl(bed.fw, "-F", "states")
+    from pfha.nft.compile import compile_ruleset
+
     view = testbed.tutorial_view()
-    engine = EngineSide(kernel_equivalent(parse_text(text, "pf.conf", view)), view)
+    ruleset = parse_text(text, "pf.conf", view)
+    real_synproxy = compile_ruleset(ruleset, view).metadata["synproxy"]  # proxied for real by the kernel: the engine proxies them too
+    engine = EngineSide(kernel_equivalent(ruleset, real_synproxy), view)
     kernel = kernel_outcomes(bed, attempts)
     problems = []
     for attempt, got in zip(attempts, kernel):

@@ -88,6 +88,14 @@ def test_ruleset_loaded_reloaded_and_bad_pf_conf_refused(node):
     assert second["hash"] != first["hash"] and second["loaded_at"] > first["loaded_at"]
     listing = a.exec("nft", "-s", "list", "table", "inet", "pfha").stdout  # -s: no counters
     assert "2222" in listing
+    # `set timeout` reaches conntrack through the node as through pfctl -f (namespace-wide part)
+    pf_conf.write_text("set timeout icmp.first 17\n" + PF_CONF.format(port=2222))
+    result = control.request(sock, "reload", timeout=30)
+    assert result["ok"], result
+    assert a.exec("sysctl", "-n", "net.netfilter.nf_conntrack_icmp_timeout").stdout.strip() == "17"
+    pf_conf.write_text(PF_CONF.format(port=2222))
+    assert control.request(sock, "reload", timeout=30)["ok"]
+    second = control.request(sock, "status")["ruleset"]
     # a pf.conf that does not parse: refused, the kernel keeps what it had
     pf_conf.write_text("pass in on xl1 proto tcp to port 99999\n")
     result = control.request(sock, "reload", timeout=30)

@@ -43,7 +43,9 @@ def test_pfha_test_json_has_the_issue_fields(conf, capsys):
                                "in on xl0 proto tcp from 198.51.100.9 port 40000 to 203.0.113.2 port 8080 flags S",
                                "in on xl0 proto tcp from 198.51.100.9 port 40001 to 203.0.113.2 port 22 flags S")
     assert {"action", "rule", "rule_text", "translation", "state", "log"} <= set(first)
-    assert first["action"] == "pass" and first["rule"] == 1 and first["state"] == "created" and not first["log"]
+    # rule 3: pfctl's default optimizer (-o basic) moves the two rules on xl1 and the rule on
+    # xl0 into one superblock ordered by skip steps: out on xl1, in on xl1, in on xl0 (@3)
+    assert first["action"] == "pass" and first["rule"] == 3 and first["state"] == "created" and not first["log"]
     assert first["rule_text"].startswith("pass in on xl0 inet proto tcp from any to 192.168.1.80 port = http")
     t = first["translation"]
     assert (t["type"], t["rule"], t["src"], t["dst"]) == ("rdr", 0, "198.51.100.9:40000", "192.168.1.80:80")
@@ -100,6 +102,50 @@ def test_pfha_replay_summary_states_and_pflog(conf, tmp_path, capsys):
     assert linktype == pcap.LINKTYPE_PFLOG and len(records) == 1
     header, packet = split(records[0].data)
     assert header.describe() == "rule 0/0(match): block in on xl0" and records[0].timestamp == 2.0
+
+
+def _two_way(tmp_path, linktype: int, wrap) -> str:
+    """The firewall's own connection out of xl0 and the answer, as one capture on xl0."""
+    capture = tmp_path / "two-way.pcap"
+    with open(capture, "wb") as stream:
+        writer = pcap.PcapWriter(stream, linktype)
+        writer.write(1.0, wrap(P.tcp("203.0.113.2", 50001, "198.51.100.9", 80, "S", seq=10).to_bytes(), True))
+        writer.write(1.1, wrap(P.tcp("198.51.100.9", 80, "203.0.113.2", 50001, "SA", seq=70, ack=11).to_bytes(), False))
+    return str(capture)
+
+
+FIREWALL_MAC = b"\x02\x00\x00\x00\x00\xfe"
+
+
+@pytest.mark.parametrize("linktype, wrap, extra", [
+    (pcap.LINKTYPE_LINUX_SLL, lambda ip, sent: pcap.sll_frame(ip, 4 if sent else 0), []),
+    (pcap.LINKTYPE_LINUX_SLL2, lambda ip, sent: pcap.sll2_frame(ip, 4 if sent else 0), []),
+    (pcap.LINKTYPE_ETHERNET, lambda ip, sent: pcap.ethernet_frame(ip, src=FIREWALL_MAC if sent else b"\x02\0\0\0\0\x09"),
+     ["--local-mac", "02:00:00:00:00:FE"]),
+])
+def test_pfha_replay_both_ways_evaluates_sent_packets_out(conf, tmp_path, capsys, linktype, wrap, extra):
+    capture = _two_way(tmp_path, linktype, wrap)
+    records = run_json(capsys, "replay", "-f", conf, *IFS, capture, "--in", "xl0", "--both-ways", *extra, "--json")
+    sent, answer = records[0]["in"], records[1]["in"]
+    assert (sent["action"], sent["state"]) == ("pass", "created")
+    assert sent["rule_text"].startswith("pass out on xl0 all")
+    assert (answer["action"], answer["state"]) == ("pass", "matched")
+    # the same capture read one way only: both packets arrive on xl0 and the default block wins
+    records = run_json(capsys, "replay", "-f", conf, *IFS, capture, "--in", "xl0", "--json")
+    assert [r["in"]["action"] for r in records[:2]] == ["block", "block"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--both-ways"], "an Ethernet capture does not record direction: give the firewall's --local-mac"),
+    (["--local-mac", "02:00:00:00:00:fe"], "--local-mac needs --both-ways"),
+    (["--both-ways", "--local-mac", "02:00:00:00:fe"], "--local-mac 02:00:00:00:fe: not a MAC address"),
+    (["--both-ways", "--local-mac", "02:00:00:00:00:fe", "--out", "xl1"], "--both-ways and --out exclude each other"),
+])
+def test_pfha_replay_both_ways_errors_are_one_line(conf, tmp_path, capsys, extra, message):
+    capture = _two_way(tmp_path, pcap.LINKTYPE_ETHERNET, lambda ip, sent: pcap.ethernet_frame(ip))
+    assert main(["replay", "-f", conf, *IFS, capture, "--in", "xl0", *extra]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 WEB_SCENARIO = """\

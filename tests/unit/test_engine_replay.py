@@ -125,7 +125,7 @@ def test_replay_counts_forwarding_logs_and_directions():
     reader = pcap.PcapReader(io.BytesIO(capture(frames)))
     decisions = []
     totals = replay(engine, reader.linktype, reader.frames(), "xl0", "xl1", lambda i, n, ds: decisions.append(ds),
-                    None, lambda p: "out" if p.src_text() == S else "in")
+                    None, lambda _frame, p: "out" if p.src_text() == S else "in")
     assert totals.passed == 2 and len(decisions[1]) == 1
     assert (decisions[1][0].direction, decisions[1][0].state) == ("out", "matched")
 

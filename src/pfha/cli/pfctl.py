@@ -8,7 +8,9 @@ pfctl's order, so the data plane adds ``-s``/``-F``/``-k``/``-t``/``-e``/``-d`` 
 handlers (``register_action``) without touching the parser.
 
 Implemented here: ``-f`` (with ``-n`` to parse only), ``-v``/``-vv``, ``-o`` (``none``,
-``basic``, ``profile``; pfha never reorders rules, see docs/configuration.md), ``-q``.
+``basic`` (the default, as pfctl's), ``profile``: pfctl's ruleset optimizer,
+:mod:`pfha.conf.optimize`; without ``-o`` the file's ``set ruleset-optimization`` decides),
+``-q``.
 pfha extensions (long options, which pfctl does not have): ``--if NAME=CIDR[,CIDR]`` to check a
 ruleset against another machine's interfaces, ``--freebsd-lo0`` for FreeBSD's loopback
 addresses (the conformance corpus), ``--no-live`` to not read the host's interfaces.
@@ -109,8 +111,13 @@ def parse_args(argv: list[str]) -> Invocation:
             inv.order.append(c)
             if c == "v":
                 inv.verbose += 1
-    if inv.has("o") and inv.arg("o") not in OPTIMIZERS:
-        raise UsageError(f"pfctl: Unknown optimization '{inv.arg('o')}'")
+    if inv.has("o"):
+        from pfha.conf.optimize import resolve_level
+
+        level = resolve_level(inv.arg("o") or "")
+        if level is None:  # pfctl_lookup_option(): a unique prefix of none, basic, profile
+            raise UsageError(f"pfctl: Unknown optimization '{inv.arg('o')}'\n{USAGE}")
+        inv.flags["o"][-1] = level
     return inv
 
 
@@ -135,14 +142,12 @@ def _long_option(inv: Invocation, word: str, argv: list[str], i: int) -> int:
 def interface_view(inv: Invocation):
     """The interfaces ``$if`` and friends resolve against (see module docstring)."""
     from pfha.conf import InterfaceView
+    from pfha.conf.live import system_resolver
 
     if inv.freebsd_lo0:
-        base = InterfaceView.freebsd_defaults()
-    elif inv.live and not inv.interfaces:
-        base = InterfaceView.live()
-    else:
-        base = InterfaceView.empty()
-    return InterfaceView.from_specs(inv.interfaces, base=base)
+        return InterfaceView.from_specs(inv.interfaces, base=InterfaceView.freebsd_defaults())
+    base = InterfaceView.live() if inv.live and not inv.interfaces else InterfaceView.empty()
+    return InterfaceView.from_specs(inv.interfaces, base=base, resolver=system_resolver)
 
 
 # ------------------------------------------------------------------------------ actions
@@ -160,6 +165,7 @@ def register_action(letter: str, handler: Action) -> None:
 
 def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
     from pfha.conf.errors import ParseError
+    from pfha.conf.optimize import format_optimized
     from pfha.conf.parser import parse_file
     from pfha.conf.printer import format_ruleset
 
@@ -181,14 +187,54 @@ def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
         for message in ruleset.messages:
             err.write(message.text + "\n")
         err.flush()
-    if inv.verbose:
-        out.write(format_ruleset(ruleset, verbose=inv.verbose, messages=False))
+    optimized = optimize_for(ruleset, inv, view)
+    for warning in optimized.warnings if not inv.quiet else ():
+        err.write(f"pfctl: warning: {warning}\n")
+    if optimized.level == "none":
+        if inv.verbose:
+            out.write(format_ruleset(ruleset, verbose=inv.verbose, messages=False))
+    else:
+        ruleset = optimized.ruleset
+        if inv.verbose:
+            out.write(format_optimized(optimized, verbose=inv.verbose, messages=False))
     if not inv.noaction:
         if not LOADERS:
             err.write("pfctl: loading rules needs the pfha data plane (use -n to only parse)\n")
             return 1
         return int(LOADERS[-1](ruleset, inv) or 0)
     return 0
+
+
+#: -o profile: returns the running main ruleset's filter rules with their packet counts, or
+#: None when the data plane cannot tell (registered by the data plane, like LOADERS)
+PROFILERS: list[Callable] = []
+
+
+def optimize_for(ruleset, inv: Invocation, view):
+    """pfctl's optimizer as this invocation asks for it: ``-o`` first, else the file's
+    ``set ruleset-optimization``, else basic. Loading (no -n) names the automatic tables as
+    pfctl does in the kernel, ``__automatic_<random hex>_<n>``; -n keeps ``__automatic_<n>``."""
+    import random
+
+    from pfha.conf.optimize import default_is_group, optimize, ruleset_level
+
+    level = ruleset_level(ruleset, inv.arg("o") if inv.has("o") else None)
+    profile = None
+    if level == "profile":
+        profile = PROFILERS[-1](inv) if PROFILERS else running_profile()
+    identifier = None if inv.noaction else random.getrandbits(32)
+    return optimize(ruleset, level, is_group=default_is_group(view), identifier=identifier,
+                    reroll=lambda: random.getrandbits(32), profile=profile)
+
+
+def running_profile():
+    """-o profile's feedback (see :func:`pfha.nft.operate.running_profile`); None without the
+    data plane."""
+    try:
+        from pfha.nft.operate import running_profile as from_kernel
+    except ImportError:  # a checkout without the data plane: parse-only pfctl
+        return None
+    return from_kernel()
 
 
 def _definitions_only(output: str, messages: tuple[str, ...]) -> str:

@@ -3,10 +3,11 @@
 pfctl tries, in order: an IPv4 address (``inet_net_pton`` with a mask, so ``10/8`` and
 ``10.1/8`` work), an IPv6 address (with ``%scope``), an interface or group name (with the
 ``:network``, ``:broadcast``, ``:peer``, ``:0`` modifiers and an optional ``/mask``), then DNS.
-pfha does no DNS: only ``localhost`` is known (127.0.0.1 and ::1, as on the hosts the FreeBSD
-corpus came from); any other name is an error, exactly like an unresolvable name in pfctl.
+``localhost`` is always 127.0.0.1 and ::1 (as on the hosts the FreeBSD corpus came from); other
+names go to the view's resolver (the system's getaddrinfo for views the command line builds,
+:mod:`pfha.conf.live`); a name nobody knows is an error, worded as pfctl words it.
 
-Pure: interface addresses come from the injected :class:`InterfaceView`.
+Pure: interface addresses and name lookups come from the injected :class:`InterfaceView`.
 """
 
 from __future__ import annotations
@@ -121,40 +122,57 @@ def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[Res
     cached = _LITERALS.get((text, mask))
     if cached is not None:  # numeric addresses do not depend on the view: memoised
         return [cached]
-    found = _resolve(text, view, mask)
-    if len(found) == 1 and found[0].interface is None and text not in STATIC_HOSTS and len(_LITERALS) < 65536:
-        _LITERALS[(text, mask)] = found[0]
-    return found
-
-
-def _resolve(text: str, view: InterfaceView, mask: int | None) -> list[ResolvedHost]:
     if mask is not None and mask > 128:
         raise HostError(f"invalid netmask '/{mask}'")
-    full = text if mask is None else f"{text}/{mask}"
+    literal = _literal(text, mask)
+    if literal is not None:
+        if len(_LITERALS) < 65536:
+            _LITERALS[(text, mask)] = literal
+        return [literal]
+    found = resolve_interface(text, view, mask)
+    if found is not None:
+        return found
+    return _resolve_name(text, view, mask)
+
+
+def _literal(text: str, mask: int | None) -> ResolvedHost | None:
+    """An IPv4 (``10/8`` style too) or IPv6 address written out, or None."""
     if mask is not None:
-        net = parse_v4_net(full)
+        net = parse_v4_net(f"{text}/{mask}")
         if net is not None:
-            return [_v4(net[0], net[1])]
+            return _v4(net[0], net[1])
     else:
         v4 = parse_v4(text)
         if v4 is not None:
-            return [_v4(v4, 32)]
+            return _v4(v4, 32)
     v6 = parse_v6(text)
     if v6 is not None:
         addr, scope = v6
         bits = 128 if mask is None else mask
-        return [ResolvedHost(host_address(addr, bits), family="inet6", scope=scope)]
-    found = resolve_interface(text, view, mask)
-    if found is not None:
-        return found
-    if text in STATIC_HOSTS:
-        return [
-            _v4(ipaddress.IPv4Address(a), 32 if mask is None else min(mask, 32))
-            if "." in a
-            else ResolvedHost(host_address(ipaddress.IPv6Address(a), 128 if mask is None else mask), family="inet6")
-            for a in STATIC_HOSTS[text]
-        ]
-    raise HostError(f"no IP address found for {full}")
+        return ResolvedHost(host_address(addr, bits), family="inet6", scope=scope)
+    return None
+
+
+def _resolve_name(text: str, view: InterfaceView, mask: int | None) -> list[ResolvedHost]:
+    """host_dns(): a name -> every address it has, in the resolver's order, v4 and v6 alike."""
+    addresses = STATIC_HOSTS.get(text)
+    if addresses is None and view.resolver is not None and _is_hostname(text):
+        addresses = view.resolver(text)
+    if not addresses:
+        raise HostError(f"no IP address found for {text if mask is None else f'{text}/{mask}'}")
+    found = []
+    for a in addresses:
+        ip = ipaddress.ip_address(a)
+        if ip.version == 4:
+            found.append(_v4(ip, 32 if mask is None else min(mask, 32)))
+        else:
+            found.append(ResolvedHost(host_address(ip, 128 if mask is None else mask), family="inet6"))
+    return found
+
+
+def _is_hostname(text: str) -> bool:
+    """Only what could be a DNS name goes to the resolver (no ``$macro`` leftovers, spaces...)."""
+    return 0 < len(text) <= 253 and all(c.isalnum() or c in "-._" for c in text) and text.isascii()
 
 
 def _v4(addr: ipaddress.IPv4Address, bits: int) -> ResolvedHost:

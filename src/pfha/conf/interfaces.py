@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
+from typing import Callable, Iterable, Mapping, Optional, Union
 
 from pfha.errors import PfhaError
 
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+
+#: A host name -> its addresses as text, in the resolver's order (empty: not found). pfctl asks
+#: DNS (getaddrinfo) for any host that is neither an address nor an interface.
+Resolver = Callable[[str], tuple[str, ...]]
 
 #: FreeBSD's lo0 as getifaddrs() lists it: ::1, fe80::1%lo0, 127.0.0.1.
 FREEBSD_LO0: tuple[IPInterface, ...] = (
@@ -32,13 +36,16 @@ class InterfaceView:
     """Interface name -> its addresses (in the order the system lists them).
 
     ``peers`` holds point-to-point destination addresses (``:peer``); ``groups`` maps an
-    interface group name (``egress``, ``carp``...) to its member interfaces.
+    interface group name (``egress``, ``carp``...) to its member interfaces. ``resolver``
+    answers host names (DNS, as pfctl does at load time); a view without one knows only
+    ``localhost``, which keeps tests and the conformance corpus independent of the network.
     """
 
     addresses: Mapping[str, tuple[IPInterface, ...]] = field(default_factory=dict)
     peers: Mapping[str, tuple[IPInterface, ...]] = field(default_factory=dict)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     loopback: frozenset[str] = frozenset()
+    resolver: Optional[Resolver] = field(default=None, compare=False, repr=False)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -58,9 +65,11 @@ class InterfaceView:
         return cls({"lo0": FREEBSD_LO0}, loopback=frozenset({"lo0"}), groups={"lo": ("lo0",)})
 
     @classmethod
-    def from_specs(cls, specs: Iterable[str], *, base: "InterfaceView | None" = None) -> "InterfaceView":
+    def from_specs(cls, specs: Iterable[str], *, base: "InterfaceView | None" = None,
+                   resolver: Optional[Resolver] = None) -> "InterfaceView":
         """Build from ``NAME=CIDR[,CIDR...]`` strings (``--if`` values); later specs for the same
-        name add addresses. ``NAME=`` declares an interface without addresses."""
+        name add addresses. ``NAME=`` declares an interface without addresses. The resolver is
+        ``resolver``, else ``base``'s."""
         addresses: dict[str, list[IPInterface]] = {}
         if base is not None:
             for name, addrs in base.addresses.items():
@@ -83,7 +92,9 @@ class InterfaceView:
             for g, members in base.groups.items():
                 groups.setdefault(g, members)
         peers = dict(base.peers) if base is not None else {}
-        return cls({k: tuple(v) for k, v in addresses.items()}, peers, groups, frozenset(loop))
+        if resolver is None and base is not None:
+            resolver = base.resolver
+        return cls({k: tuple(v) for k, v in addresses.items()}, peers, groups, frozenset(loop), resolver)
 
     # ---------------------------------------------------------------- queries
     def exists(self, name: str) -> bool:

@@ -43,13 +43,14 @@ class ReplayTotals:
 
 def replay(engine: Engine, linktype: int, frames: Iterable[tuple], in_if: str, out_if: Optional[str] = None,
            on_packet: Optional[OnPacket] = None, on_log: Optional[OnLog] = None,
-           direction_of: Optional[Callable[[Packet], str]] = None) -> ReplayTotals:
+           direction_of: Optional[Callable[[bytes, Packet], str]] = None) -> ReplayTotals:
     """Evaluate each frame ``in on in_if`` and, when it passes and ``out_if`` is given, ``out on
     out_if`` (as forwarded). A synproxy-consumed packet is not forwarded.
 
-    ``direction_of`` is for a capture taken on ``in_if`` that holds both directions: it says
-    which way each packet crossed (``"in"`` or ``"out"``); an outbound packet is evaluated
-    ``out on in_if`` only."""
+    ``direction_of`` is for a capture taken on ``in_if`` that holds both directions: given the
+    frame and its parsed packet it says which way the packet crossed (``"in"`` or ``"out"``); an
+    outbound packet is evaluated ``out on in_if`` only. (The frame, because only the link
+    header knows: a cooked capture's packet type, an Ethernet source address.)"""
     totals = ReplayTotals()
     interval = engine.timeouts.get("interval", 10)
     last = 0.0
@@ -70,7 +71,7 @@ def replay(engine: Engine, linktype: int, frames: Iterable[tuple], in_if: str, o
         if now - last >= interval:
             engine.purge(now)
             last = now
-        direction = "in" if direction_of is None else direction_of(packet)
+        direction = "in" if direction_of is None else direction_of(frame, packet)
         decision: Decision = process(packet, in_if, direction, now)
         if out_if is not None and direction == "in" and decision.action == "pass" and decision.reason != "synproxy":
             first = decision

@@ -34,6 +34,9 @@ from typing import Any
 from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
 from pfha.nft import expr as x
+from pfha.nft import synproxy as sp
+from pfha.nft import timeouts as ct_timeouts
+from pfha.nft.overload import OVERLOAD_GROUP, OverloadPrefix
 from pfha.pflog.format import Action, Direction
 from pfha.pflog.prefix import LogPrefix
 
@@ -57,6 +60,9 @@ BASE_CHAINS = (
 FILTER_CHAIN = {IN: "filter_in", OUT: "filter_out"}
 NAT_CHAIN = {IN: "nat_pre", OUT: "nat_post"}
 STATUS_CHAIN = "pf_status"
+# synproxy's base chains (only in rulesets with a real synproxy rule): raw prerouting, forward,
+# input, output
+SYNPROXY_CHAINS = ("synproxy_raw", "synproxy_fwd", "synproxy_local", "synproxy_out")
 # if-bound states (pf-semantics.md §3.2): the ct mark is full, so the interface a side's state
 # is bound to lives in conntrack's 128 label bits: one "bound" bit per side, then one bit per
 # (side, interface). A side whose bound bit is set matches only on interfaces whose bit is set.
@@ -74,7 +80,10 @@ ICMP6_REJECT = {0: "no-route", 1: "admin-prohibited", 3: "addr-unreachable", 4: 
 
 Branch = list[dict[str, Any]]  # AND of expressions; a rule is an OR of branches
 
-# pf's timeouts -> conntrack's (pf-semantics.md §3.4): the closest state of conntrack's machines.
+# pf's timeouts -> conntrack's namespace-wide sysctls (pf-semantics.md §3.4): the closest state of
+# conntrack's machines. `set timeout` also goes there, as the fallback for connections no rule's
+# timeout policy reaches (pfsync's copies, connections older than the ruleset, ICMP and others);
+# states made by rules carry the policies of pfha.nft.timeouts.
 CONNTRACK_TIMEOUTS = {
     "tcp.first": ("nf_conntrack_tcp_timeout_syn_sent",),
     "tcp.opening": ("nf_conntrack_tcp_timeout_syn_recv",),
@@ -83,10 +92,10 @@ CONNTRACK_TIMEOUTS = {
     "tcp.finwait": ("nf_conntrack_tcp_timeout_time_wait",),
     "tcp.closed": ("nf_conntrack_tcp_timeout_close",),
     "udp.first": ("nf_conntrack_udp_timeout",),
-    "udp.single": ("nf_conntrack_udp_timeout",),
+    "udp.single": (),  # no conntrack state (pfha.nft.timeouts warns)
     "udp.multiple": ("nf_conntrack_udp_timeout_stream",),
     "icmp.first": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
-    "icmp.error": ("nf_conntrack_icmp_timeout", "nf_conntrack_icmpv6_timeout"),
+    "icmp.error": (),  # conntrack has one ICMP timeout: icmp.first's
     "other.first": ("nf_conntrack_generic_timeout",),
     "other.single": ("nf_conntrack_generic_timeout",),
     "other.multiple": ("nf_conntrack_generic_timeout",),
@@ -276,6 +285,9 @@ class _Compiler:
     meta_dynamic: list[dict[str, Any]] = field(default_factory=list)  # (if) sets to keep current
     bound_ifs: list[str] = field(default_factory=list)  # Linux devices if-bound states can name
     overload: set[str] = field(default_factory=set)  # tables that max-src-conn* may add sources to
+    timeout_plan: ct_timeouts.TimeoutPlan | None = None  # pf's timeouts as ct timeout policies
+    overload_flush: list[dict[str, Any]] = field(default_factory=list)  # rules whose overload flushes states
+    synproxy: sp.Plan = field(default_factory=sp.Plan)  # synproxy rules run as real nft synproxy
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -293,6 +305,7 @@ class _Compiler:
     def run(self) -> Compiled:
         options = self.ruleset.options
         filters = self.flatten(self.ruleset.filter)
+        self.synproxy = sp.plan(filters, self.ruleset.translation, self.ruleset.scrub, self.if_members, self.is_bound)
         answers = any(isinstance(r, ast.Rule) and r.action == "block" and r.block and r.block.kind != "drop" and r.direction != OUT
                       for r in filters)
         for name, kind, hook, prio in BASE_CHAINS:
@@ -310,6 +323,7 @@ class _Compiler:
         if options.state_policy == "if-bound" or any(self.is_bound(r) for r in filters if isinstance(r, ast.Rule) and r.action == "pass"):
             self.bound_ifs = self.bound_interfaces(filters)
         self.overload = {o.text for r in filters if isinstance(r, ast.Rule) for o in r.state.options if o.name == "overload" and o.text}
+        self.plan_timeouts(filters)
         self.compile_tables()
         self.unsupported_options(options)
         self.compile_scrub()
@@ -321,13 +335,15 @@ class _Compiler:
             chain = FILTER_CHAIN[point]
             if not allow_opts_used:
                 self.ip_options_drop(chain, None)
+            self.synproxy_early(chain, point)
             if not has_nostate:
                 # pf drops packets that fail its state checks without evaluating rules
                 # ("state-mismatch"); conntrack calls them invalid and strips their ct.
                 self.emit(chain, [x.match(x.CT_STATE, "invalid"), x.DROP], "state mismatch (conntrack: invalid)")
         self.compile_filter(filters, allow_opts_used)
+        self.compile_synproxy(filters)
         metadata = self.metadata()
-        commands = self.objects + self.chains + [r for name in self.rules for r in self.rules[name]]
+        commands = self.timeout_plan.commands() + self.objects + self.chains + [r for name in self.rules for r in self.rules[name]]
         return Compiled(commands, self.warnings, metadata)
 
     def metadata(self) -> dict[str, Any]:
@@ -344,6 +360,9 @@ class _Compiler:
             "sysctls": self.sysctls,
             "dynamic": self.meta_dynamic,
             "devices": dict(self.devices),
+            **({"overload_flush": {"group": OVERLOAD_GROUP, "rules": self.overload_flush}} if self.overload_flush else {}),
+            "synproxy_chains": list(SYNPROXY_CHAINS) if self.synproxy.real else [],
+            "synproxy": [r.number for r in self.synproxy.real],
         }
 
     def device(self, name: str) -> str:
@@ -369,6 +388,35 @@ class _Compiler:
                 result.add("lo")
         return result
 
+    def plan_timeouts(self, filters: list[Any]) -> None:
+        """pf's state timeouts become ct timeout policies attached where states are made
+        (pfha.nft.timeouts); nothing changes when the ruleset sets none."""
+        rules = [r for r in filters if isinstance(r, ast.Rule)]
+        self.timeout_plan = ct_timeouts.TimeoutPlan.for_ruleset(self.ruleset, rules)
+        for message, rule in ct_timeouts.warnings_for(self.ruleset, rules):
+            self.warn(message, rule)
+
+    def timeout_statements(self, rule: Any = None) -> list[dict[str, Any]]:
+        """``ct timeout set`` for a state ``rule`` creates (None: the default rule's)."""
+        return self.timeout_plan.attach(rule) if self.timeout_plan is not None else []
+
+    def emit_state(self, chain: str, head: Branch, tail: Branch, rule: Any, point: str, direction: str, comment: str) -> None:
+        """A state-creating rule ``head + tail``, with the state's timeout policy in between.
+        conntrack keeps one timeout per connection and takes a policy only before it confirms
+        the entry (the connection's first packet, original direction): there the first pass
+        to make a state decides, so the out-pass attaches its policy only when the in-pass made
+        no state on this packet (ct mark side A unset). Tested before the rule's own tests, so
+        e.g. ``probability`` is drawn once."""
+        stmts = self.timeout_statements(rule) if direction == "original" else []
+        if not stmts:
+            self.emit(chain, head + tail, comment)
+            return
+        if point == IN:
+            self.emit(chain, head + stmts + tail, comment)
+            return
+        self.emit(chain, [x.match(x.band(x.CT_MARK, SIDE_A), 0)] + head + stmts + tail, comment)
+        self.emit(chain, [x.match(x.band(x.CT_MARK, SIDE_A), SIDE_A)] + head + tail, comment)
+
     def unsupported_options(self, options: ast.Options) -> None:
         for name, value in options.timeouts:
             targets = CONNTRACK_TIMEOUTS.get(name)
@@ -377,12 +425,10 @@ class _Compiler:
                 continue
             for sysctl in targets:
                 self.sysctls[f"net.netfilter.{sysctl}"] = value
-        if options.timeouts:
-            self.warn("set timeout: applied to conntrack's per-namespace timeouts; its TCP states differ from pf's (docs/fidelity.md)")
         for name, _value in options.limits:
             if name != "states":
                 self.warn(f"set limit {name}: no nftables equivalent, ignored")
-        if options.optimization not in ("normal", "default"):
+        if options.optimization not in ("normal", "default") and not ct_timeouts.OPTIMIZATION_PRESETS.get(options.optimization):
             self.warn(f"set optimization {options.optimization}: conntrack timeouts are not changed")
 
     # ------------------------------------------------------------------ tables
@@ -697,7 +743,10 @@ class _Compiler:
             pass_state = [x.set_ct_mark(~(flag | mask), flag)] + self.nat_pass_binding(rule, side)
         for branch in branches:
             for extra, stmt in statements:
-                self.emit(chain, branch + extra + [x.counter(counter)] + pass_state + [stmt], _where(rule))
+                if rule.pass_:  # a state: with the global timeouts (nat chains see first packets only)
+                    self.emit_state(chain, branch + extra + [x.counter(counter)], pass_state + [stmt], None, point, "original", _where(rule))
+                else:
+                    self.emit(chain, branch + extra + [x.counter(counter)] + [stmt], _where(rule))
 
     def nat_pass_binding(self, rule: ast.TranslationRule, side: str) -> list[dict[str, Any]]:
         """``nat pass``/``rdr pass`` under ``set state-policy if-bound``: the nat statement ends
@@ -885,6 +934,8 @@ class _Compiler:
             if overload and overload.text:
                 self.set_for(ast.TableAddress(overload.text), family)
                 tail.append({"set": {"op": "add", "elem": key, "set": "@" + self.sets[(f"<{overload.text}>+", family)]}})
+                if overload.flush:
+                    tail.append(self.overload_event(rule, point, overload))
             tail.append(x.DROP)
             head = [x.match(x.meta("nfproto"), _nfproto(family))]
             if "max-src-conn" in options:
@@ -899,6 +950,18 @@ class _Compiler:
                                 "stmt": [{"limit": {"rate": rate, "per": per, "burst": count, "inv": True}}]}}
                 result.append(head + [stmt] + tail)
         return result
+
+    def overload_event(self, rule: ast.Rule, point: str, overload: ast.StateOption) -> dict[str, Any]:
+        """``overload <t> flush [global]``: nft cannot delete conntrack entries, so the branch
+        also logs the offending packet to the overload NFLOG group, where the flusher
+        (:mod:`pfha.nft.overload_linux`) kills the states pf would (:mod:`pfha.nft.overload`)."""
+        nr = self.index[id(rule)]
+        scope = "global" if overload.flush_global else "rule"
+        entry = {"rule": rule.number, "id": rule_id(nr), "scope": scope, "where": _where(rule)}
+        if entry not in self.overload_flush:
+            self.overload_flush.append(entry)
+        prefix = OverloadPrefix(rule_id(nr), point, scope, rule.number)
+        return x.log(prefix.encode(), OVERLOAD_GROUP)
 
     def source_set(self, name: str, nft_type: str, timeout: int | None) -> str:
         """A per-source dynamic set, created once per rule (both passes share it)."""
@@ -965,13 +1028,16 @@ class _Compiler:
         state = rule.state
         if state.kind == "modulate":
             self.warn("modulate state: compiled as keep state (Linux randomises ISNs of local sockets; forwarded sequence numbers are not modulated)", rule)
-        if state.kind == "synproxy":
-            self.warn("synproxy state: compiled as keep state (nft synproxy needs untracked SYNs, which bypass NAT and the post-NAT out-pass)", rule)
+        if state.kind == "synproxy" and not self.synproxy.is_real(rule):
+            self.warn(f"synproxy state: compiled as keep state: {self.synproxy.reasons.get(id(rule), 'not a pass rule')}", rule)
         for option in state.options:
             if option.name in ("adaptive.start", "adaptive.end"):
                 self.warn("adaptive timeouts (adaptive.start/end; pf derives them from max): not enforced, conntrack's timeouts do not scale", rule)
-            elif option.name == "overload" and option.flush:
-                self.warn("overload flush: the source's other states are not flushed (only new connections are refused)", rule)
+            elif option.name == "overload" and option.flush and not option.flush_global and not rule_id(self.index[id(rule)]):
+                self.warn(f"overload flush: rules past number {MAX_RULE_ID - 1} do not record themselves in their states; "
+                          "none of this rule's states are flushed (flush global still works)", rule)
+            elif ct_timeouts.is_timeout(option.name):
+                continue  # applied as a ct timeout policy, or warned about by pfha.nft.timeouts
             elif option.name == "source-track" and any(o.name in ("max-src-conn", "max-src-conn-rate") for o in state.options):
                 continue  # implied by max-src-conn*, which the per-source sets enforce
             elif option.name not in ("floating", "if-bound", "no-sync", "max", "max-src-conn", "max-src-conn-rate", "overload"):
@@ -1080,6 +1146,7 @@ class _Compiler:
             if rule.state.kind != "none":
                 if self.state_limit(rule) is not None:
                     self.emit(chain, branch + [x.jump(self.limit_chain(rule))], comment + " max")
+                self.synproxy_syn_pass(chain, rule, point, branch, [counter] + log)
                 for exprs in self.source_limits(rule, point):
                     self.emit(chain, branch + exprs, comment + " source limit")
                 # Record the state on this pass's side (by ct direction), then accept. Two
@@ -1087,16 +1154,17 @@ class _Compiler:
                 for direction in ("original", "reply"):
                     side = side_of(point, direction)
                     flag, shift, mask = side_bits(side)
-                    self.emit(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log
-                              + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))], comment)
+                    self.emit_state(chain, branch + [x.match(x.CT_DIRECTION, direction), counter] + log,
+                                    [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
+                                    rule, point, direction, comment)
             else:
                 # no state: pass statelessly, unless a translation on this pass forces state.
                 status = "dnat" if point == IN else "snat"
                 side = side_of(point, "original")
                 flag, shift, mask = side_bits(side)
-                self.emit(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log
-                          + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
-                          comment + " (translation forces state)")
+                self.emit_state(chain, branch + [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"), counter] + log,
+                                [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, self.is_bound(rule))],
+                                rule, point, "original", comment + " (translation forces state)")
                 self.emit(chain, branch + [counter] + log + [x.ACCEPT], comment)
 
     def block(self, chain: str, branch: Branch, rule: ast.Rule, point: str, counter: dict[str, Any], comment: str) -> None:
@@ -1126,9 +1194,103 @@ class _Compiler:
         side = side_of(point, "original")
         flag, shift, mask = side_bits(side)
         bound = self.ruleset.options.state_policy == "if-bound"
-        self.emit(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in"),
-                          x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)], "translation forces state")
+        self.emit_state(chain, [x.match(x.CT_DIRECTION, "original"), x.match(x.CT_STATUS, status, "in")],
+                        [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), self.state_verdict(side, point, bound)],
+                        None, point, "original", "translation forces state")
 
+
+    # ------------------------------------------------------------------ synproxy
+    # Real nft synproxy for the rules pfha.nft.synproxy.plan accepts (docs/dataplane.md,
+    # "synproxy"). The client's SYN is untracked in ``synproxy_raw`` when the raw chain's
+    # first-match walk says pf would pick the synproxy rule; it passes the in-pass at the rule's
+    # position (``ct state untracked``) and is answered in ``synproxy_fwd``/``synproxy_local``.
+    # The client's ACK (no conntrack entry yet) goes to the cookie check there; the SYN the
+    # kernel then sends to the server is tracked, gets side A of the rule in ``synproxy_out``
+    # and meets the out-pass like any forwarded SYN.
+    def if_members(self, name: str) -> set[str]:
+        """The interfaces a pf.conf interface name or group stands for."""
+        return set((self.view.members(name) if self.view else ()) or (name,))
+
+    def synproxy_syn_pass(self, chain: str, rule: ast.Rule, point: str, branch: Branch, charge: list[dict[str, Any]]) -> None:
+        """The untracked SYN of a real synproxy rule passes the in-pass where the rule sits
+        (its counter and log); the raw chain untracked it only if pf would pick this rule."""
+        if point == IN and self.synproxy.is_real(rule):
+            self.emit(chain, branch + [x.match(x.CT_STATE, "untracked")] + charge + [x.ACCEPT], f"@{rule.number} {_where(rule)} synproxy: SYN to answer")
+
+    def synproxy_early(self, chain: str, point: str) -> None:
+        """Before the state-mismatch drop: the client's handshake ACK (no conntrack entry: pf
+        finds its synproxy state) goes on to the cookie check; synproxy's own SYN-ACK (conntrack
+        calls it invalid: it never saw the SYN) leaves unfiltered, as pf's own answers do."""
+        if not self.synproxy.real:
+            return
+        tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
+        flags = x.band(x.payload("tcp", "flags"), sp.TH_FIN | sp.TH_SYN | sp.TH_RST | sp.TH_ACK)
+        if point == OUT:
+            for rule in self.synproxy.real:
+                back = dataclasses.replace(rule, interface=None, flags=None, src=rule.dst, dst=rule.src)
+                for branch in self.rule_branches(back, OUT, with_flags=False):
+                    self.emit(chain, branch + [x.match(x.CT_STATE, "invalid"), x.match(x.meta("iif"), 0), tcp, x.match(flags, sp.TH_SYN | sp.TH_ACK), x.ACCEPT],
+                              f"@{rule.number} synproxy: the firewall's SYN-ACK to the client")
+            return
+        for rule in self.synproxy.real:
+            for branch in self.rule_branches(rule, IN, with_flags=False):
+                self.emit(chain, branch + [x.match(x.CT_STATE, ["new", "invalid"], "in"), tcp, x.match(flags, sp.TH_ACK), x.ACCEPT],
+                          f"@{rule.number} {_where(rule)} synproxy: client ACK to the cookie check")
+
+    def compile_synproxy(self, rules: list[ast.Rule]) -> None:
+        if not self.synproxy.real:
+            return
+        raw, forward, local, out = SYNPROXY_CHAINS
+        tcp = x.match(x.meta("l4proto"), IPPROTO_TCP)
+        syn = [tcp, x.match(x.band(x.payload("tcp", "flags"), sp.TH_SYN | sp.TH_ACK), sp.TH_SYN)]
+        ack = [tcp, x.match(x.band(x.payload("tcp", "flags"), sp.TH_FIN | sp.TH_SYN | sp.TH_RST | sp.TH_ACK), sp.TH_ACK)]
+        # raw: pf's in-pass decision for SYNs, first match, before conntrack and rdr
+        self.chain(raw, type="filter", hook="prerouting", prio=-300, policy="accept")
+        self.emit(raw, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
+        self.skip(raw, "prerouting", self.ruleset.options.skip)
+        for rule in first_match_order(rules):
+            if rule.direction not in (None, IN) or rule.action not in ("pass", "block"):
+                continue
+            if self.synproxy.is_real(rule):
+                for branch in self.rule_branches(rule, IN):
+                    self.emit(raw, branch + [e for e in syn if e not in branch] + [{"notrack": None}],
+                              f"@{rule.number} {_where(rule)} synproxy: untrack the SYN")
+            elif id(rule) in self.synproxy.shields:
+                for branch in self.rule_branches(rule, IN):
+                    self.emit(raw, branch + syn + [x.RETURN], f"@{rule.number} {_where(rule)} decides first")
+        # forward / input: nft synproxy answers the SYN, checks the ACK's cookie, opens the server side
+        for name, hook in ((forward, "forward"), (local, "input")):
+            self.chain(name, type="filter", hook=hook, prio=0, policy="accept")
+            self.emit(name, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
+            for rule in self.synproxy.real:
+                for branch in self.rule_branches(rule, IN, with_flags=False):
+                    for family, test in self.branch_families(branch):
+                        head = branch + test
+                        stmt = {"synproxy": {"mss": sp.MSS[family]}}
+                        self.emit(name, head + [x.match(x.CT_STATE, "untracked")] + syn + [stmt], f"@{rule.number} synproxy: answer the SYN")
+                        self.emit(name, head + [x.match(x.CT_STATE, ["new", "invalid"], "in")] + ack + [stmt], f"@{rule.number} synproxy: cookie ACK")
+        # output: the kernel's SYN to the server carries the client's source address; its
+        # connection gets the in-pass state (side A) of the synproxy rule.
+        self.chain(out, type="filter", hook="output", prio=0, policy="accept")
+        self.emit(out, [x.jump(STATUS_CHAIN)], "pfctl -e/-d gate")
+        flag, shift, mask = side_bits(side_of(IN, "original"))
+        proxied = [x.match(x.CT_STATE, "new"), x.match(x.CT_DIRECTION, "original")] + syn + \
+            [x.match({"fib": {"result": "type", "flags": ["saddr"]}}, "local", "!=")]
+        for rule in first_match_order(self.synproxy.real):  # the interface is not known here
+            rid = rule_id(self.index[id(rule)])
+            for branch in self.rule_branches(dataclasses.replace(rule, interface=None), IN, with_flags=False):
+                self.emit(out, branch + proxied + [x.set_ct_mark(~(flag | mask), flag | (rid << shift)), x.ACCEPT],
+                          f"@{rule.number} synproxy: the server side's state")
+
+    @staticmethod
+    def branch_families(branch: Branch) -> list[tuple[str, Branch]]:
+        """nft synproxy's MSS depends on the family: (family, test to add) per family the
+        branch can carry."""
+        for family in ("ip", "ip6"):
+            if x.match(x.meta("nfproto"), _nfproto(family)) in branch or any(
+                    e.get("match", {}).get("left", {}).get("payload", {}).get("protocol") == family for e in branch):
+                return [(family, [])]
+        return [(family, [x.match(x.meta("nfproto"), _nfproto(family))]) for family in ("ip", "ip6")]
 
 def _rate(count: int, seconds: int) -> tuple[int, str]:
     """``count`` per ``seconds`` as nft's integer rate per unit (the finest exact one; a day
@@ -1185,4 +1347,5 @@ def view_as_named(view: InterfaceView, devices: Mapping[str, str]) -> InterfaceV
     specs += [f"{name}=" for name, dev in devices.items() if dev not in view.addresses]
     loopback = {by_device.get(dev, dev) for dev in view.loopback}
     peers = {by_device.get(dev, dev): addrs for dev, addrs in view.peers.items()}
-    return dataclasses.replace(InterfaceView.from_specs(specs), peers=peers, loopback=frozenset(loopback))
+    return dataclasses.replace(InterfaceView.from_specs(specs, resolver=view.resolver), peers=peers,
+                               loopback=frozenset(loopback))

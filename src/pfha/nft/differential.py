@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,13 +73,16 @@ def port_class(seen: int, sent: int) -> str:
     return "proxy" if 50001 <= seen <= 65535 else "other"
 
 
-def kernel_equivalent(ruleset: ast.Ruleset) -> ast.Ruleset:
-    """The ruleset as the kernel runs it: ``modulate`` and ``synproxy state`` are compiled as
-    ``keep state`` (docs/fidelity.md), so the oracle is asked about that ruleset; those two
-    divergences are listed, not re-discovered on every packet."""
+def kernel_equivalent(ruleset: ast.Ruleset, real_synproxy: Collection[int] = ()) -> ast.Ruleset:
+    """The ruleset as the kernel runs it: ``modulate`` and the ``synproxy state`` rules the
+    compiler could not run as nft synproxy are compiled as ``keep state`` (docs/fidelity.md), so
+    the oracle is asked about that ruleset; those divergences are listed, not re-discovered on
+    every packet. ``real_synproxy``: the numbers of the rules the kernel proxies for real
+    (``Compiled.metadata["synproxy"]``); the engine proxies those too."""
 
     def plain(rule: Any) -> Any:
-        if isinstance(rule, ast.Rule) and rule.state.kind in ("modulate", "synproxy"):
+        if isinstance(rule, ast.Rule) and (rule.state.kind == "modulate" or
+                                           (rule.state.kind == "synproxy" and rule.number not in real_synproxy)):
             return replace(rule, state=replace(rule.state, kind="keep"))
         return rule
 
@@ -90,13 +94,15 @@ class EngineSide:
 
     def __init__(self, ruleset: Any, interfaces: Any, seed: int = 0) -> None:
         self.engine = Engine(ruleset, interfaces, seed=seed)
+        self.last: Any = None  # the last decision _cross asked for
+        self.proxied = False  # did pf answer the last attempt's SYN itself (synproxy)?
         self.now = 1000.0
 
     def _cross(self, packet: Any, hops: list[tuple[str, str]]) -> tuple[Any, str | None]:
         """Run ``packet`` through (interface, direction) hops; (packet, where it was blocked)."""
         for ifname, direction in hops:
             self.now += 0.001
-            decision = self.engine.process(packet, ifname, direction, self.now)
+            decision = self.last = self.engine.process(packet, ifname, direction, self.now)
             if decision.action != "pass":
                 return packet, f"{direction} on {ifname} by rule {decision.rule_number} ({decision.reason})"
             packet = decision.packet
@@ -107,6 +113,9 @@ class EngineSide:
         first = make(attempt.src, attempt.sport, attempt.dst, attempt.dport, "S", seq=1000) if attempt.proto == "tcp" else \
             make(attempt.src, attempt.sport, attempt.dst, attempt.dport, b"probe")
         packet, blocked = self._cross(first, [(attempt.entry, "in")])
+        proxied = self.proxied = bool(blocked) and attempt.proto == "tcp" and self.last.reason == "synproxy"
+        if proxied:
+            packet, blocked = self._client_handshake(attempt, self.last)
         if blocked:
             return Outcome(False, where=blocked)
         local = addr_to_text(packet.af, packet.dst) in FIREWALL
@@ -123,6 +132,8 @@ class EngineSide:
             reply = tcp(addr_to_text(packet.af, packet.dst), packet.dport, seen_src, seen_sport, "SA", seq=5000, ack=(packet.seq + 1) & 0xFFFFFFFF)
         else:
             reply = udp(addr_to_text(packet.af, packet.dst), packet.dport, seen_src, seen_sport, b"answer")
+        if proxied:
+            return self._server_handshake(reply, back, packet, attempt)
         answer, blocked = self._cross(reply, back)
         if blocked:
             return Outcome(False, where="reply " + blocked)
@@ -135,6 +146,34 @@ class EngineSide:
             if blocked:
                 return Outcome(False, where="ack " + blocked)
         return Outcome(True, server, seen_src, port_class(seen_sport, attempt.sport))
+
+    def _client_handshake(self, attempt: Attempt, answered: Any) -> tuple[Any, str | None]:
+        """pf answered the SYN itself (synproxy): the client completes the handshake with pf,
+        which then sends its own SYN toward the server; that SYN is what the out-pass sees."""
+        synack = next((e.packet for e in answered.emitted if e.toward == "sender"), None)
+        if synack is None:
+            return None, "synproxy sent no SYN-ACK"
+        ack = tcp(attempt.src, attempt.sport, attempt.dst, attempt.dport, "A", seq=1001, ack=(synack.seq + 1) & 0xFFFFFFFF)
+        self.now += 0.001
+        decision = self.engine.process(ack, attempt.entry, "in", self.now)
+        syn = next((e.packet for e in decision.emitted if e.toward == "destination"), None)
+        if syn is None:
+            return None, f"in on {attempt.entry}: synproxy did not open the server side ({decision.reason})"
+        return syn, None
+
+    def _server_handshake(self, synack: Any, hops: list[tuple[str, str]], syn: Any, attempt: Attempt) -> Outcome:
+        """The server's SYN-ACK to pf's SYN goes back until it meets the synproxy state, where
+        pf acknowledges it to both ends."""
+        for ifname, direction in hops:
+            self.now += 0.001
+            decision = self.engine.process(synack, ifname, direction, self.now)
+            if decision.reason == "synproxy" and len(decision.emitted) == 2:
+                return Outcome(True, f"{addr_to_text(syn.af, syn.dst)}:{syn.dport}", addr_to_text(syn.af, syn.src),
+                               port_class(syn.sport, attempt.sport))
+            if decision.action != "pass":
+                return Outcome(False, where=f"reply {direction} on {ifname} by rule {decision.rule_number} ({decision.reason})")
+            synack = decision.packet
+        return Outcome(False, where="synproxy never completed the handshake")
 
 
 _SEEN = re.compile(r"^OK (\S+):(\d+) from (\S+):(\d+)$")

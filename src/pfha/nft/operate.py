@@ -17,7 +17,7 @@ from typing import Any
 
 from pfha.errors import PfhaError
 from pfha.nft import FAMILY, TABLE, conntrack, loader
-from pfha.nft.compile import BASE_CHAINS, STATUS_CHAIN, Compiled, _elements, compile_ruleset
+from pfha.nft.compile import BASE_CHAINS, STATUS_CHAIN, Compiled, Warning, _elements, compile_ruleset
 from pfha.nft.states import format_state, involves, pf_states
 
 
@@ -26,8 +26,10 @@ class PfctlError(PfhaError):
 
 
 # ----------------------------------------------------------------------------- load
-def compile_file(path: str, interfaces: Any = None, devices: dict[str, str] | None = None) -> Compiled:
-    """Parse and compile a pf.conf against the live interfaces (or the given view).
+def compile_file(path: str, interfaces: Any = None, devices: dict[str, str] | None = None,
+                 level: str | None = None) -> Compiled:
+    """Parse, optimize (as pfctl -f: ``level`` is ``-o``) and compile a pf.conf against the live
+    interfaces (or the given view). Optimizer warnings come first in ``warnings``.
 
     ``devices`` maps pf.conf's interface names to Linux devices (``xl0 -> eth1``): the live
     devices are seen under their pf.conf names, the kernel rules name the devices."""
@@ -35,11 +37,58 @@ def compile_file(path: str, interfaces: Any = None, devices: dict[str, str] | No
     from pfha.nft.compile import view_as_named
 
     view = interfaces if interfaces is not None else view_as_named(InterfaceView.live(), devices or {})
-    ruleset = parse_file(path, view)
+    ruleset, warnings = optimize_for_kernel(parse_file(path, view), view, level)
     compiled = compile_ruleset(ruleset, view, devices=devices)
+    compiled.warnings[:0] = warnings
     compiled.metadata["file"] = str(path)
     compiled.metadata["loaded_at"] = time.time()
     return compiled
+
+
+def optimize_for_kernel(ruleset: Any, view: Any, level: str | None = None,
+                        identifier: int | None = None) -> tuple[Any, list[Warning]]:
+    """pfctl's optimizer before a load: ``level`` as ``-o`` (None: the file's ``set
+    ruleset-optimization``, else basic), automatic tables named for the kernel as pfctl names
+    them (``__automatic_<hex>_<n>``; ``identifier`` fixes the hex, random otherwise), ``-o
+    profile`` fed with the running ruleset's counters. Returns the ruleset and the warnings."""
+    import random
+
+    from pfha.conf.optimize import default_is_group, optimize, ruleset_level
+
+    profile = running_profile() if ruleset_level(ruleset, level) == "profile" else None
+    optimized = optimize(ruleset, level, is_group=default_is_group(view),
+                         identifier=random.getrandbits(32) if identifier is None else identifier,
+                         reroll=lambda: random.getrandbits(32), profile=profile)
+    return optimized.ruleset, [Warning(text) for text in optimized.warnings]
+
+
+def running_profile() -> list | None:
+    """-o profile's feedback: the loaded filter rules (as ``pfctl -vsr`` lists them, read back
+    into rules) with the packets nftables counted for each; None when nothing pfha loaded is
+    there to read. pfha's kernel ruleset has its anchors inlined, so superblocks after an
+    anchor call do not line up with pfctl's and keep the basic order (load_feedback_profile
+    stops at the first superblocks that differ)."""
+    from pfha.conf import InterfaceView, parse_text
+    from pfha.conf.errors import ParseError
+
+    try:
+        metadata = loader.load_metadata()
+        if not metadata or loader.is_enabled(loader.Nft()) is None:
+            return None
+        values = counters()
+    except Exception:  # noqa: BLE001 - no data plane or nothing loaded: no feedback to use
+        return None
+    running = []
+    for entry in metadata.get("rules", []):
+        try:
+            parsed = parse_text(entry["rule"] + "\n", "<running>", InterfaceView.empty())
+        except (ParseError, KeyError):
+            break
+        if len(parsed.filter) != 1:
+            break
+        packets = sum(values.get(f"{entry.get('counter')}_{d}", (0, 0))[0] for d in ("in", "out"))
+        running.append((parsed.filter[0], packets))
+    return running
 
 
 def load_compiled(compiled: Compiled) -> None:
@@ -53,9 +102,13 @@ def load_compiled(compiled: Compiled) -> None:
 def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) -> list[str]:
     """pfctl -f FILE (or -nf): one transaction; the warnings to print."""
     compiled = compile_file(path, interfaces)
+    warnings = [f"warning: {w}" for w in compiled.warnings]
     if not check_only:
+        from pfha.nft.overload_linux import missing_flusher_warnings
+
         load_compiled(compiled)
-    return [f"warning: {w}" for w in compiled.warnings]
+        warnings += [f"warning: {w}" for w in missing_flusher_warnings(compiled.metadata)]
+    return warnings
 
 
 def _metadata() -> dict[str, Any]:
@@ -216,8 +269,9 @@ def _flush_chains(names: list[str]) -> None:
 
 def flush_rules() -> str:
     """pfctl -F rules: the filter rules go (every packet passes statelessly); nat stays."""
-    _flush_chains([name for name, *_ in BASE_CHAINS if name.startswith("filter")])
     metadata = loader.load_metadata()
+    synproxy = list((metadata or {}).get("synproxy_chains", []))  # synproxy is part of the rules
+    _flush_chains([name for name, *_ in BASE_CHAINS if name.startswith("filter")] + synproxy)
     if metadata is not None:
         metadata["rules"], metadata["scrub"] = [], []
         loader.save_metadata(metadata)

@@ -65,6 +65,11 @@ def load(ruleset: Any, inv: Any) -> int:
     except PfhaError as error:
         sys.stderr.write(f"pfctl: {error}\npfctl: pf rules not loaded\n")
         return 1
+    if not inv.quiet:
+        from pfha.nft.overload_linux import missing_flusher_warnings
+
+        for warning in missing_flusher_warnings(compiled.metadata):
+            sys.stderr.write(f"pfctl: warning: {warning}\n")
     return 0
 
 

@@ -186,9 +186,10 @@ class NodeConfig:
     def interface_view(self):
         """The :class:`pfha.conf.InterfaceView` pf.conf is parsed against on this node."""
         from pfha.conf.interfaces import InterfaceView
+        from pfha.conf.live import system_resolver
 
         specs = [f"{name}={','.join(map(str, addrs))}" for name, addrs in self.addresses_by_interface().items()]
-        return InterfaceView.from_specs(specs)
+        return InterfaceView.from_specs(specs, resolver=system_resolver)
 
 
 # ---------------------------------------------------------------------------------------------

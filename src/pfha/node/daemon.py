@@ -4,7 +4,8 @@ Start-up order (each step only once the previous one worked; a config error chan
 
 1. read the node config, check every part's component is there, parse and compile pf.conf;
 2. apply the host settings (sysctls, addresses, default route) and load the ruleset atomically;
-3. start pflogd, then state sync (which asks the peer for a bulk update);
+3. start pflogd, the overload flusher (when the ruleset has ``overload <t> flush``), then state
+   sync (which asks the peer for a bulk update);
 4. start CARP *demoted* while the first bulk update is outstanding (pfsync(4): the node must not
    become master with an empty state table); sync lifts the demotion when the bulk is done or
    has given up;
@@ -37,6 +38,7 @@ from pfha.node.parts import (
     PART_NAMES,
     CarpPart,
     Disabled,
+    OverloadPart,
     Part,
     PartError,
     PflogPart,
@@ -65,6 +67,7 @@ class Node:
         self.bulk_done_at: float | None = None
         self.ruleset = self._part("ruleset", RulesetPart)
         self.pflog = self._part("pflog", PflogPart)
+        self.overload = self._part("overload", lambda: OverloadPart(self._loaded_metadata))
         self.carp = self._part("carp", lambda: CarpPart(control_path.parent))
         self.sync = self._part("sync", lambda: SyncPart(self._bulk_done, control_path.parent))
         self._reloading = asyncio.Lock()
@@ -77,7 +80,11 @@ class Node:
 
     @property
     def parts(self) -> tuple[Part, ...]:
-        return (self.ruleset, self.pflog, self.sync, self.carp)
+        return (self.ruleset, self.pflog, self.overload, self.sync, self.carp)
+
+    def _loaded_metadata(self) -> dict | None:
+        loaded = getattr(self.ruleset, "loaded", None)
+        return loaded.payload.metadata if loaded is not None else None
 
     # -- life -----------------------------------------------------------------------------
 
@@ -112,6 +119,9 @@ class Node:
 
     async def _start_parts(self, config: node_config.NodeConfig) -> None:
         await self.pflog.start(config)
+        await self.overload.start(config)
+        if not self.overload.enabled and (self._loaded_metadata() or {}).get("overload_flush"):
+            log.warning("overload flush: the overload part is left out; offenders join their table but keep their states")
         sync_pending = isinstance(self.sync, SyncPart) and config.sync is not None
         if isinstance(self.carp, CarpPart):
             await self.carp.start(config, demoted_for=(DEMOTE_SYNC,) if sync_pending else ())
@@ -146,7 +156,7 @@ class Node:
 
     async def shutdown(self) -> None:
         log.info("node stopping: carp bows out, sync and pflogd stop, the ruleset stays loaded")
-        for part in (self.carp, self.sync, self.pflog, self.ruleset):
+        for part in (self.carp, self.sync, self.overload, self.pflog, self.ruleset):
             try:
                 await part.stop()
             except Exception:
@@ -186,6 +196,7 @@ class Node:
                     self._restarting = False
                     self._watch_parts()
                 await self.pflog.reconfigure(config)
+                await self.overload.reconfigure(config)
             except (PfhaError, OSError) as error:
                 return self._reload_result(started, False, f"reload partly failed, the ruleset is unchanged "
                                            f"unless reported loaded: {error}")
@@ -229,6 +240,7 @@ class Node:
             "states": self._state_count(),
             "ruleset": self.ruleset.status(),
             "pflog": self.pflog.status(),
+            "overload": self.overload.status(),
             "host": self.applied.as_dict() if self.applied else None,
             "last_reload": self.last_reload,
             "without": sorted(self.without),

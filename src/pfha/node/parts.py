@@ -1,6 +1,6 @@
 """The node daemon's parts, each a thin adapter from the node config to one component's API:
-the ruleset (pfha.conf + pfha.nft), pflogd (pfha.pflog), CARP (pfha.carp) and state sync
-(pfha.sync).
+the ruleset (pfha.conf + pfha.nft), pflogd (pfha.pflog), the overload flusher
+(pfha.nft.overload_linux), CARP (pfha.carp) and state sync (pfha.sync).
 
 Every part has the same life: ``start(config)``, ``reconfigure(config)`` on SIGHUP (only what
 changed, never a flap), ``stop()`` on SIGTERM, and ``status()`` for ``pfha status``. A part
@@ -31,7 +31,7 @@ from pfha.node.logs import fields
 
 log = logging.getLogger("pfha.node")
 
-PART_NAMES = ("ruleset", "pflog", "carp", "sync")
+PART_NAMES = ("ruleset", "pflog", "overload", "carp", "sync")
 
 
 class PartUnavailable(PfhaError):
@@ -159,10 +159,17 @@ class RulesetPart(Part):
         self.check()
         from pfha.conf import parse_file
 
+        from pfha.conf.optimize import stable_identifier
+        from pfha.nft.operate import optimize_for_kernel
+
         view = config.interface_view()
         ruleset = parse_file(config.pf_conf, view, include_base=config.pf_conf.parent)
+        # optimized as pfctl -f does, so pflog's rule numbers are FreeBSD's; automatic tables
+        # get a name fixed by the file's text, so an unchanged pf.conf compiles identically
+        ruleset, warnings = optimize_for_kernel(ruleset, view, identifier=stable_identifier(config.pf_conf.read_text()))
         devices = {name: dev for name, dev in config.device_map().items() if name != dev}
         compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
+        compiled.warnings[:0] = warnings
         digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
         count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
         return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
@@ -171,9 +178,9 @@ class RulesetPart(Part):
         """Load atomically; False (and nothing changed) when it is the ruleset already loaded."""
         if self.loaded is not None and self.loaded.digest == compiled.digest:
             return False
-        from pfha.nft import loader
+        from pfha.nft.operate import load_compiled
 
-        loader.load(compiled.payload.commands, compiled.payload.metadata)
+        load_compiled(compiled.payload)  # as pfctl -f: the rules, then the `set timeout` sysctls
         self.loaded, self.loaded_at, self.last_error = compiled, time.time(), None
         log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source, rules=compiled.rules))
         for warning in compiled.warnings:
@@ -578,3 +585,97 @@ class SyncPart(Part):
             return {"state": "off"}
         running = self.task is not None and not self.task.done()
         return {"state": "running" if running else "stopped", **self.runner.status()}
+
+
+# --- overload flush ------------------------------------------------------------------------
+
+
+class OverloadPart(Part):
+    """The overload flusher, running while the loaded ruleset has ``overload <t> flush``: it
+    kills the offending source's states as pf's pf_overload_task does. The NFLOG socket is read
+    on the loop; the conntrack dump and deletes run in a thread, one flush at a time (events
+    that arrive meanwhile are coalesced into the next), so CARP keeps its timing."""
+
+    name = "overload"
+
+    def __init__(self, metadata: Callable[[], dict | None]) -> None:
+        super().__init__()
+        self.metadata = metadata  # the loaded ruleset's metadata (None: nothing loaded)
+        self.flusher = None
+        self.pending: list = []
+        self.task: asyncio.Task | None = None
+        self.error: str | None = None
+
+    def check(self) -> None:
+        require(self.name, "pfha.nft.overload_linux", "OverloadFlusher")
+
+    def wanted(self) -> dict | None:
+        return (self.metadata() or {}).get("overload_flush") or None
+
+    async def start(self, config: NodeConfig) -> None:
+        spec = self.wanted()
+        if spec is None:
+            await self.stop()
+            self.error = None
+            return
+        if self.flusher is not None:
+            return
+        linux = require(self.name, "pfha.nft.overload_linux", "OverloadFlusher")
+        flusher = linux.OverloadFlusher(spec.get("group", linux.OVERLOAD_GROUP))
+        try:
+            flusher.start()
+        except PfhaError as error:
+            # not a reason to stop a firewall: the rules still refuse the offender's new
+            # connections (another flusher may even hold the group); the next reload retries
+            self.error = str(error)
+            log.error("overload flusher not started: offenders keep their states", extra=fields(detail=self.error))
+            return
+        self.flusher, self.error = flusher, None
+        asyncio.get_running_loop().add_reader(flusher.fileno(), self._readable)
+        log.info("overload flusher started", extra=fields(group=flusher.group, rules=len(spec.get("rules", ()))))
+
+    async def reconfigure(self, config: NodeConfig) -> None:
+        await self.start(config)  # starts or stops with the ruleset's need; a running one stays
+
+    def _readable(self) -> None:
+        try:
+            events = self.flusher.read()
+        except Exception:  # never let a bad packet take the node down
+            log.exception("overload flusher: packet dropped")
+            return
+        self.pending += events
+        if self.pending and (self.task is None or self.task.done()):
+            self.task = asyncio.create_task(self._flush(), name="overload flush")
+
+    async def _flush(self) -> None:
+        from pfha.nft.overload import coalesce
+
+        while self.pending and self.flusher is not None:
+            events, self.pending = coalesce(self.pending), []
+            try:
+                done = await asyncio.to_thread(self.flusher.flush, events)
+            except Exception as error:  # conntrack unreachable: the next event tries again
+                log.error("overload flush failed", extra=fields(detail=f"{type(error).__name__}: {error}"))
+                continue
+            log.warning("overload: states flushed", extra=fields(detail=done.describe(), killed=done.killed))
+
+    async def stop(self) -> None:
+        if self.flusher is None:
+            return
+        try:
+            asyncio.get_running_loop().remove_reader(self.flusher.fileno())
+        except (ValueError, OSError):
+            pass
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        self.flusher.close()
+        log.info("overload flusher stopped", extra=fields(**self.flusher.status()))
+        self.flusher = None
+
+    def status(self) -> dict:
+        if self.flusher is None:
+            if self.error:
+                return {"state": "not running", "error": self.error}
+            return {"state": "not needed (no overload ... flush in the ruleset)"}
+        return {"state": "running", **self.flusher.status()}

@@ -22,6 +22,7 @@ LINKTYPE_RAW = 101  # raw IPv4/IPv6, no link header
 DLT_RAW_BSD = 12  # DLT_RAW as most BSDs number it; some files carry it instead of 101
 DLT_RAW_OPENBSD = 14
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_LINUX_SLL2 = 276  # what `tcpdump -i any` writes
 LINKTYPE_PFLOG = DLT_PFLOG
 RAW_LINKTYPES = frozenset({LINKTYPE_RAW, DLT_RAW_BSD, DLT_RAW_OPENBSD})
 
@@ -162,6 +163,7 @@ def write_file(path: str, linktype: int, frames: Iterable[tuple[float, bytes]]) 
 
 # Where the IP packet starts in a frame of each link type, and how to tell its family.
 _SLL_HEADER = 16
+_SLL2_HEADER = 20
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 ETHERTYPE_VLAN = 0x8100
@@ -191,7 +193,31 @@ def ip_packet(linktype: int, frame: bytes) -> bytes | None:
             return None
         ethertype = struct.unpack_from("!H", frame, 14)[0]
         return frame[_SLL_HEADER:] if ethertype in (ETHERTYPE_IPV4, ETHERTYPE_IPV6) else None
+    if linktype == LINKTYPE_LINUX_SLL2:
+        if len(frame) < _SLL2_HEADER:
+            return None
+        ethertype = struct.unpack_from("!H", frame, 0)[0]
+        return frame[_SLL2_HEADER:] if ethertype in (ETHERTYPE_IPV4, ETHERTYPE_IPV6) else None
     raise PcapError(f"unsupported link type {linktype}")
+
+
+#: SLL packet types (linux/if_packet.h): PACKET_OUTGOING is a packet this host sent
+_SLL_OUTGOING = 4
+
+
+def frame_direction(linktype: int, frame: bytes, local_macs: frozenset[bytes] = frozenset()) -> str | None:
+    """Which way a frame crossed the capture's interface: ``"out"`` when this host sent it,
+    ``"in"`` when it arrived, None when the frame cannot say.
+
+    A Linux cooked capture records it (the SLL packet type); an Ethernet frame says it only
+    through its source address, so the caller names the capturing host's MACs."""
+    if linktype == LINKTYPE_LINUX_SLL and len(frame) >= 2:
+        return "out" if struct.unpack_from("!H", frame, 0)[0] == _SLL_OUTGOING else "in"
+    if linktype == LINKTYPE_LINUX_SLL2 and len(frame) >= 11:
+        return "out" if frame[10] == _SLL_OUTGOING else "in"
+    if linktype == LINKTYPE_ETHERNET and local_macs and len(frame) >= 12:
+        return "out" if frame[6:12] in local_macs else "in"
+    return None
 
 
 def ethernet_frame(packet: bytes, src: bytes = b"\x02\0\0\0\0\x01", dst: bytes = b"\x02\0\0\0\0\x02") -> bytes:
@@ -204,3 +230,9 @@ def sll_frame(packet: bytes, packet_type: int = 0) -> bytes:
     """``packet`` wrapped in a Linux cooked (SLL) header."""
     ethertype = ETHERTYPE_IPV6 if packet and packet[0] >> 4 == 6 else ETHERTYPE_IPV4
     return struct.pack("!HHH8sH", packet_type, 1, 6, b"\x02\0\0\0\0\x01\0\0", ethertype) + packet
+
+
+def sll2_frame(packet: bytes, packet_type: int = 0, ifindex: int = 2) -> bytes:
+    """``packet`` wrapped in a Linux cooked v2 (SLL2) header, as ``tcpdump -i any`` writes."""
+    ethertype = ETHERTYPE_IPV6 if packet and packet[0] >> 4 == 6 else ETHERTYPE_IPV4
+    return struct.pack("!HHIHBB8s", ethertype, 0, ifindex, 1, packet_type, 6, b"\x02\0\0\0\0\x01\0\0") + packet

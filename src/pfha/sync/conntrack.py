@@ -788,6 +788,24 @@ def dump_request(seq: int) -> bytes:
     return _message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, socket.AF_UNSPEC, b"")
 
 
+# kernel-side dump filters (Linux 5.8): CTA_FILTER {ORIG_FLAGS|REPLY_FLAGS: which fields of
+# the given tuple must match}; the flag bits are nf_conntrack_netlink.c's CTA_FILTER_F_*.
+CTA_FILTER, CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 25, 1, 2
+CTA_FILTER_F_IP_SRC, CTA_FILTER_F_IP_DST = 1 << 0, 1 << 1
+
+
+def dump_request_with(seq: int, family: int, tuple_kind: int, end: str, address: bytes) -> bytes:
+    """A dump of the ``family`` entries whose ``tuple_kind`` (CTA_TUPLE_ORIG or _REPLY) tuple
+    has the packed ``address`` as its source (``end`` "src") or destination ("dst"), filtered
+    by the kernel. A kernel without CTA_FILTER ignores it and dumps every entry."""
+    v4 = family == socket.AF_INET
+    kind = (CTA_IP_V4_SRC if v4 else CTA_IP_V6_SRC) if end == "src" else (CTA_IP_V4_DST if v4 else CTA_IP_V6_DST)
+    flags = CTA_FILTER_F_IP_SRC if end == "src" else CTA_FILTER_F_IP_DST
+    which = CTA_FILTER_ORIG_FLAGS if tuple_kind == CTA_TUPLE_ORIG else CTA_FILTER_REPLY_FLAGS
+    payload = _nest(tuple_kind, _nest(CTA_TUPLE_IP, _nla(kind, _addr(family, address)))) + _nest(CTA_FILTER, _nla(which, struct.pack("=I", flags)))
+    return _message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, family, payload)
+
+
 # --- sockets ---------------------------------------------------------------------------------
 MSG_DONTWAIT, MSG_TRUNC = 0x40, 0x20
 
@@ -1311,10 +1329,11 @@ class KernelTable:
                 self.counters["errors"] += 1
                 self.last_error = os.strerror(code)
 
-    def dump(self, mark_mask: int = 0) -> list[Event]:
-        """The whole table (every family), filtered like the event intake."""
+    def dump(self, mark_mask: int = 0, request: Callable[[int], bytes] = dump_request) -> list[Event]:
+        """The whole table (every family), filtered like the event intake; ``request`` (seq ->
+        message) asks for another dump, e.g. one filtered by :func:`dump_request_with`."""
         seq = self._next_seq()
-        self.sock.send(dump_request(seq))
+        self.sock.send(request(seq))
         events: list[Event] = []
         while True:
             size = self.sock.recv_into(self._buf)

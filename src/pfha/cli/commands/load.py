@@ -1,4 +1,8 @@
-"""``pfha load FILE``: compile a pf.conf and load it into nftables in one transaction (= pfctl -f)."""
+"""``pfha load FILE``: compile a pf.conf and load it into nftables in one transaction (= pfctl -f).
+
+The ruleset is optimized first, as pfctl optimizes it (``-o basic`` unless ``-o``/``--optimize``
+or the file's ``set ruleset-optimization`` says otherwise), so the kernel's rule numbers (pflog,
+``pfctl -vsr``) are FreeBSD's."""
 
 from __future__ import annotations
 
@@ -22,6 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--map", dest="devices", action="append", default=[], metavar="NAME=DEVICE",
                         help="pf.conf interface NAME is Linux DEVICE (xl0=eth1; repeatable): the live DEVICE's "
                              "addresses stand for NAME, and the kernel rules match DEVICE")
+    parser.add_argument("-o", "--optimize", metavar="LEVEL", type=_level, default=None,
+                        help="ruleset optimization as pfctl -o: none, basic or profile (default: the file's "
+                             "'set ruleset-optimization', else basic, as pfctl)")
+
+
+def _level(text: str) -> str:
+    from pfha.cli.commands.check import _level as level
+
+    return level(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from pfha.nft.operate import compile_file, load_compiled, watch_dynamic
 
     devices = parse_device_map(args.devices)
-    view = InterfaceView.from_specs(args.interfaces) if args.interfaces else None
-    compiled = compile_file(args.file, view, devices)
+    from pfha.conf.live import system_resolver
+
+    view = InterfaceView.from_specs(args.interfaces, resolver=system_resolver) if args.interfaces else None
+    compiled = compile_file(args.file, view, devices, args.optimize)
     for warning in compiled.warnings:
         print(f"pfha: warning: {warning}", file=sys.stderr)
     if args.json:
@@ -45,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         loader.check(compiled.commands)
         return 0
     load_compiled(compiled)
+    from pfha.nft.overload_linux import missing_flusher_warnings
+
+    for warning in missing_flusher_warnings(compiled.metadata):
+        print(f"pfha: warning: {warning}", file=sys.stderr)
     if args.follow_addresses:
         watch_dynamic()
     return 0

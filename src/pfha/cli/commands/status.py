@@ -51,6 +51,9 @@ def render(status: dict) -> str:
     pflog = status["pflog"]
     lines.append(f"pflog: {pflog.get('state')} {pflog.get('file') or ''}"
                  + (f" ({pflog['written']} written, {pflog['dropped']} dropped)" if "written" in pflog else ""))
+    overload = status.get("overload") or {}
+    if overload.get("state") == "running":
+        lines.append(f"overload flush: running ({overload.get('killed')} states killed in {overload.get('flushes')} flushes)")
     if status.get("last_reload"):
         reload = status["last_reload"]
         lines.append(f"last reload: {'ok' if reload['ok'] else 'FAILED'} {_ago(reload['at'])}: {reload['message']}")

@@ -30,21 +30,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for random choices (nat ports, ISNs)")
     parser.add_argument("--states", action="store_true", help="print the state table at the end")
     parser.add_argument("--counters", action="store_true", help="print per-rule counters at the end (pfctl -vsr)")
+    parser.add_argument("-o", "--optimize", metavar="LEVEL", type=_level, default=None,
+                        help="ruleset optimization as pfctl -o (none, basic, profile; default: the file's "
+                             "'set ruleset-optimization', else basic): rule numbers are the kernel's")
     parser.add_argument("packets", nargs="*", metavar="PACKET",
                         help='e.g. "in on xl0 proto tcp from 198.51.100.9 port 40000 to 203.0.113.11 port 80 flags S"')
 
 
-def load_engine(path: str, specs: list[str], seed: int):
-    """Parse ``path`` with the given ``--if`` specs (or the live host) and build an engine."""
+def _level(text: str) -> str:
+    from pfha.cli.commands.check import _level as level
+
+    return level(text)
+
+
+def load_engine(path: str, specs: list[str], seed: int, level: str | None = None):
+    """Parse ``path`` with the given ``--if`` specs (or the live host) and build an engine.
+
+    The ruleset is optimized as pfctl loads it (conf.optimize; ``level`` None: the file's
+    ``set ruleset-optimization``, else basic), so the engine's rule numbers are the ones the
+    kernel and pflog report. -o profile has no running counters here: it acts as basic."""
     from pfha.conf import InterfaceView, parse_file
+    from pfha.conf.live import system_resolver
+    from pfha.conf.optimize import default_is_group, optimize
     from pfha.engine import Engine
 
-    view = InterfaceView.from_specs(specs) if specs else InterfaceView.live()
+    view = InterfaceView.from_specs(specs, resolver=system_resolver) if specs else InterfaceView.live()
     try:
         ruleset = parse_file(path, view)
     except OSError as error:
         raise PfhaError(f"{path}: {error.strerror or error}") from None
-    return Engine(ruleset, view, seed=seed)
+    optimized = optimize(ruleset, level, is_group=default_is_group(view))
+    for warning in optimized.warnings:
+        print(f"pfha: warning: {warning}", file=sys.stderr)
+    return Engine(optimized.ruleset, view, seed=seed)
 
 
 def _lines(args) -> Iterable[tuple[str, str]]:
@@ -67,7 +85,7 @@ def run(args) -> int:
     from pfha.engine.packet import PacketError
     from pfha.engine.spec import Conversation, parse_packet
 
-    engine = load_engine(args.file, args.interfaces, args.seed)
+    engine = load_engine(args.file, args.interfaces, args.seed, args.optimize)
     lines = list(_lines(args))
     if not lines:
         raise PfhaError("no packets: give PACKET arguments or --scenario FILE")
