@@ -92,6 +92,7 @@ class Sync:
     key_file: Path | None = None
     defer: bool = False
     sched: str | None = None  # the daemon's CPU scheduling ("rr:99", "other"); None: pfha.sync.sched.DEFAULT
+    refresh: float | None = None  # seconds between refresh sweeps (0: off); None: pfha.sync.runner.REFRESH
 
 
 @dataclass(frozen=True)
@@ -411,7 +412,7 @@ class _Reader:
             return None
         if not isinstance(body, dict):
             raise self.fail("sync", f"must be a table, got {_kind(body)}")
-        self.only(body, "sync", {"device", "peer", "key", "key_file", "defer", "sched"})
+        self.only(body, "sync", {"device", "peer", "key", "key_file", "defer", "sched", "refresh"})
         device = self.string(body, "device", "sync", required=True)
         if device not in known:
             raise self.fail("sync.device", f"{device!r} is not one of [interfaces]: {', '.join(sorted(known))}")
@@ -428,9 +429,12 @@ class _Reader:
                 sched = str(sync_sched.parse(sched))
             except sync_sched.SchedError as error:
                 raise self.fail("sync.sched", str(error)) from None
+        refresh = body.get("refresh")
+        if refresh is not None and (isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or refresh < 0):
+            raise self.fail("sync.refresh", f"must be a number of seconds, 0 (off) or more, got {refresh!r}")
         return Sync(device=device, peer=None if peer is None else self.address(peer, "sync.peer"),
                     key=key, key_file=key_file, defer=bool(self.boolean(body, "defer", "sync", default=False)),
-                    sched=sched)
+                    sched=sched, refresh=None if refresh is None else float(refresh))
 
     def pflog(self, body: dict[str, Any]) -> Pflog:
         self.only(body, "pflog", {"file", "enabled"})

@@ -524,7 +524,7 @@ class SyncPart(Part):
 
         from pfha.sync.conntrack import EventSource, KernelTable
         from pfha.sync.peer import Config, Peer
-        from pfha.sync.runner import Runner
+        from pfha.sync.runner import REFRESH, Runner
         from pfha.sync.transport import Transport
 
         keyring = sync_keyring(config)
@@ -539,7 +539,8 @@ class SyncPart(Part):
                     epoch=time.time_ns() // 1_000_000, now=loop.time())
         status_path = self.run_dir / "sync.json" if self.run_dir else None
         self.runner = Runner(peer, transport, intake, kernel, status_path, on_bulk_complete=self._bulk_complete,
-                             log=lambda line: log.info("sync", extra=fields(detail=line)))
+                             log=lambda line: log.info("sync", extra=fields(detail=line)),
+                             refresh=REFRESH if config.sync.refresh is None else config.sync.refresh)
         self.config_key = config.sync
         self.task = asyncio.create_task(self.runner.run(), name="sync")
         await asyncio.sleep(0)

@@ -111,6 +111,8 @@ def dumps(config: NodeConfig, origins: Mapping[str, object] | None = None,
             out.append("defer = true")
         if sync.sched is not None:
             out.append(f"sched = {toml_string(sync.sched)}")
+        if sync.refresh is not None:
+            out.append(f"refresh = {sync.refresh:g}")
 
     out.append("")
     comment_origin("pflog.file")

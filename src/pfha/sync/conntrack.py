@@ -49,6 +49,7 @@ NLA_F_NESTED = 0x8000
 # linux/netfilter/nfnetlink_conntrack.h
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
 CTA_NAT_SRC, CTA_TIMEOUT, CTA_MARK, CTA_NAT_DST, CTA_ZONE = 6, 7, 8, 13, 18
+CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_COUNTERS_PACKETS = 9, 10, 1
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
@@ -197,6 +198,24 @@ def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | Non
     record = wire.STATE.pack(family, proto, zone, osrc, odst, osp, odp, 0, 0, rsrc, rdst, rsp, rdp,
                              status, timeout, mark, tcp_state, wso, wsr, tfo, tfr)
     return Event(kind, pid, mark, record)
+
+
+def message_packets(buf, off: int, length: int) -> int | None:
+    """The packets conntrack counted for an entry, both directions (CTA_COUNTERS_*); None when
+    the message has no counters (accounting, ``nf_conntrack_acct``, is off)."""
+    at, end = off + 20, off + length
+    total = None
+    while at + 4 <= end:
+        size, kind = _NLA.unpack_from(buf, at)
+        if size < 4:
+            break
+        if kind & 0x3FFF in (CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY):
+            inner = _attrs(buf, at + 4, at + size)
+            if CTA_COUNTERS_PACKETS in inner:
+                start, stop = inner[CTA_COUNTERS_PACKETS]
+                total = (total or 0) + int.from_bytes(buf[start:stop], "big")
+        at += (size + 3) & ~3
+    return total
 
 
 def _tcp_info(buf, start: int, end: int) -> tuple[int, int, int, int, int]:
@@ -1344,6 +1363,32 @@ class KernelTable:
                     return events
                 elif item:
                     raise OSError(item, os.strerror(item))
+
+    def dump_activity(self, mark_mask: int = 0) -> list[tuple[bytes, int | None]]:
+        """The whole table as (record, packets counted so far), for the refresh sweep (the
+        general parser: it runs every few seconds, not per event)."""
+        seq = self._next_seq()
+        self.sock.send(dump_request(seq))
+        entries: list[tuple[bytes, int | None]] = []
+        buf = self._buf
+        while True:
+            size = self.sock.recv_into(buf)
+            off = 0
+            while off + 16 <= size:
+                length, msg_type = _NLH.unpack_from(buf, off)[:2]
+                if length < 16 or off + length > size:
+                    break
+                if msg_type == NLMSG_DONE:
+                    return entries
+                if msg_type == NLMSG_ERROR:
+                    code = -_ERRNO.unpack_from(buf, off + 16)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                else:
+                    event = parse_message(buf, off, length, mark_mask)
+                    if event is not None:
+                        entries.append((event.record, message_packets(buf, off, length)))
+                off += (length + 3) & ~3
 
     def close(self) -> None:
         self.sock.close()

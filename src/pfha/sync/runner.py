@@ -20,12 +20,16 @@ from pathlib import Path
 
 from pfha.sync import sched, wire
 from pfha.sync.conntrack import KIND_DESTROY, KIND_NEW, EventSource, KernelTable, Run
+from pfha.sync.refresh import Refresher
 from pfha.sync.peer import (BulkUpdateComplete, BulkUpdateStarted, Peer, PeerRestarted,
                             StateDeleted, StateReceived)
 from pfha.sync.transport import Transport
 
 STATUS_INTERVAL = 0.5
 READ_HOLD = 0.001  # see Runner._on_kernel_events
+#: seconds between refresh sweeps: a third of conntrack's shortest default timeouts (ICMP and
+#: unanswered UDP, 30 s), so an active flow's copy is renewed well before it could expire
+REFRESH = 10.0
 HOLD_BELOW = 64  # a read of fewer events than this is "trickling"...
 HOLD_MIN = 4  # ...if they come faster than HOLD_MIN per hold (4,000/s for 1 ms)
 
@@ -34,13 +38,16 @@ class Runner:
     def __init__(self, peer: Peer, transport: Transport, intake: EventSource, kernel: KernelTable,
                  status_path: Path | None = None,
                  on_bulk_complete: Callable[[BulkUpdateComplete], None] | None = None,
-                 log: Callable[[str], None] | None = None, read_hold: float = READ_HOLD) -> None:
+                 log: Callable[[str], None] | None = None, read_hold: float = READ_HOLD,
+                 refresh: float = REFRESH) -> None:
         self.peer, self.transport, self.intake, self.kernel = peer, transport, intake, kernel
         self.status_path = status_path
         self.on_bulk_complete = on_bulk_complete
         self.log = log or (lambda line: print(f"pfha sync: {line}", file=sys.stderr, flush=True))
         self.counters = {"events": 0, "own_events": 0, "overruns": 0, "resyncs": 0, "holds": 0}
         self.read_hold = read_hold
+        self.refresh = refresh  # seconds between refresh sweeps (pfha.sync.refresh); 0: none
+        self.refresher = Refresher()
         self._last_read = -1e9
         self._holding = False  # the intake is paused (its reader removed) until the hold ends
         self._trickle = False  # the last read was a small one soon after the one before
@@ -65,11 +72,14 @@ class Runner:
         loop.add_reader(self.transport.fileno(), self._on_datagrams)
         loop.add_reader(self.intake.fileno(), self._on_kernel_events)
         status = loop.create_task(self._write_status_forever())
+        sweeps = loop.create_task(self._refresh_forever()) if self.refresh > 0 else None
         self._service()
         try:
             await self._stopped.wait()
         finally:
             status.cancel()
+            if sweeps is not None:
+                sweeps.cancel()
             loop.remove_reader(self.transport.fileno())
             loop.remove_reader(self.intake.fileno())
             self._holding = False
@@ -79,6 +89,33 @@ class Runner:
 
     def stop(self) -> None:
         self._stopped.set()
+
+    async def _refresh_forever(self) -> None:
+        """Every ``refresh`` seconds, send the states whose flows carried packets since the last
+        sweep, with their current timeouts (conntrack reports no event for a packet that only
+        pushes a state's expiry back). The dump and the choice run in a thread, on a netlink
+        socket of their own, so the loop keeps serving sync and CARP meanwhile."""
+        table = KernelTable()
+        warned = False
+        try:
+            while True:
+                await asyncio.sleep(self.refresh)
+                mask = self.intake.mark_mask
+                try:
+                    records = await asyncio.to_thread(lambda: self.refresher.select(table.dump_activity(mask)))
+                except OSError as error:  # a failed dump skips one sweep; the next one tries again
+                    self.counters["refresh_errors"] = self.counters.get("refresh_errors", 0) + 1
+                    self.log(f"refresh sweep failed: {error}")
+                    continue
+                if self.refresher.without_counters and not warned:
+                    warned = True
+                    self.log("conntrack accounting is off (net.netfilter.nf_conntrack_acct=0): active flows cannot be "
+                             "told apart and are not refreshed; pfctl -f turns it on, or set the sysctl")
+                if records:
+                    self.peer.local_updates([(record, False) for record in records], self._now())
+                    self._service()
+        finally:
+            table.close()
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -236,6 +273,7 @@ class Runner:
             "destination": self.transport.destination, "mark_mask": self.intake.mark_mask,
             "sched": str(sched.current()),
             "intake": dict(self.counters, kernel_overruns=self.intake.overruns),
+            "refresh": dict(self.refresher.status(), interval=self.refresh),
             "kernel": dict(self.kernel.counters, last_error=self.kernel.last_error),
             "transport": {"send_errors": self.transport.send_errors, "bad_ttl": self.transport.bad_ttl,
                           "wrong_source": self.transport.wrong_source},

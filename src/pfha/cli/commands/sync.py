@@ -1,7 +1,7 @@
 """``pfha sync run|status``: state sync in the foreground (pfsync for Linux), and its status.
 
     pfha sync run --dev rl0 [--peer ADDR] --key-file FILE [--mark-mask 0x3] [--collapse-ms 0]
-                  [--node-id HEX] [--status-file PATH] [--liberal] [--sched rr:99|other]
+                  [--node-id HEX] [--status-file PATH] [--liberal] [--sched rr:99|other] [--refresh 10]
     pfha sync status [--json] [--status-file PATH | --status-dir DIR]
 
 ``run`` keeps a JSON status file (default ``/run/pfha/sync/<dev>.json``, rewritten every 0.5 s
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--mark-mask", type=_int, default=0x3,
                      help="sync entries with ct mark & MASK != 0 (default 0x3: states pf rules created; 0 = all)")
     run.add_argument("--collapse-ms", type=float, default=0.0, help="collapse window for updates, ms (default 0: coalesce within each batch of kernel events, send at once)")
+    run.add_argument("--refresh", type=float, default=None, metavar="SECONDS",
+                     help="send the states whose flows carried packets every SECONDS, with their current "
+                          "timeouts, so the peer's copies do not expire while the flows live (default 10; 0: off)")
     run.add_argument("--read-hold-ms", type=float, default=1.0,
                      help="when kernel events trickle in, read them at most every N ms (default 1; 0: at once)")
     run.add_argument("--node-id", type=lambda t: int(t, 16), help="creator id, hex (default random)")
@@ -103,9 +106,11 @@ def _set_scheduling(text: str | None) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pfha.sync.conntrack import EventSource, KernelTable
     from pfha.sync.peer import Config, Peer
-    from pfha.sync.runner import Runner
+    from pfha.sync.runner import REFRESH, Runner
     from pfha.sync.transport import Transport
 
+    if args.refresh is not None and args.refresh < 0:
+        raise PfhaError("--refresh: seconds must be 0 (off) or more")
     keyring = _keyring(args.key_file)
     node_id = args.node_id if args.node_id is not None else random.SystemRandom().randrange(1, 1 << 32)
     if args.sched is not None:
@@ -124,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
                         request_bulk_on_start=not args.no_bulk, bulk_retry=args.bulk_retry,
                         bulk_max_tries=args.bulk_tries)
         peer = Peer(config, epoch=time.time_ns() // 1_000_000, now=loop.time())
-        runner = Runner(peer, transport, intake, kernel, status_path, read_hold=args.read_hold_ms / 1000)
+        runner = Runner(peer, transport, intake, kernel, status_path, read_hold=args.read_hold_ms / 1000,
+                        refresh=REFRESH if args.refresh is None else args.refresh)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
         await runner.run()

@@ -1,0 +1,64 @@
+"""Which states to send again so that the peer's copies live as long as the flows do.
+
+conntrack reports a connection's creation, its state changes and its end, but not the packets
+that merely push its expiry back. A UDP flow, an ICMP exchange, or a TCP connection under a
+short ``tcp.established`` would therefore expire on the backup while it is alive on the master,
+and a failover would lose it: pfsync avoids this by sending updates as packets move states. The
+refresh sweep does the same at a coarser grain: every few seconds the runner reads the kernel
+table with conntrack's packet counters, and this module picks the entries whose counters moved
+since the last sweep, i.e. the flows this node is carrying. They are sent as ordinary updates
+with their current timeout, which the peer writes into its copy.
+
+Counting packets, not looking at roles, is what keeps the two nodes from refreshing each
+other's copies with stale timeouts: a copy installed from the peer carries no traffic on the
+backup, so its counters stay still and it is never sent back; after a failover the new master
+forwards those flows, their counters move, and it refreshes them to the other node in turn.
+
+Pure: no sockets, no clock; the runner passes the dumped entries in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pfha.sync import wire
+
+
+class Refresher:
+    """Remembers each state's packet count from one sweep to the next."""
+
+    def __init__(self) -> None:
+        self._packets: dict[bytes, int] = {}
+        self.sweeps = 0
+        self.sent = 0
+        self.without_counters = 0  # entries the kernel listed without counters (accounting off)
+
+    def select(self, entries: Iterable[tuple[bytes, int | None]]) -> list[bytes]:
+        """The records, among a full dump's (record, packets), whose flows carried packets since
+        the previous sweep; entries no longer listed are forgotten. On the first sweep every
+        flow with packets counts as moving (what it carried before is unknown)."""
+        previous, current = self._packets, {}
+        chosen: list[bytes] = []
+        missing = 0
+        for record, packets in entries:
+            if record[1] == wire.IPPROTO_PFSYNC:
+                continue  # the sync link's own traffic is not a state worth syncing
+            if packets is None:
+                missing += 1
+                continue
+            key = wire.state_key(record)
+            current[key] = packets
+            if packets > previous.get(key, 0):
+                chosen.append(record)
+        self._packets = current
+        self.sweeps += 1
+        self.sent += len(chosen)
+        self.without_counters = missing
+        return chosen
+
+    def status(self) -> dict:
+        return {"sweeps": self.sweeps, "sent": self.sent, "tracked": len(self._packets),
+                "without_counters": self.without_counters}
+
+
+__all__ = ["Refresher"]
