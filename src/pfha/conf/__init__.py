@@ -11,9 +11,66 @@ Public API (names are stable; fields are only ever added):
 
 Nothing in this package touches the OS except :mod:`pfha.conf.live` (the live interface view)
 and reading the files a ruleset names (``include``, ``table ... file``).
+
+Speed: the modules in :data:`COMPILED_MODULES` may be compiled with mypyc at install time
+(``setup.py``) from these same sources. They are used only when all are present and newer
+than their sources; otherwise, or with ``PFHA_CONF_PURE=1`` in the environment, the ``.py``
+files are imported. :func:`implementation` says which is in use. This module itself is never
+compiled: it must be able to choose.
 """
 
 from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+#: the hot modules setup.py compiles with mypyc (one group: they call each other natively)
+COMPILED_MODULES = ("lexer", "parser", "expand", "printer")
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _compiled_state() -> str:
+    """"compiled", or why the sources are used ("no build", "stale build", "PFHA_CONF_PURE")."""
+    if os.environ.get("PFHA_CONF_PURE", "") not in ("", "0"):
+        return "PFHA_CONF_PURE set"
+    for name in COMPILED_MODULES:
+        source = os.path.join(_HERE, name + ".py")
+        built = [os.path.join(_HERE, name + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+        built = [path for path in built if os.path.exists(path)]
+        if not built:
+            return "no compiled build"
+        if os.path.exists(source) and min(os.path.getmtime(path) for path in built) < os.path.getmtime(source):
+            return f"compiled build older than {name}.py: reinstall to rebuild"
+    return "compiled"
+
+
+class _SourceFinder:
+    """Imports the listed modules from their .py files even where a compiled build sits beside
+    them (the import system would otherwise prefer the extension module)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        package, _, module = name.rpartition(".")
+        if package != __name__ or module not in COMPILED_MODULES:
+            return None
+        return importlib.util.spec_from_file_location(name, os.path.join(_HERE, module + ".py"))
+
+
+_STATE = _compiled_state()
+if _STATE != "compiled":
+    sys.meta_path.insert(0, _SourceFinder())
+
+
+def implementation() -> str:
+    """Which pf.conf front end is running: ``compiled (mypyc)`` or ``pure Python (why)``."""
+    from pfha.conf import parser
+
+    if _STATE == "compiled" and not parser.__file__.endswith(".py"):
+        return "compiled (mypyc)"
+    return f"pure Python ({_STATE if _STATE != 'compiled' else 'compiled build not loaded'})"
 
 from pfha.conf.ast import (
     AnchorRule,
@@ -63,6 +120,7 @@ def format_rule(rule, verbose: int = 1) -> str:
 
 
 __all__ = [
+    "COMPILED_MODULES",
     "AnchorRule",
     "EtherRule",
     "InterfaceView",
@@ -79,6 +137,7 @@ __all__ = [
     "TranslationRule",
     "format_rule",
     "format_ruleset",
+    "implementation",
     "parse_file",
     "parse_text",
 ]

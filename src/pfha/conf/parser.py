@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 from pathlib import Path
 
 from pfha.conf.ast import (
@@ -149,7 +149,8 @@ class Parser:
         self.queue_defs: dict[str, dict] = {}
         self.limiters: dict[tuple[str, str], Limiter] = {}
         self.blockpolicy = "drop"
-        self.lexer: Lexer | None = None
+        # a placeholder until parse_text(): errors before it name "pf.conf", as pfctl does
+        self.lexer: Lexer = Lexer("", "pf.conf", self.macros)
         self.tok: Token = Token("eof", "", 0)
         self.include_depth = 0
         self.anchor_depth = 0
@@ -198,7 +199,7 @@ class Parser:
         while self.tok.kind == "nl":
             self._advance()
 
-    def _error(self, message: str, line: int | None = None, *, pre: str | None = None) -> None:
+    def _error(self, message: str, line: int | None = None, *, pre: str | None = None) -> NoReturn:
         """Record an error (pfctl's yyerror) and unwind the statement."""
         line = self.tok.line if line is None else line
         self._record(message, line, pre=pre)
@@ -207,14 +208,14 @@ class Parser:
     def _record(self, message: str, line: int, *, pre: str | None = None, summary: str | None = None) -> None:
         """pfctl prints ``pre`` (a line without position, e.g. from host()) before the
         ``FILE:LINE: message`` line; the ParseError carries the more useful of the two."""
-        name = self.lexer.filename if self.lexer else "pf.conf"
+        name = self.lexer.filename
         if pre is not None:
             self.messages.append(pre)
         self.messages.append(f"{name}:{line}: {message}")
         text = summary if summary is not None else (pre if pre is not None else message)
         self.errors.append(ParseError(text, name, line))
 
-    def _syntax(self) -> None:
+    def _syntax(self) -> NoReturn:
         self._error("syntax error")
 
     def _braced_list(self, item: Callable[[], Any], *, flatten: bool = False, nonempty: bool = False) -> list:
@@ -670,7 +671,7 @@ class Parser:
             mask = self._number(0, 128, "netmask")
             if "network" in mods or "broadcast" in mods:
                 self._error("network or broadcast lookup, but extra netmask given", line)
-        return ResolvedHost(DynamicAddress(ifname, mods, mask))
+        return ResolvedHost(DynamicAddress(ifname, mods, mask))  # type: ignore[arg-type] # checked by split_modifiers
 
     def _host_list(self) -> list[ResolvedHost]:
         """ipspec: any | [!] host | { [!] host, ... }"""
@@ -1018,8 +1019,8 @@ class Parser:
                 self._advance()
                 self._expect("state")
                 kind = {"keep": "keep", "modulate": "modulate", "synproxy": "synproxy"}[w]
-                opts = self._state_opt_list() if self.tok.kind == "(" else ()
-                o["state"] = (kind, opts)
+                state_opts = self._state_opt_list() if self.tok.kind == "(" else ()
+                o["state"] = (kind, state_opts)
             elif w == "no":
                 self._advance()
                 self._expect("state")
@@ -1310,9 +1311,10 @@ class Parser:
                     self._error("illegal icmp-type %d" % typ, tok.line)
             else:
                 name = self._string()
-                typ = data.icmp_type_number(name, v6)
-                if typ is None:
+                found = data.icmp_type_number(name, v6)
+                if found is None:
                     self._error(f"unknown icmp{'6' if v6 else ''}-type {name}", tok.line)
+                typ = found
             code = None
             if self._accept("code"):
                 ctok = self.tok
@@ -1661,7 +1663,7 @@ class Parser:
                 if self.tok.kind == "number":
                     parts.append(self._advance().value)
         self._end_of_statement()
-        lim = Limiter(kind, name, ident, self._origin(tok.line), " ".join(parts))
+        lim = Limiter(kind, name, ident, self._origin(tok.line), " ".join(parts))  # type: ignore[arg-type] # "state"/"source" only
         self.limiters[(kind, name)] = lim
         self.definitions.append(lim)
 
