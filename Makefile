@@ -8,7 +8,11 @@ PY         := $(VENV)/bin/python
 # Debian's python3-nftables (the libnftables binding) only exists for the system Python,
 # so the virtualenv is made from /usr/bin/python3 with --system-site-packages.
 APT_PKGS   := python3 python3-venv python3-nftables nftables conntrack iproute2 iputils-ping \
-              tcpdump tshark ucarp keepalived conntrackd iperf3 ethtool procps
+              tcpdump tshark ucarp keepalived conntrackd iperf3 ethtool procps \
+              gcc libc6-dev python3-dev
+# gcc and python3-dev: setup.py compiles the pf.conf front end's hot modules with mypyc
+# (pip fetches mypy for the build only); without them the install stays pure Python.
+CONF_SRC   := $(wildcard src/pfha/conf/*.py)
 STAMP_APT  := $(VENV)/.apt-stamp
 STAMP_PIP  := $(VENV)/.pip-stamp
 PYTEST_ARGS ?=
@@ -28,9 +32,13 @@ $(STAMP_APT):
 	@[ -x $(PY) ] || $(SYSPYTHON) -m venv --system-site-packages $(VENV)
 	@touch $@
 
-$(STAMP_PIP): $(STAMP_APT) pyproject.toml
+# Rebuilt when the compiled modules' sources change (a stale build is ignored, not used).
+# If the build environment cannot be set up (no network to fetch mypy), install pure Python.
+$(STAMP_PIP): $(STAMP_APT) pyproject.toml setup.py $(CONF_SRC)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' || \
+	  PFHA_NO_COMPILE=1 $(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	@$(PY) -c 'import pfha.conf; print("pf.conf front end:", pfha.conf.implementation())'
 	@touch $@
 
 test: deps
@@ -43,4 +51,5 @@ bench: deps
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis .mypy_cache
+	rm -f src/*.so src/pfha/conf/*.so

@@ -45,6 +45,13 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as error:  # noqa: BLE001 - any compiler failure: fall back
             warn(f"compiling failed ({error})")
+            return
+        # a build that found nothing to redo keeps its old files: mark them as current, since
+        # pfha.conf trusts them only when newer than the sources
+        for ext in self.extensions:
+            path = self.get_ext_fullpath(ext.name)
+            if os.path.exists(path):
+                os.utime(path)
 
     def build_extension(self, ext) -> None:
         try:

@@ -28,21 +28,30 @@ import sys
 
 #: the hot modules setup.py compiles with mypyc (one group: they call each other natively)
 COMPILED_MODULES = ("lexer", "parser", "expand", "printer")
+#: the shared library mypyc builds for them (setup.py's group_name)
+_NATIVE_GROUP = "pfha_conf_native__mypyc"
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _compiled_state() -> str:
-    """"compiled", or why the sources are used ("no build", "stale build", "PFHA_CONF_PURE")."""
+    """"compiled", or why the sources are used (no build, a stale build, PFHA_CONF_PURE)."""
     if os.environ.get("PFHA_CONF_PURE", "") not in ("", "0"):
         return "PFHA_CONF_PURE set"
     for name in COMPILED_MODULES:
-        source = os.path.join(_HERE, name + ".py")
-        built = [os.path.join(_HERE, name + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
-        built = [path for path in built if os.path.exists(path)]
-        if not built:
+        if not any(os.path.exists(os.path.join(_HERE, name + suffix)) for suffix in importlib.machinery.EXTENSION_SUFFIXES):
             return "no compiled build"
-        if os.path.exists(source) and min(os.path.getmtime(path) for path in built) < os.path.getmtime(source):
+    # the per-module files are stubs that are not relinked when unchanged: the group's shared
+    # library is what a rebuild renews, so it is what must be newer than every source
+    try:
+        spec = importlib.util.find_spec(_NATIVE_GROUP)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return "no compiled build"
+    built = os.path.getmtime(spec.origin)
+    for name in COMPILED_MODULES:
+        if os.path.getmtime(os.path.join(_HERE, name + ".py")) > built:
             return f"compiled build older than {name}.py: reinstall to rebuild"
     return "compiled"
 

@@ -76,41 +76,42 @@ class _Abort(Exception):
     """Unwinds the current statement after an error was recorded."""
 
 
-@dataclass
 class _Spec:
-    """A filter/anchor/translation rule as written, before list expansion."""
+    """A filter/anchor/translation rule as written, before list expansion (a plain class,
+    not a dataclass: compiled, its __init__ is native code; dataclasses generate Python)."""
 
-    line: int
-    kind: str  # "filter", "anchor", "nat", "rdr", "binat", "scrub"
-    action: str = "pass"
-    block: BlockReturn | None = None
-    direction: str | None = None
-    log: Log | None = None
-    quick: bool = False
-    interfaces: list[InterfaceMatch] | None = None
-    af: str | None = None
-    protos: list[int] | None = None
-    src_hosts: list[ResolvedHost] | None = None
-    src_ports: list[PortMatch] | None = None
-    src_os: list[str] | None = None
-    dst_hosts: list[ResolvedHost] | None = None
-    dst_ports: list[PortMatch] | None = None
-    uids: list[IdMatch] | None = None
-    gids: list[IdMatch] | None = None
-    icmps: list[tuple[int, int | None, bool]] | None = None
-    opts: dict = field(default_factory=dict)
-    route: tuple | None = None  # (kind, [ (iface, ResolvedHost|None) ], pool options)
-    translations: list[tuple] = field(default_factory=list)
-    # translation rules
-    negated: bool = False
-    pass_: bool = False
-    redirect: list[ResolvedHost] | None = None
-    redirect_ports: tuple[int, int, bool] | None = None
-    pool_opts: dict = field(default_factory=dict)
-    # anchors
-    name: str = ""
-    body: "_Builder | None" = None
-    end_line: int = 0
+    def __init__(self, line: int, kind: str, action: str = "pass") -> None:
+        self.line: int = line
+        self.kind: str = kind  # "filter", "anchor", "nat", "rdr", "binat", "scrub"
+        self.action: str = action
+        self.block: BlockReturn | None = None
+        self.direction: str | None = None
+        self.log: Log | None = None
+        self.quick: bool = False
+        self.interfaces: list[InterfaceMatch] | None = None
+        self.af: str | None = None
+        self.protos: list[int] | None = None
+        self.src_hosts: list[ResolvedHost] | None = None
+        self.src_ports: list[PortMatch] | None = None
+        self.src_os: list[str] | None = None
+        self.dst_hosts: list[ResolvedHost] | None = None
+        self.dst_ports: list[PortMatch] | None = None
+        self.uids: list[IdMatch] | None = None
+        self.gids: list[IdMatch] | None = None
+        self.icmps: list[tuple[int, int | None, bool]] | None = None
+        self.opts: dict = {}
+        self.route: tuple | None = None  # (kind, [ (iface, ResolvedHost|None) ], pool options)
+        self.translations: list[tuple] = []
+        # translation rules
+        self.negated: bool = False
+        self.pass_: bool = False
+        self.redirect: list[ResolvedHost] | None = None
+        self.redirect_ports: tuple[int, int, bool] | None = None
+        self.pool_opts: dict = {}
+        # anchors
+        self.name: str = ""
+        self.body: "_Builder | None" = None
+        self.end_line: int = 0
 
 
 @dataclass
