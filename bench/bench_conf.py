@@ -6,13 +6,18 @@ Workloads:
   Ruleset and printed as ``pfctl -nv`` would;
 - a table of 100,000 addresses, inline and loaded with ``file``.
 Goal (issue 2): >= 50,000 rules/s parse+print.
+
+With a compiled (mypyc) build, the pure Python figures are measured beside it in a subprocess
+that imports the sources (``PFHA_CONF_PURE=1``); the first line says which mode ran.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from pfha.conf import InterfaceView  # noqa: E402
+from pfha.conf import InterfaceView, implementation  # noqa: E402
 from pfha.conf.parser import parse_file, parse_text  # noqa: E402
 from pfha.conf.printer import format_ruleset  # noqa: E402
 
@@ -103,7 +108,8 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def main() -> int:
+def measure() -> list[tuple[str, int, float, float]]:
+    """(workload, items, CPU seconds, items/s) in this process's mode (compiled or pure)."""
     rows = []
     for label, lists in (("one rule per line", False), ("with lists", True)):
         text = ruleset_text(10_000, lists=lists)
@@ -128,16 +134,41 @@ def main() -> int:
         conf.write_text(f'table <big> persist file "{path}"\npass in from <big> to any\n')
         t_file = timed(lambda: format_ruleset(parse_file(conf, VIEW)), repeat=1)
         rows.append(("100,000-address table from file: parse+print", 100_000, t_file, 100_000 / t_file))
+    return rows
 
-    print("| workload | items | CPU seconds | items/s |")
-    print("|---|---:|---:|---:|")
-    for name, items, seconds, rate in rows:
-        print(f"| {name} | {items:,} | {seconds:.3f} | {rate:,.0f} |")
+
+def pure_rows() -> list[tuple[str, int, float, float]]:
+    """The same measures in a subprocess that imports the .py sources (PFHA_CONF_PURE=1)."""
+    env = dict(os.environ, PFHA_CONF_PURE="1")
+    done = subprocess.run([sys.executable, __file__, "--rows"], env=env, capture_output=True, text=True, check=True)
+    return [tuple(row) for row in json.loads(done.stdout)]
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--rows"]:
+        print(json.dumps(measure()))
+        return 0
+    mode = implementation()
+    rows = measure()
+    compiled = mode == "compiled (mypyc)"
+    print(f"pf.conf front end: {mode}" + ("; pure Python measured beside it in a subprocess (PFHA_CONF_PURE=1)" if compiled else ""))
+    print()
+    if compiled:
+        pure = pure_rows()
+        print("| workload | items | compiled: CPU s | compiled: items/s | pure Python: CPU s | pure Python: items/s | speed-up |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for (name, items, seconds, rate), (_, _, p_seconds, p_rate) in zip(rows, pure):
+            print(f"| {name} | {items:,} | {seconds:.3f} | {rate:,.0f} | {p_seconds:.3f} | {p_rate:,.0f} | {p_seconds / seconds:.2f}x |")
+    else:
+        print("| workload | items | CPU seconds | items/s |")
+        print("|---|---:|---:|---:|")
+        for name, items, seconds, rate in rows:
+            print(f"| {name} | {items:,} | {seconds:.3f} | {rate:,.0f} |")
     print()
     for row in (rows[2], rows[5]):
         rate = row[3]
         print(f"goal >= 50,000 rules/s, {row[0]}: {'met' if rate >= 50_000 else 'NOT met'} ({rate:,.0f} rules/s, "
-              f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs shared)")
+              f"{mode}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs shared)")
     return 0
 
 
