@@ -44,6 +44,12 @@ def test_forcing_pure_python_imports_the_sources():
     assert path.endswith("parser.py")
 
 
+def test_pfha_version_names_the_mode():
+    env = dict(os.environ, PFHA_CONF_PURE="1", PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run([sys.executable, "-m", "pfha.cli.main", "--version"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().endswith("(pf.conf front end: pure Python (PFHA_CONF_PURE set))"), done.stdout + done.stderr
+
+
 def test_the_mode_reported_is_the_mode_loaded():
     name, path = _implementation("default")
     assert (name == "compiled (mypyc)") == (not path.endswith(".py")), (name, path)

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pfha",
         description="pfha: pf, pflog, pfsync and CARP - a redundant failover firewall for Linux.",
     )
-    parser.add_argument("--version", action="version", version=f"pfha {__version__}")
+    from pfha.conf import implementation  # the commands import pfha.conf anyway
+
+    parser.add_argument("--version", action="version", version=f"pfha {__version__} (pf.conf front end: {implementation()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)

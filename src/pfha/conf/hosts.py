@@ -114,6 +114,10 @@ def split_modifiers(name: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 _LITERALS: dict[tuple[str, int | None], ResolvedHost] = {}
+#: interface lookups (``$int_if:network``...) of the last view used, which they depend on;
+#: the view is held, so identity cannot be reused by another view while the cache stands
+_BY_INTERFACE: dict[tuple[str, int | None], tuple[ResolvedHost, ...]] = {}
+_BY_INTERFACE_VIEW: list[InterfaceView] = []
 
 
 def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[ResolvedHost]:
@@ -121,9 +125,18 @@ def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[Res
     cached = _LITERALS.get((text, mask))
     if cached is not None:  # numeric addresses do not depend on the view: memoised
         return [cached]
+    if _BY_INTERFACE_VIEW and _BY_INTERFACE_VIEW[0] is view:
+        by_interface = _BY_INTERFACE.get((text, mask))
+        if by_interface is not None:
+            return list(by_interface)
+    else:
+        _BY_INTERFACE.clear()
+        _BY_INTERFACE_VIEW[:] = [view]
     found = _resolve(text, view, mask)
     if len(found) == 1 and found[0].interface is None and text not in STATIC_HOSTS and len(_LITERALS) < 65536:
         _LITERALS[(text, mask)] = found[0]
+    elif found and all(host.interface is not None for host in found) and len(_BY_INTERFACE) < 4096:
+        _BY_INTERFACE[(text, mask)] = tuple(found)
     return found
 
 
