@@ -63,6 +63,25 @@ def compiled():
                     "`make deps` (pip install -e .) or `python setup.py build_ext --inplace`")
 
 
+def test_a_build_older_than_its_sources_is_not_used(compiled, tmp_path):
+    """An edited source must win over the build made before the edit."""
+    import shutil
+
+    shutil.copytree(REPO / "src" / "pfha", tmp_path / "pfha")
+    for library in (REPO / "src").glob("pfha_conf_native__mypyc*"):
+        shutil.copy2(library, tmp_path / library.name)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("PFHA_CONF_PURE", None)
+    which = [sys.executable, "-c", "import pfha.conf, pfha.conf.parser as p; print(pfha.conf.implementation()); print(p.__file__)"]
+    fresh = subprocess.run(which, env=env, capture_output=True, text=True, timeout=60).stdout.split("\n")
+    assert fresh[0] == "compiled (mypyc)" and not fresh[1].endswith(".py"), fresh
+    source = tmp_path / "pfha" / "conf" / "expand.py"
+    os.utime(source, (source.stat().st_atime, source.stat().st_mtime + 3600))
+    stale = subprocess.run(which, env=env, capture_output=True, text=True, timeout=60).stdout.split("\n")
+    assert stale[0] == "pure Python (compiled build older than expand.py: reinstall to rebuild)", stale
+    assert stale[1].endswith("parser.py")
+
+
 def test_compiled_and_pure_print_the_same(compiled):
     pure = _run("pure", "dump")
     native = _run("default", "dump")
