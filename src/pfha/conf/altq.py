@@ -52,7 +52,7 @@ def parse_bandwidth(p, text: str) -> tuple[int | None, int | None]:
             body, scale = text[: -len(suffix)], mult
             break
     try:
-        value = float(body)
+        value = float(body)  # type: ignore[assignment]
     except ValueError:
         p._error(f"unknown unit {text}")
     return int(value * scale), None
@@ -111,7 +111,8 @@ def _tbrsize(bandwidth: int, mtu: int = 1500) -> int:
 def parse_altq(p, tok) -> None:
     p._expect("on")
     ifname = p._string()
-    sched, flags = "cbq", ()
+    sched = "cbq"
+    flags: tuple[str, ...] = ()
     bandwidth = percent = None
     qlimit = tbrsize = None
     children: tuple[str, ...] = ()

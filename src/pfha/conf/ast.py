@@ -638,7 +638,7 @@ def fast_init(cls: type) -> type:
     fields = dataclasses.fields(cls)
     if hasattr(cls, "__post_init__") or any(not f.init or f.default_factory is not dataclasses.MISSING for f in fields):
         return cls  # the generated __init__ does more than store: keep it
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
     namespace: dict = {}
     args: list[str] = []
     kw_only = False
@@ -659,14 +659,14 @@ def fast_init(cls: type) -> type:
     exec(source, namespace)  # noqa: S102 - generated from the class's own fields
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init
+    init.__doc__ = cls.__init__.__doc__  # type: ignore[misc]
+    cls.__init__ = init  # type: ignore[misc]
     return cls
 
 
 for _cls in list(globals().values()):
     if (isinstance(_cls, type) and dataclasses.is_dataclass(_cls) and _cls.__module__ == __name__
-            and _cls.__dataclass_params__.frozen and "__slots__" in _cls.__dict__):
+            and _cls.__dataclass_params__.frozen and "__slots__" in _cls.__dict__):  # type: ignore[attr-defined]
         fast_init(_cls)
 del _cls
 

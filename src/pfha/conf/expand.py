@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pfha.conf import names
 from pfha.conf.ast import (
@@ -48,6 +49,9 @@ from pfha.conf.ast import (
 )
 from pfha.conf.hosts import ANY_HOST as _ANY_HOST, ResolvedHost, interface_addresses
 from pfha.conf.printer import format_address
+
+if TYPE_CHECKING:  # annotations only (parser imports this module)
+    from pfha.conf.parser import Parser, _Builder, _Spec
 
 _NONE = (None,)
 _FLAGS_S_SA = TcpFlags(0x02, 0x12)
@@ -122,7 +126,7 @@ def _family_ok(af, src: ResolvedHost, dst: ResolvedHost) -> str | None | bool:
     return af or sf or df
 
 
-def _combinations(spec, per_proto=None) -> Iterator[tuple]:
+def _combinations(spec: _Spec, per_proto=None) -> Iterator[tuple]:
     """(interface, proto, af, src endpoint, dst endpoint) for every combination of a rule's lists,
     in pfctl's expansion order, without the host pairs whose address families conflict.
     ``per_proto(proto)`` runs each protocol's consistency check at its place in that order (an
@@ -142,7 +146,7 @@ def _combinations(spec, per_proto=None) -> Iterator[tuple]:
                                    Endpoint(HostMatch(dst.address, dst.negated), dport))
 
 
-def _state_options(p, spec, opts: tuple[StateOption, ...]) -> tuple[StateOption, ...]:
+def _state_options(p: Parser, spec: _Spec, opts: tuple[StateOption, ...]) -> tuple[StateOption, ...]:
     """Normalise ``keep state ( ... )`` the way parse.y fills pf_rule."""
     if not opts:
         return ()
@@ -160,7 +164,7 @@ def _state_options(p, spec, opts: tuple[StateOption, ...]) -> tuple[StateOption,
         current = next((o for o in out if o.name == "src.track"), None)
         if current is None:
             out.append(StateOption("src.track", rate.value2))
-        elif (current.value or 0) < rate.value2:
+        elif (current.value or 0) < rate.value2:  # type: ignore[operator] # set for a rate
             out = [o if o is not current else StateOption("src.track", rate.value2) for o in out]
     mx = next((o for o in out if o.name == "max"), None)
     if mx is not None and mx.value and "adaptive.start" not in names_seen and "adaptive.end" not in names_seen:
@@ -169,7 +173,7 @@ def _state_options(p, spec, opts: tuple[StateOption, ...]) -> tuple[StateOption,
     return tuple(out)
 
 
-def _pool(p, spec, hosts: list[ResolvedHost], af, ports, opts: dict, kind: str, line: int) -> Pool | None:
+def _pool(p: Parser, spec: _Spec, hosts: list[ResolvedHost], af, ports, opts: dict, kind: str, line: int) -> Pool | None:
     """A translation pool for one expanded rule (addresses of the rule's family only)."""
     items = []
     for h in hosts:
@@ -217,7 +221,7 @@ def _pool(p, spec, hosts: list[ResolvedHost], af, ports, opts: dict, kind: str, 
     )
 
 
-def _check_pool_opts(p, kind: str, ports, opts: dict, line: int) -> None:
+def _check_pool_opts(p: Parser, kind: str, ports, opts: dict, line: int) -> None:
     """The pool option checks of parse.y's nat/rdr rules (one message each)."""
     if kind != "nat":
         if opts.get("static_port"):
@@ -234,14 +238,14 @@ def _check_pool_opts(p, kind: str, ports, opts: dict, line: int) -> None:
             p._error("the 'map-e-portset' option can't be used when specifying a port range", line)
 
 
-def _next_number(b, kind: str) -> int:
+def _next_number(b: _Builder, kind: str) -> int:
     n = b.counters[kind]
     b.counters[kind] = n + 1
     return n
 
 
 # ================================================================================ filter
-def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
+def expand_filter(p: Parser, b: _Builder, spec: _Spec) -> None:  # noqa: C901 - mirrors expand_rule
     o = spec.opts
     action = spec.action
     line = spec.end_line or spec.line
@@ -310,7 +314,7 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     tag = o.get("tag")
     tagged_name = tagged[0] if tagged is not None else None
     dynamic_text = bool(labels) or (tag is not None and "$" in tag) or (tagged_name is not None and "$" in tagged_name)
-    keep_tcp = _PLAIN_STATES[state_kind] if not state_opts else StateSpec(state_kind, state_opts)
+    keep_tcp = _PLAIN_STATES[state_kind] if not state_opts else StateSpec(state_kind, state_opts)  # type: ignore[arg-type]
     if state_kind not in ("modulate", "synproxy"):
         keep_other = keep_tcp
     else:
@@ -386,7 +390,7 @@ def expand_filter(p, b, spec) -> None:  # noqa: C901 - mirrors expand_rule
     return None
 
 
-def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dport, os_name, uid, gid, flags, keep_tcp, keep_other, line):
+def _filter_fields(p: Parser, spec: _Spec, common, iface, af, proto, icmp, src, dst, sport, dport, os_name, uid, gid, flags, keep_tcp, keep_other, line):
     tcp = proto is None or proto == 6
     fields = dict(common)
     fields["interface"] = iface
@@ -468,7 +472,7 @@ def _filter_fields(p, spec, common, iface, af, proto, icmp, src, dst, sport, dpo
     return fields
 
 
-def _binat_reverse(p, b, spec, fields, binat):
+def _binat_reverse(p: Parser, b: _Builder, spec: _Spec, fields, binat):
     """``binat-to`` is loaded as nat-to outbound plus the reverse rdr-to inbound."""
     hosts, opts = binat
     nat = fields["translations"][0].pool
@@ -486,7 +490,7 @@ def _binat_reverse(p, b, spec, fields, binat):
 
 
 # ================================================================================ scrub
-def expand_scrub(p, b, spec) -> None:
+def expand_scrub(p: Parser, b: _Builder, spec: _Spec) -> None:
     o = spec.opts
     origin = p._origin(spec.line)
     for iface, proto, af, src, dst in _combinations(spec):
@@ -501,7 +505,7 @@ def expand_scrub(p, b, spec) -> None:
 
 
 # ================================================================================ nat/rdr/binat
-def expand_translation(p, b, spec) -> None:
+def expand_translation(p: Parser, b: _Builder, spec: _Spec) -> None:
     kind = spec.kind
     line = spec.end_line or spec.line
     origin = p._origin(spec.line)
@@ -523,9 +527,10 @@ def expand_translation(p, b, spec) -> None:
 
     for iface, proto, af, src, dst in _combinations(spec, rdr_consistent):
         rule_af = af
-        pool = Pool()
+        pool: Pool | None = Pool()
         if not spec.negated:
             hosts = spec.redirect
+            assert hosts is not None  # the grammar requires a redirection unless negated
             if rule_af is None:
                 fams = [h.family for h in hosts if h.family]
                 if fams:
@@ -552,7 +557,7 @@ def expand_translation(p, b, spec) -> None:
 
 
 # ================================================================================ antispoof
-def expand_antispoof(p, b, spec, ifs) -> None:
+def expand_antispoof(p: Parser, b: _Builder, spec: _Spec, ifs) -> None:
     """parse.y antispoof: per interface, block traffic from its networks arriving elsewhere,
     and (non-loopback) traffic from its own addresses arriving on any interface."""
     from pfha.conf.parser import _Spec
@@ -567,7 +572,7 @@ def expand_antispoof(p, b, spec, ifs) -> None:
         rule.opts["state"] = ("none", ())
         rule.interfaces = interfaces
         if dynamic:
-            rule.src_hosts = [ResolvedHost(DynamicAddress(name, modifiers))]
+            rule.src_hosts = [ResolvedHost(DynamicAddress(name, modifiers))]  # type: ignore[arg-type]
         else:
             rule.src_hosts = interface_addresses(name, modifiers, p.view)
         if rule.src_hosts:
@@ -580,7 +585,7 @@ def expand_antispoof(p, b, spec, ifs) -> None:
 
 
 # ================================================================================ anchors
-def expand_anchor(p, b, spec) -> None:
+def expand_anchor(p: Parser, b: _Builder, spec: _Spec) -> None:
     kind = spec.action
     line = spec.end_line or spec.line
     origin = p._origin(spec.line)
@@ -619,7 +624,7 @@ def expand_anchor(p, b, spec) -> None:
 
 
 # ================================================================================ result
-def build_ruleset(p, b) -> Ruleset:
+def build_ruleset(p: Parser, b: _Builder) -> Ruleset:
     anchors = tuple((name, build_ruleset(p, child)) for name, child in b.anchors)
     top = b is p.main
     if top:

@@ -115,6 +115,10 @@ def split_modifiers(name: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 _LITERALS: dict[tuple[str, int | None], ResolvedHost] = {}
+#: interface lookups (``$int_if:network``...) of the last view used, which they depend on;
+#: the view is held, so identity cannot be reused by another view while the cache stands
+_BY_INTERFACE: dict[tuple[str, int | None], tuple[ResolvedHost, ...]] = {}
+_BY_INTERFACE_VIEW: list[InterfaceView] = []
 
 
 def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[ResolvedHost]:
@@ -129,8 +133,17 @@ def resolve(text: str, view: InterfaceView, mask: int | None = None) -> list[Res
         if len(_LITERALS) < 65536:
             _LITERALS[(text, mask)] = literal
         return [literal]
+    if _BY_INTERFACE_VIEW and _BY_INTERFACE_VIEW[0] is view:
+        by_interface = _BY_INTERFACE.get((text, mask))
+        if by_interface is not None:
+            return list(by_interface)
+    else:
+        _BY_INTERFACE.clear()
+        _BY_INTERFACE_VIEW[:] = [view]
     found = resolve_interface(text, view, mask)
     if found is not None:
+        if found and len(_BY_INTERFACE) < 4096:
+            _BY_INTERFACE[(text, mask)] = tuple(found)
         return found
     return _resolve_name(text, view, mask)
 

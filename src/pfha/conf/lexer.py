@@ -17,6 +17,7 @@ Pure: works on text; ``include`` is the parser's business.
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from pfha.conf.errors import ParseError
 
@@ -128,7 +129,7 @@ class Lexer:
         self.line = 1
         self._pending: list[Token] = []
         #: called with (message, line) for an error in a line; the line is then skipped
-        self.on_error = None
+        self.on_error: Callable[[str, int], None] | None = None
 
     def error(self, message: str, line: int | None = None) -> ParseError:
         return ParseError(message, self.filename, line if line is not None else self.line)

@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 from pathlib import Path
 
 from pfha.conf.ast import (
@@ -76,41 +76,42 @@ class _Abort(Exception):
     """Unwinds the current statement after an error was recorded."""
 
 
-@dataclass
 class _Spec:
-    """A filter/anchor/translation rule as written, before list expansion."""
+    """A filter/anchor/translation rule as written, before list expansion (a plain class,
+    not a dataclass: compiled, its __init__ is native code; dataclasses generate Python)."""
 
-    line: int
-    kind: str  # "filter", "anchor", "nat", "rdr", "binat", "scrub"
-    action: str = "pass"
-    block: BlockReturn | None = None
-    direction: str | None = None
-    log: Log | None = None
-    quick: bool = False
-    interfaces: list[InterfaceMatch] | None = None
-    af: str | None = None
-    protos: list[int] | None = None
-    src_hosts: list[ResolvedHost] | None = None
-    src_ports: list[PortMatch] | None = None
-    src_os: list[str] | None = None
-    dst_hosts: list[ResolvedHost] | None = None
-    dst_ports: list[PortMatch] | None = None
-    uids: list[IdMatch] | None = None
-    gids: list[IdMatch] | None = None
-    icmps: list[tuple[int, int | None, bool]] | None = None
-    opts: dict = field(default_factory=dict)
-    route: tuple | None = None  # (kind, [ (iface, ResolvedHost|None) ], pool options)
-    translations: list[tuple] = field(default_factory=list)
-    # translation rules
-    negated: bool = False
-    pass_: bool = False
-    redirect: list[ResolvedHost] | None = None
-    redirect_ports: tuple[int, int, bool] | None = None
-    pool_opts: dict = field(default_factory=dict)
-    # anchors
-    name: str = ""
-    body: "_Builder | None" = None
-    end_line: int = 0
+    def __init__(self, line: int, kind: str, action: str = "pass") -> None:
+        self.line: int = line
+        self.kind: str = kind  # "filter", "anchor", "nat", "rdr", "binat", "scrub"
+        self.action: str = action
+        self.block: BlockReturn | None = None
+        self.direction: str | None = None
+        self.log: Log | None = None
+        self.quick: bool = False
+        self.interfaces: list[InterfaceMatch] | None = None
+        self.af: str | None = None
+        self.protos: list[int] | None = None
+        self.src_hosts: list[ResolvedHost] | None = None
+        self.src_ports: list[PortMatch] | None = None
+        self.src_os: list[str] | None = None
+        self.dst_hosts: list[ResolvedHost] | None = None
+        self.dst_ports: list[PortMatch] | None = None
+        self.uids: list[IdMatch] | None = None
+        self.gids: list[IdMatch] | None = None
+        self.icmps: list[tuple[int, int | None, bool]] | None = None
+        self.opts: dict = {}
+        self.route: tuple | None = None  # (kind, [ (iface, ResolvedHost|None) ], pool options)
+        self.translations: list[tuple] = []
+        # translation rules
+        self.negated: bool = False
+        self.pass_: bool = False
+        self.redirect: list[ResolvedHost] | None = None
+        self.redirect_ports: tuple[int, int, bool] | None = None
+        self.pool_opts: dict = {}
+        # anchors
+        self.name: str = ""
+        self.body: "_Builder | None" = None
+        self.end_line: int = 0
 
 
 @dataclass
@@ -149,7 +150,8 @@ class Parser:
         self.queue_defs: dict[str, dict] = {}
         self.limiters: dict[tuple[str, str], Limiter] = {}
         self.blockpolicy = "drop"
-        self.lexer: Lexer | None = None
+        # a placeholder until parse_text(): errors before it name "pf.conf", as pfctl does
+        self.lexer: Lexer = Lexer("", "pf.conf", self.macros)
         self.tok: Token = Token("eof", "", 0)
         self.include_depth = 0
         self.anchor_depth = 0
@@ -198,7 +200,7 @@ class Parser:
         while self.tok.kind == "nl":
             self._advance()
 
-    def _error(self, message: str, line: int | None = None, *, pre: str | None = None) -> None:
+    def _error(self, message: str, line: int | None = None, *, pre: str | None = None) -> NoReturn:
         """Record an error (pfctl's yyerror) and unwind the statement."""
         line = self.tok.line if line is None else line
         self._record(message, line, pre=pre)
@@ -207,14 +209,14 @@ class Parser:
     def _record(self, message: str, line: int, *, pre: str | None = None, summary: str | None = None) -> None:
         """pfctl prints ``pre`` (a line without position, e.g. from host()) before the
         ``FILE:LINE: message`` line; the ParseError carries the more useful of the two."""
-        name = self.lexer.filename if self.lexer else "pf.conf"
+        name = self.lexer.filename
         if pre is not None:
             self.messages.append(pre)
         self.messages.append(f"{name}:{line}: {message}")
         text = summary if summary is not None else (pre if pre is not None else message)
         self.errors.append(ParseError(text, name, line))
 
-    def _syntax(self) -> None:
+    def _syntax(self) -> NoReturn:
         self._error("syntax error")
 
     def _braced_list(self, item: Callable[[], Any], *, flatten: bool = False, nonempty: bool = False) -> list:
@@ -670,7 +672,7 @@ class Parser:
             mask = self._number(0, 128, "netmask")
             if "network" in mods or "broadcast" in mods:
                 self._error("network or broadcast lookup, but extra netmask given", line)
-        return ResolvedHost(DynamicAddress(ifname, mods, mask))
+        return ResolvedHost(DynamicAddress(ifname, mods, mask))  # type: ignore[arg-type] # checked by split_modifiers
 
     def _host_list(self) -> list[ResolvedHost]:
         """ipspec: any | [!] host | { [!] host, ... }"""
@@ -1018,8 +1020,8 @@ class Parser:
                 self._advance()
                 self._expect("state")
                 kind = {"keep": "keep", "modulate": "modulate", "synproxy": "synproxy"}[w]
-                opts = self._state_opt_list() if self.tok.kind == "(" else ()
-                o["state"] = (kind, opts)
+                state_opts = self._state_opt_list() if self.tok.kind == "(" else ()
+                o["state"] = (kind, state_opts)
             elif w == "no":
                 self._advance()
                 self._expect("state")
@@ -1310,9 +1312,10 @@ class Parser:
                     self._error("illegal icmp-type %d" % typ, tok.line)
             else:
                 name = self._string()
-                typ = data.icmp_type_number(name, v6)
-                if typ is None:
+                found = data.icmp_type_number(name, v6)
+                if found is None:
                     self._error(f"unknown icmp{'6' if v6 else ''}-type {name}", tok.line)
+                typ = found
             code = None
             if self._accept("code"):
                 ctok = self.tok
@@ -1661,7 +1664,7 @@ class Parser:
                 if self.tok.kind == "number":
                     parts.append(self._advance().value)
         self._end_of_statement()
-        lim = Limiter(kind, name, ident, self._origin(tok.line), " ".join(parts))
+        lim = Limiter(kind, name, ident, self._origin(tok.line), " ".join(parts))  # type: ignore[arg-type] # "state"/"source" only
         self.limiters[(kind, name)] = lim
         self.definitions.append(lim)
 

@@ -467,9 +467,9 @@ def _scrub_opts(sc, match: bool) -> str:
         "reassemble tcp": "reassemble tcp" if sc.reassemble_tcp else None,
     }
     if match:
-        inner = [given[name] for name in _MATCH_SCRUB_ORDER if given[name]]
+        inner = [text for name in _MATCH_SCRUB_ORDER if (text := given[name])]
         return " scrub (" + " ".join(inner) + ")" if inner else ""
-    out = [" " + given[name] for name in _SCRUB_ORDER if given[name]]
+    out = [" " + text for name in _SCRUB_ORDER if (text := given[name])]
     out.append(" fragment no reassemble" if sc.fragment == "no-reassemble" else " fragment reassemble")
     return "".join(out)
 
