@@ -103,3 +103,28 @@ def test_node_config_sync_sched(tmp_path):
     assert nc.loads(dumps(config), tmp_path / "again.toml") == config
     with pytest.raises(nc.NodeConfigError, match=r"sync.sched: .*expected rr:PRIORITY"):
         nc.loads(base + 'sched = "idle"\n', tmp_path / "n.toml")
+
+
+def test_node_config_sync_refresh(tmp_path):
+    import pytest
+
+    from pfha.node import config as nc
+    from pfha.node.toml_out import dumps
+
+    base = '[node]\nname = "fw1"\npf_conf = "/etc/pf.conf"\n\n[interfaces]\nxl0 = "eth0"\n\n[sync]\ndevice = "xl0"\n'
+    assert nc.loads(base, tmp_path / "n.toml").sync.refresh is None  # the default: pfha.sync.runner.REFRESH
+    for text, value in (("0", 0.0), ("2.5", 2.5), ("30", 30.0)):
+        config = nc.loads(base + f"refresh = {text}\n", tmp_path / "n.toml")
+        assert config.sync.refresh == value
+        assert nc.loads(dumps(config), tmp_path / "again.toml") == config
+    for bad in ("-1", '"often"', "true"):
+        with pytest.raises(nc.NodeConfigError, match=r"sync.refresh: must be a number of seconds"):
+            nc.loads(base + f"refresh = {bad}\n", tmp_path / "n.toml")
+
+
+def test_sync_run_refuses_a_negative_refresh(tmp_path, capsys):
+    key = tmp_path / "key"
+    key.write_text("00112233445566778899aabbccddeeff\n")
+    key.chmod(0o600)
+    assert main(["sync", "run", "--dev", "lo", "--key-file", str(key), "--refresh", "-1"]) != 0
+    assert "--refresh: seconds must be 0 (off) or more" in capsys.readouterr().err

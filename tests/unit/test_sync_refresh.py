@@ -19,7 +19,7 @@ def test_later_sweeps_send_only_moving_flows():
     r.select([(a, 5), (b, 7), (c, 0)])
     assert r.select([(a, 5), (b, 9), (c, 0)]) == [b]  # a idle, b moved, c is a copy
     assert r.select([(a, 6), (b, 9), (c, 0)]) == [a]
-    assert r.status() == {"sweeps": 3, "sent": 4, "tracked": 3, "without_counters": 0}
+    assert r.status() == {"sweeps": 3, "sent": 4, "tracked": 3, "without_counters": 0, "spacing": 0.0}
 
 
 def test_a_copy_that_starts_carrying_traffic_is_sent_after_a_failover():

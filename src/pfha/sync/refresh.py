@@ -32,6 +32,7 @@ class Refresher:
         self.sweeps = 0
         self.sent = 0
         self.without_counters = 0  # entries the kernel listed without counters (accounting off)
+        self.interval = 0.0  # the runner's current spacing of sweeps (it stretches for big tables)
 
     def select(self, entries: Iterable[tuple[bytes, int | None]]) -> list[bytes]:
         """The records, among a full dump's (record, packets), whose flows carried packets since
@@ -58,7 +59,7 @@ class Refresher:
 
     def status(self) -> dict:
         return {"sweeps": self.sweeps, "sent": self.sent, "tracked": len(self._packets),
-                "without_counters": self.without_counters}
+                "without_counters": self.without_counters, "spacing": round(self.interval, 3)}
 
 
 __all__ = ["Refresher"]

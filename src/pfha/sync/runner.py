@@ -30,6 +30,8 @@ READ_HOLD = 0.001  # see Runner._on_kernel_events
 #: seconds between refresh sweeps: a third of conntrack's shortest default timeouts (ICMP and
 #: unanswered UDP, 30 s), so an active flow's copy is renewed well before it could expire
 REFRESH = 10.0
+#: the sweep's sweeps are spaced at least this many times their own duration apart
+REFRESH_SHARE = 20.0
 HOLD_BELOW = 64  # a read of fewer events than this is "trickling"...
 HOLD_MIN = 4  # ...if they come faster than HOLD_MIN per hold (4,000/s for 1 ms)
 
@@ -97,12 +99,18 @@ class Runner:
         socket of their own, so the loop keeps serving sync and CARP meanwhile."""
         table = KernelTable()
         warned = False
+        pause = self.refresh
         try:
             while True:
-                await asyncio.sleep(self.refresh)
+                await asyncio.sleep(pause)
                 mask = self.intake.mark_mask
+                started = time.monotonic()
                 try:
                     records = await asyncio.to_thread(lambda: self.refresher.select(table.dump_activity(mask)))
+                    # a big table makes a long sweep (~20 µs a state here): the sweeps take at
+                    # most a twentieth of the time, the interval stretching as the table grows
+                    pause = max(self.refresh, REFRESH_SHARE * (time.monotonic() - started))
+                    self.refresher.interval = pause
                 except OSError as error:  # a failed dump skips one sweep; the next one tries again
                     self.counters["refresh_errors"] = self.counters.get("refresh_errors", 0) + 1
                     self.log(f"refresh sweep failed: {error}")
