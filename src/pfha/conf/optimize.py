@@ -963,24 +963,10 @@ def format_optimized(result: Optimized, verbose: int = 1, messages: bool = True)
 
 
 def _format(ruleset: Ruleset, result: Optimized, verbose: int, messages: bool) -> str:
-    from pfha.conf.printer import format_definition, format_ether_rule
+    from pfha.conf.printer import format_ruleset
 
-    out: list[str] = []
-    for message in ruleset.messages if messages else ():
-        out.append(message.text + "\n")
-    for d in ruleset.definitions:
-        text = format_definition(d)
-        if text:
-            out.append(text + "\n")
-    for rule in ruleset.ether:
-        out.append(format_ether_rule(rule) + "\n")
-    _emit(ruleset, result, verbose, 0, out)
-    for name, path in ruleset.loaded_anchors:
-        out.append(f"\nLoading anchor {name} from {path}\n")
-        anchor = ruleset.anchor(name)
-        if anchor is not None:
-            out.append(_format(anchor, result, verbose, messages))
-    return "".join(out)
+    return format_ruleset(ruleset, verbose, messages,
+                          lambda rs, v, depth, out: _emit(rs, result, v, depth, out))
 
 
 def _emit(ruleset: Ruleset, result: Optimized, verbose: int, depth: int, out: list[str]) -> None:

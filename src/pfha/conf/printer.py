@@ -571,9 +571,12 @@ def format_definition(d) -> str:
     return d.text
 
 
-def format_ruleset(ruleset: Ruleset, verbose: int = 1, messages: bool = True) -> str:
+def format_ruleset(ruleset: Ruleset, verbose: int = 1, messages: bool = True, emit_rules=None) -> str:
     """Everything pfctl -o none -nv prints for a successfully parsed ruleset (warnings first,
-    as pfctl's unbuffered stderr reaches a shared pipe before its buffered stdout)."""
+    as pfctl's unbuffered stderr reaches a shared pipe before its buffered stdout).
+    ``emit_rules(ruleset, verbose, depth, out)`` prints the rules instead of the plain order
+    (the optimizer's printer puts its automatic tables among them)."""
+    emit_rules = emit_rules or _emit_rules
     out: list[str] = []
     for message in ruleset.messages if messages else ():
         out.append(message.text + "\n")
@@ -583,13 +586,13 @@ def format_ruleset(ruleset: Ruleset, verbose: int = 1, messages: bool = True) ->
             out.append(text + "\n")
     for rule in ruleset.ether:
         out.append(format_ether_rule(rule) + "\n")
-    _emit_rules(ruleset, verbose, 0, out)
+    emit_rules(ruleset, verbose, 0, out)
     for name, path in ruleset.loaded_anchors:
         # pfctl_load_anchors(): a blank line and a header, then the anchor's own output
         out.append(f"\nLoading anchor {name} from {path}\n")
         anchor = ruleset.anchor(name)
         if anchor is not None:
-            out.append(format_ruleset(anchor, verbose, messages))
+            out.append(format_ruleset(anchor, verbose, messages, emit_rules))
     return "".join(out)
 
 

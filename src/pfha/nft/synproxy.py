@@ -57,11 +57,6 @@ class Plan:
         return bool(self.real) and any(rule is r for r in self.real)
 
 
-def first_match_order(rules: Iterable[Any]) -> list[Any]:
-    rules = list(rules)
-    return [r for r in rules if r.quick] + [r for r in reversed(rules) if not r.quick]
-
-
 def _where(rule: Any) -> str:
     """Where another rule is, inside a warning already prefixed with the file."""
     origin = getattr(rule, "origin", None)
@@ -237,6 +232,8 @@ def plan(filters: list[Any], translation: Iterable[Any], scrub: Iterable[Any],
     translations = [t for t in translation if isinstance(t, ast.TranslationRule)]
     tagged = next((r for r in [*rules, *translations] if r.tagged is not None), None)
     set_tos = any(isinstance(s, ast.ScrubRule) and s.options.set_tos is not None for s in scrub)
+    from pfha.nft.compile import first_match_order  # compile imports this module: not at the top
+
     order = [r for r in first_match_order(rules) if r.direction in (None, "in") and r.action in ("pass", "block")]
     for rule in candidates:
         reason = _own_reason(rule, bound(rule))
