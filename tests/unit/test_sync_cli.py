@@ -27,6 +27,25 @@ def test_status_summary_and_json(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["node"] == "abcdef01"
 
 
+def test_status_shows_the_refresh_sweeps(tmp_path, capsys):
+    from pfha.sync.refresh import Refresher
+    from pfha.sync.simnet import make_state
+
+    path = _status_file(tmp_path)
+    refresher = Refresher()
+    refresher.select([(make_state(1), 4), (make_state(2), None)])
+    status = json.loads(path.read_text())
+    status["refresh"] = dict(refresher.status(), interval=10.0)
+    path.write_text(json.dumps(status))
+    assert main(["sync", "status", "--status-file", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "refresh: every 10s, 1 sweeps, 1 states sent again, 1 without counters (nf_conntrack_acct off)" in out
+    status["refresh"] = dict(refresher.status(), interval=0.0)
+    path.write_text(json.dumps(status))
+    assert main(["sync", "status", "--status-file", str(path)]) == 0
+    assert "refresh: off" in capsys.readouterr().out
+
+
 def test_status_without_a_daemon_is_one_line_error(tmp_path, capsys):
     assert main(["sync", "status", "--status-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err

@@ -176,6 +176,14 @@ def _format(status: dict) -> str:
              f"{'  scheduling ' + status['sched'] if 'sched' in status else ''}",
              f"  last message: {'never' if status['last_message_s'] is None else str(status['last_message_s']) + 's ago'}",
              f"  rejects: {', '.join(f'{k} {v}' for k, v in sorted(counters['rejects'].items())) or 'none'}"]
+    refresh = status.get("refresh")
+    if refresh and refresh.get("interval"):
+        lines.append(f"  refresh: every {max(refresh['interval'], refresh.get('spacing') or 0):g}s, "
+                     f"{refresh['sweeps']} sweeps, {refresh['sent']} states sent again"
+                     + (f", {refresh['without_counters']} without counters (nf_conntrack_acct off)"
+                        if refresh.get("without_counters") else ""))
+    elif refresh is not None:
+        lines.append("  refresh: off")
     for peer in status["peers"]:
         lines.append(f"  peer {peer['node']} {'up' if peer['alive'] else 'DOWN'} last heard {peer['last_heard_s']}s ago")
     return "\n".join(lines)
