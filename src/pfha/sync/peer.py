@@ -61,6 +61,7 @@ _CREATOR = wire.STATE_CREATOR.unpack_from
 _new_tuple = tuple.__new__  # a StateReceived without the NamedTuple's Python-level __new__
 _SECTION = wire.SECTION.pack
 _STATE_WORDS = wire.STATE.size // 4
+_STATE_SIZE = wire.STATE.size
 
 
 # --- events: what the core asks the adapter (and the node daemon) to do ---------------------
@@ -680,25 +681,30 @@ class Peer:
                 cut = next(i for i, a in enumerate(actions) if a != action)
                 out.extendleft(reversed(head[cut:]))
                 del head[cut:]
-            self.stats.states_sent += len(head)
-            self._send_body(_SECTION(action, _STATE_WORDS, len(head)) + b"".join([r for _, r in head]), now)
-            return
+            body = b"".join([r for _, r in head])
+            if len(body) == len(head) * _STATE_SIZE:
+                self.stats.states_sent += len(head)
+                self._send_body(_SECTION(action, _STATE_WORDS, len(head)) + body, now)
+                return
+            out.extendleft(reversed(head))  # records with a seqadj among them: sections by size
         room = self.config.max_datagram - wire.HEADER.size - wire.MAC_LEN
         parts: list[bytes] = []
-        action, records = None, []
+        action, records, size = None, [], 0
         out, section_size = self._out, wire.SECTION.size
         states = deletes = 0
         while out:
             next_action, record = out[0]
-            extra = len(record) + (section_size if next_action != action else 0)
+            # a new section for another action, or for state records of another size (seqadj)
+            other = next_action != action or len(record) != size
+            extra = len(record) + (section_size if other else 0)
             if extra > room:
                 break
             room -= extra
             out.popleft()
-            if next_action != action:
+            if other:
                 if records:
                     parts.append(wire.section(action, records))
-                action, records = next_action, []
+                action, records, size = next_action, [], len(record)
             records.append(record)
             if next_action == _INS or next_action == _UPD:
                 states += 1
