@@ -1265,7 +1265,7 @@ class KernelTable:
         self.liberal = liberal
         self._seq = 0
         self._buf = bytearray(1 << 17)
-        self.counters = {"created": 0, "updated": 0, "deleted": 0, "replaced": 0, "errors": 0}
+        self.counters = {"created": 0, "updated": 0, "deleted": 0, "errors": 0}
         self.last_error: str | None = None
 
     def _next_seq(self) -> int:
@@ -1345,19 +1345,12 @@ class KernelTable:
     def install(self, records: Iterable[tuple[bytes, bool]]) -> None:
         """Create or update entries; ``known`` (the second item) says an update is likely.
 
-        An entry with a sequence adjustment is replaced (deleted, then created) instead of
-        updated: the kernel adds the seqadj extension to an entry only when it creates it
-        (ctnetlink_create_conntrack), and an update of an entry without one silently keeps no
-        adjustment (ctnetlink_change_seq_adj). The entry was usually first synced before its
-        adjustment was set (synproxy sets it on the server's SYN-ACK, after the NEW event)."""
+        A record with a sequence adjustment goes with CTA_SEQ_ADJ_ORIG/REPLY; ctnetlink gives
+        every entry it creates the seqadj extension (ctnetlink_create_conntrack), so an entry
+        first synced before synproxy set its adjustment takes it in a later update."""
         records = list(records)
         if not records:
             return
-        replace = [i for i, (record, known) in enumerate(records) if known and len(record) != _STATE_SIZE]
-        if replace:
-            self._replace([records[i][0] for i in replace])
-            for i in replace:
-                records[i] = (records[i][0], False)
         base = self._seq + 1 & 0x7FFFFFFF
         self._seq = (base + len(records) - 1) & 0x7FFFFFFF
         retry = []
@@ -1375,19 +1368,6 @@ class KernelTable:
             self._seq = (base + len(retry) - 1) & 0x7FFFFFFF
             for seq, code in self._transact(self._encode(retry, base)).items():
                 self._error(code, retry[(seq - base) & 0x7FFFFFFF][0])
-
-    def _replace(self, records: list[bytes]) -> None:
-        """Delete the entries of ``records`` (gone already is fine) so they can be created."""
-        requests = []
-        for record in records:
-            message = delete_request(wire.state_key(record), self._next_seq())
-            requests.append((message, 1, len(message)))
-        failed = self._transact(requests)
-        self.counters["replaced"] += len(requests)
-        for code in failed.values():
-            if code != errno.ENOENT:
-                self.counters["errors"] += 1
-                self.last_error = os.strerror(code)
 
     def _error(self, code: int, record: bytes) -> None:
         self.counters["errors"] += 1
