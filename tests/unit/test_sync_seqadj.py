@@ -186,3 +186,26 @@ def test_adjusted_records_go_through_the_general_encoder_in_a_batch():
     message = conntrack.entry_request(_state(7).pack(), 1, create=True)
     attrs = conntrack._attrs(message, 20, len(message))
     assert conntrack.CTA_SEQ_ADJ_ORIG in attrs and conntrack.CTA_SEQ_ADJ_REPLY in attrs
+
+
+def test_a_later_event_without_the_adjustment_keeps_it_in_the_table():
+    """The kernel reports seqadj only in the event that set it and in dumps; the state keeps it."""
+    for how in ("one", "batch", "run"):
+        net = SimNet(seed=2)
+        a = net.add(1)
+        adjusted = [_state(i).pack() for i in range(20)]
+        a.peer.local_updates([(r, True) for r in adjusted], net.now)
+        later = [_state(i, seqadj=None).pack() for i in range(20)]
+        later = [r[:91] + bytes([r[91] | 0x40]) + r[92:] for r in later]  # status still has IPS_SEQ_ADJUST
+        other = make_state(99)  # a plain state in the same run: untouched
+        if how == "one":
+            for r in later + [other]:
+                a.peer.local_update(r, net.now)
+        elif how == "batch":
+            a.peer.local_updates([(r, False) for r in later + [other]], net.now)
+        else:
+            a.peer.local_run(b"".join(later + [other]), net.now)
+        table = a.peer.states()
+        assert all(wire.seqadj_of(table[wire.state_key(r)]) == SEQADJ for r in later), how
+        assert len(table[wire.state_key(other)]) == wire.STATE.size
+        assert wire.State.unpack(table[wire.state_key(later[0])]).status == 0x4E

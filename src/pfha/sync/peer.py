@@ -62,6 +62,9 @@ _new_tuple = tuple.__new__  # a StateReceived without the NamedTuple's Python-le
 _SECTION = wire.SECTION.pack
 _STATE_WORDS = wire.STATE.size // 4
 _STATE_SIZE = wire.STATE.size
+_STATUS_LOW = 91  # the low byte of a STATE record's conntrack status
+_SEQ_ADJUST = 0x40  # IPS_SEQ_ADJUST: the entry has a sequence adjustment
+_SEQ_ADJUST_BITS = bytes(b & _SEQ_ADJUST for b in range(256))
 
 
 # --- events: what the core asks the adapter (and the node daemon) to do ---------------------
@@ -219,8 +222,19 @@ class Peer:
         self._version += 1
         key = record[:wire.KEY_LEN]
         record = key + wire.STATE_CREATOR.pack(self.config.node_id, self._version) + record[52:]
+        if record[_STATUS_LOW] & _SEQ_ADJUST and len(record) == _STATE_SIZE:
+            record = self._keep_seqadj(key, record)
         self._table[key] = record
         self._queue(key, Action.INS if new else Action.UPD, record, now)
+
+    def _keep_seqadj(self, key: bytes, record: bytes) -> bytes:
+        """``record`` with the sequence adjustment this state had: the kernel reports it only in
+        the event that set it (IPCT_SEQADJ) and in dumps, and an entry keeps it for its life, so
+        a later event without it must not drop it from what bulk updates hand out."""
+        previous = self._table.get(key)
+        if previous is not None and len(previous) == wire.STATE_SEQADJ_SIZE:
+            return record + previous[_STATE_SIZE:]
+        return record
 
     def local_updates(self, changes: Iterable[tuple[bytes, bool]], now: float) -> None:
         """``local_update(record, now, new)`` for each ``(record, new)``, in order: the intake's
@@ -232,6 +246,8 @@ class Peer:
             version += 1
             key = record[:40]
             record = key + pack(node, version) + record[52:]
+            if record[_STATUS_LOW] & _SEQ_ADJUST and len(record) == _STATE_SIZE:
+                record = self._keep_seqadj(key, record)
             table[key] = record
             if new:
                 pending[key] = (_INS, record)
@@ -263,6 +279,8 @@ class Peer:
         blob = bytes(out)
         recs = [blob[i:i + size] for i in range(0, n * size, size)]
         keys = [r[:40] for r in recs]
+        if blob[_STATUS_LOW::size].translate(_SEQ_ADJUST_BITS).strip(b"\0"):  # synproxied ones
+            recs = [self._keep_seqadj(k, r) if r[_STATUS_LOW] & _SEQ_ADJUST else r for k, r in zip(keys, recs)]
         self._table.update(zip(keys, recs))
         pending = self._pending
         if new:
