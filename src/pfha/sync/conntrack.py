@@ -828,12 +828,17 @@ def _entry_request_generic(fields: tuple, seq: int, create: bool, liberal: bool 
     return _message(IPCTNL_MSG_CT_NEW, flags, seq, family, b"".join(parts))
 
 
-def delete_request(key: bytes, seq: int) -> bytes:
+def delete_request(key: bytes, seq: int, msg: int = IPCTNL_MSG_CT_DELETE) -> bytes:
     family, proto, zone, src, dst, sp, dp = wire.KEY.unpack(key)
     parts = [_tuple_attr(CTA_TUPLE_ORIG, family, proto, src, dst, sp, dp)]
     if zone:
         parts.append(_nla(CTA_ZONE, _BE16.pack(zone)))
-    return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, seq, family, b"".join(parts))
+    return _message(msg, NLM_F_REQUEST, seq, family, b"".join(parts))
+
+
+def get_request(key: bytes, seq: int) -> bytes:
+    """Ask for the one entry ``key`` names (its reply carries every attribute, seqadj too)."""
+    return delete_request(key, seq, IPCTNL_MSG_CT_GET)
 
 
 def dump_request(seq: int) -> bytes:
@@ -1400,6 +1405,25 @@ class KernelTable:
                     return events
                 elif item:
                     raise OSError(item, os.strerror(item))
+
+    def get(self, key: bytes) -> bytes | None:
+        """The entry ``key`` names as a packed STATE record (with its sequence adjustment, which
+        events report only when IPCT_SEQADJ is among their causes); None if there is none."""
+        self.sock.send(get_request(key, self._next_seq()))
+        record = None
+        while True:
+            size = self.sock.recv_into(self._buf)
+            for item in parse_datagram(self._buf, size):
+                if isinstance(item, Event):
+                    record = item.record
+                elif item == errno.ENOENT:
+                    return None
+                elif item > 0:
+                    raise OSError(item, os.strerror(item))
+                else:
+                    return record
+            if record is not None:
+                return record
 
     def dump_activity(self, mark_mask: int = 0) -> list[tuple[bytes, int | None]]:
         """The whole table as (record, packets counted so far), for the refresh sweep (the
