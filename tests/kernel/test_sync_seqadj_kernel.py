@@ -37,6 +37,8 @@ SCRIPT = textwrap.dedent("""
     table.install([(state(1, B).pack(), True),         # a changed adjustment
                    (state(4, A).pack(), True)])        # known to the core, gone from the kernel: created
     out["counters"] = dict(table.counters)
+    got = table.get(wire.state_key(state(2, A).pack()))
+    out["get"] = [wire.seqadj_of(got), table.get(wire.state_key(state(9, A).pack()))]
     dumped = {wire.State.unpack(e.record).orig.sport - 40000: wire.State.unpack(e.record) for e in table.dump(0)}
     out["seqadj"] = {i: s.seqadj for i, s in sorted(dumped.items())}
     out["status"] = {i: s.status & 0x4E for i, s in sorted(dumped.items())}
@@ -61,6 +63,7 @@ def test_entries_with_seqadj_are_installed_and_read_back(lab):
     assert out["seqadj"] == {"1": B, "2": A, "3": None, "4": A}
     assert out["status"] == {"1": 0x4E, "2": 0x4E, "3": 0xE, "4": 0x4E}  # IPS_SEQ_ADJUST set by the kernel
     assert out["listing"].count("dport=8080") == 4
+    assert out["get"] == [A, None]  # one entry read by its key, with its adjustment; none: None
 
 
 # --- end to end: a synproxied connection survives a failover ----------------------------------
@@ -118,6 +121,11 @@ CLIENT = textwrap.dedent("""
 
 @pytest.mark.root
 def test_a_synproxied_connection_survives_a_failover(lab, tmp_path):
+    """Both firewalls run real nft synproxy and strict tracking (Pair: tcp_loose 0, no
+    BE_LIBERAL); the connection is proxied by a (the client's SYN answered by a's cookie, a's
+    own SYN to the server), carries data, a dies, b takes the addresses, and the connection
+    carries 256 KiB more. Without the adjustment on b it times out (checked by hand: b's
+    entries installed without CTA_SEQ_ADJ_*)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_sync_failover import PY, Pair
 
@@ -131,9 +139,6 @@ def test_a_synproxied_connection_survives_a_failover(lab, tmp_path):
         pair.start_sync("b")
         pair.wait_status("b", lambda s: s["bulk"]["done"], 20, "b's start-up bulk update")
         pair.set_master("a")
-        evlog = open(tmp_path / "events.txt", "w")
-        pair.procs.append(pair.fw["a"].popen("conntrack", "-E", "-o", "extended,id", "-p", "tcp", stdout=evlog, stderr=evlog))
-        time.sleep(0.3)
         server = pair.server.popen(PY, str(Path(__file__).parent / "test_sync_failover.py"), "server", "9000",
                                    stdout=subprocess.PIPE, text=True)
         pair.procs.append(server)
@@ -147,8 +152,9 @@ def test_a_synproxied_connection_survives_a_failover(lab, tmp_path):
             time.sleep(0.2)
         on_a, on_b = _seqadj_entries(pair.fw["a"]), _seqadj_entries(pair.fw["b"])
         assert len(on_a) == 1 and on_a[0][1] is not None, on_a
-        assert on_b == on_a, (on_a, on_b, pair.fw["b"].exec("conntrack", "-L").stdout,
-                              pair.fw["a"].exec("conntrack", "-L").stdout, (tmp_path / "events.txt").read_text())
+        assert on_b == on_a, (on_a, on_b, pair.fw["b"].exec("conntrack", "-L").stdout, pair.log("a"), pair.log("b"))
+        # (on 6.18 the kernel reports it in an UPDATE event of its own, IPCT_SEQADJ, after the one
+        # for ESTABLISHED; the intake's ctnetlink GET for a status bit without one stays unused)
         pair.kill("a")
         pair.set_master("b")
         time.sleep(1.0)

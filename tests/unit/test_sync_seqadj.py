@@ -209,3 +209,37 @@ def test_a_later_event_without_the_adjustment_keeps_it_in_the_table():
         assert all(wire.seqadj_of(table[wire.state_key(r)]) == SEQADJ for r in later), how
         assert len(table[wire.state_key(other)]) == wire.STATE.size
         assert wire.State.unpack(table[wire.state_key(later[0])]).status == 0x4E
+
+
+def test_a_state_whose_adjustment_no_event_carried_is_asked_for():
+    """synproxy sets the offsets without an IPCT_SEQADJ event: the status bit says so, and the
+    core lists the key for the adapter to read the entry (once it has it, no more)."""
+    net = SimNet(seed=4)
+    a = net.add(1)
+    record = _state(5, seqadj=None).pack()
+    record = record[:91] + bytes([record[91] | 0x40]) + record[92:]
+    a.peer.local_update(record, net.now)
+    assert a.peer.seqadj_wanted == [wire.state_key(record)]
+    a.peer.seqadj_wanted.clear()
+    a.peer.local_update(_state(5).pack(), net.now)  # what the adapter read from the kernel
+    a.peer.local_update(record, net.now)
+    assert a.peer.seqadj_wanted == []
+    assert wire.seqadj_of(a.peer.states()[wire.state_key(record)]) == SEQADJ
+
+
+def test_a_partial_tcp_event_keeps_the_states_protoinfo():
+    """An UPDATE without IPCT_PROTOINFO (e.g. only the mark or the adjustment changed) has no TCP
+    state: the record sent on keeps the last one, or the peer would create it in SYN_SENT."""
+    for how in ("one", "run"):
+        net = SimNet(seed=5)
+        a = net.add(1)
+        full = [make_state(i) for i in range(10)]
+        a.peer.local_updates([(r, True) for r in full], net.now)
+        partial = [r[:100] + bytes(5) + r[105:] for r in full]
+        if how == "one":
+            for r in partial:
+                a.peer.local_update(r, net.now)
+        else:
+            a.peer.local_run(b"".join(partial), net.now)
+        table = a.peer.states()
+        assert [table[wire.state_key(r)][100:105] for r in full] == [r[100:105] for r in full], how
