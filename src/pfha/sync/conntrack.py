@@ -49,6 +49,8 @@ NLA_F_NESTED = 0x8000
 # linux/netfilter/nfnetlink_conntrack.h
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
 CTA_NAT_SRC, CTA_TIMEOUT, CTA_MARK, CTA_NAT_DST, CTA_ZONE = 6, 7, 8, 13, 18
+CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY = 15, 16  # nested, each {1 correction pos, 2 offset before, 3 after}
+CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER = 1, 2, 3
 CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_COUNTERS_PACKETS = 9, 10, 1
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
@@ -59,6 +61,7 @@ CTA_NAT_V4_MINIP, CTA_NAT_V4_MAXIP, CTA_NAT_PROTO, CTA_NAT_V6_MINIP, CTA_NAT_V6_
 CTA_PROTONAT_PORT_MIN, CTA_PROTONAT_PORT_MAX = 1, 2
 # linux/netfilter/nf_conntrack_common.h
 IPS_EXPECTED, IPS_CONFIRMED, IPS_SRC_NAT, IPS_DST_NAT = 0x1, 0x8, 0x10, 0x20
+IPS_SEQ_ADJUST = 0x40
 IPS_DYING, IPS_TEMPLATE, IPS_UNTRACKED, IPS_OFFLOAD, IPS_HW_OFFLOAD = 0x200, 0x800, 0x1000, 0x4000, 0x8000
 # the TCP flag bits that describe the peers; MAXACK_SET etc. refer to window data not synced
 TCP_PEER_FLAGS = 0x0F  # WINDOW_SCALE | SACK_PERM | CLOSE_INIT | BE_LIBERAL
@@ -157,7 +160,7 @@ def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | Non
         return None
     end = off + length
     at = off + 20
-    orig = reply = info = None
+    orig = reply = info = seq_orig = seq_reply = None
     status = timeout = mark = zone = 0
     nla, be32 = _NLA.unpack_from, _BE32.unpack_from
     while at + 4 <= end:
@@ -179,6 +182,10 @@ def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | Non
             info = (at + 4, at + size)
         elif kind == CTA_ZONE:
             zone = _BE16.unpack_from(buf, at + 4)[0]
+        elif kind == CTA_SEQ_ADJ_ORIG:
+            seq_orig = (at + 4, at + size)
+        elif kind == CTA_SEQ_ADJ_REPLY:
+            seq_reply = (at + 4, at + size)
         at += (size + 3) & ~3
     if mark_mask and not mark & mark_mask or orig is None:
         return None
@@ -197,7 +204,18 @@ def parse_message(buf, off: int, length: int, mark_mask: int = 0) -> Event | Non
         kind = KIND_NEW if flags & NLM_F_CREATE else KIND_UPDATE
     record = wire.STATE.pack(family, proto, zone, osrc, odst, osp, odp, 0, 0, rsrc, rdst, rsp, rdp,
                              status, timeout, mark, tcp_state, wso, wsr, tfo, tfr)
+    if seq_orig is not None or seq_reply is not None:
+        record += _seqadj(buf, seq_orig) + _seqadj(buf, seq_reply)
     return Event(kind, pid, mark, record)
+
+
+def _seqadj(buf, span: tuple[int, int] | None) -> bytes:
+    """One direction's CTA_SEQ_ADJ_* nest as its third of ``wire.SEQADJ`` (zeros if absent)."""
+    if span is None:
+        return bytes(12)
+    inner = _attrs(buf, *span)
+    return b"".join(bytes(buf[inner[i][0]:inner[i][0] + 4]) if i in inner else bytes(4)
+                    for i in (CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER))
 
 
 def message_packets(buf, off: int, length: int) -> int | None:
@@ -393,8 +411,10 @@ def _compile_layout(buf, off: int, length: int, msg_type: int, flags: int) -> _L
             n += 7
         else:
             if kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_TIMEOUT, CTA_MARK, CTA_ZONE,
-                        CTA_PROTOINFO):
-                return None  # one we read, in an unusual size
+                        CTA_PROTOINFO, CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY):
+                # one we read, in an unusual size; or a sequence adjustment, which makes the
+                # record longer: rare (synproxied connections), so the general parser has them
+                return None
             fmt.append(f"HH{padded - 4}x")
             headers.append(at - off)
             check += [n, n + 1]
@@ -691,6 +711,8 @@ def _one_shape(records: list[tuple[bytes, bool]]) -> bool:
         return False
     data = b"".join([r for r, _ in records])
     stride = wire.STATE.size
+    if len(data) != n * stride:  # some carry a seqadj
+        return False
     for at in (0, 1, 2, 3, 91):  # family, protocol, zone, the status byte with the NAT bits
         if data[at::stride].count(first[at]) != n:
             return False
@@ -710,7 +732,8 @@ def request_shape(record: bytes, create: bool, liberal: bool) -> tuple | None:
     """What the layout of the IPv4 TCP/UDP request for ``record`` depends on; None for any
     other record (the general encoder builds those)."""
     proto = record[1]
-    if record[0] != socket.AF_INET or proto != socket.IPPROTO_TCP and proto != socket.IPPROTO_UDP:
+    if record[0] != socket.AF_INET or proto != socket.IPPROTO_TCP and proto != socket.IPPROTO_UDP \
+            or len(record) != _STATE_SIZE:  # with a seqadj: the general encoder
         return None
     status = record[91]  # the low byte: SRC_NAT 0x10, DST_NAT 0x20
     return (create, proto == socket.IPPROTO_TCP and record[100] != 0,
@@ -735,6 +758,8 @@ def _codes(codes: str) -> list[str]:
 
 def _entry_request4(record: bytes, seq: int, create: bool, liberal: bool) -> bytes | None:
     """The request for an IPv4 TCP/UDP record in one struct call; None for anything else."""
+    if len(record) != _STATE_SIZE:
+        return None
     f = _RAW4.unpack(record)
     proto = f[1]
     if f[0] != socket.AF_INET or proto != socket.IPPROTO_TCP and proto != socket.IPPROTO_UDP:
@@ -753,10 +778,14 @@ def _entry_request4(record: bytes, seq: int, create: bool, liberal: bool) -> byt
 
 def entry_request(record: bytes, seq: int, create: bool, liberal: bool = False) -> bytes:
     return _entry_request4(record, seq, create, liberal) \
-        or _entry_request_generic(wire.STATE.unpack(record), seq, create, liberal)
+        or _entry_request_generic(wire.STATE.unpack_from(record), seq, create, liberal, wire.seqadj_of(record))
 
 
-def _entry_request_generic(fields: tuple, seq: int, create: bool, liberal: bool = False) -> bytes:
+_STATE_SIZE = wire.STATE.size
+
+
+def _entry_request_generic(fields: tuple, seq: int, create: bool, liberal: bool = False,
+                           seqadj: tuple[int, ...] | None = None) -> bytes:
     """A ctnetlink request that creates (CREATE|EXCL) or updates the entry ``record`` describes.
 
     On create the reply tuple goes un-NATed and the binding as CTA_NAT_SRC/DST; on update NAT is
@@ -791,16 +820,25 @@ def _entry_request_generic(fields: tuple, seq: int, create: bool, liberal: bool 
             CTA_PROTOINFO_TCP, _nla(1, bytes([tcp_state])), _nla(2, bytes([wso])), _nla(3, bytes([wsr])),
             _nla(4, bytes([tfo & TCP_PEER_FLAGS | extra, 0xFF])),
             _nla(5, bytes([tfr & TCP_PEER_FLAGS | extra, 0xFF])))))
+    if seqadj is not None:  # on create, the kernel adds the seqadj extension for these
+        for kind, values in ((CTA_SEQ_ADJ_ORIG, seqadj[:3]), (CTA_SEQ_ADJ_REPLY, seqadj[3:])):
+            parts.append(_nest(kind, *(_nla(i, _BE32.pack(v)) for i, v in zip(
+                (CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER), values))))
     flags = NLM_F_REQUEST | (NLM_F_CREATE | NLM_F_EXCL if create else 0)
     return _message(IPCTNL_MSG_CT_NEW, flags, seq, family, b"".join(parts))
 
 
-def delete_request(key: bytes, seq: int) -> bytes:
+def delete_request(key: bytes, seq: int, msg: int = IPCTNL_MSG_CT_DELETE) -> bytes:
     family, proto, zone, src, dst, sp, dp = wire.KEY.unpack(key)
     parts = [_tuple_attr(CTA_TUPLE_ORIG, family, proto, src, dst, sp, dp)]
     if zone:
         parts.append(_nla(CTA_ZONE, _BE16.pack(zone)))
-    return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, seq, family, b"".join(parts))
+    return _message(msg, NLM_F_REQUEST, seq, family, b"".join(parts))
+
+
+def get_request(key: bytes, seq: int) -> bytes:
+    """Ask for the one entry ``key`` names (its reply carries every attribute, seqadj too)."""
+    return delete_request(key, seq, IPCTNL_MSG_CT_GET)
 
 
 def dump_request(seq: int) -> bytes:
@@ -1310,7 +1348,11 @@ class KernelTable:
         return chunks
 
     def install(self, records: Iterable[tuple[bytes, bool]]) -> None:
-        """Create or update entries; ``known`` (the second item) says an update is likely."""
+        """Create or update entries; ``known`` (the second item) says an update is likely.
+
+        A record with a sequence adjustment goes with CTA_SEQ_ADJ_ORIG/REPLY; ctnetlink gives
+        every entry it creates the seqadj extension (ctnetlink_create_conntrack), so an entry
+        first synced before synproxy set its adjustment takes it in a later update."""
         records = list(records)
         if not records:
             return
@@ -1363,6 +1405,25 @@ class KernelTable:
                     return events
                 elif item:
                     raise OSError(item, os.strerror(item))
+
+    def get(self, key: bytes) -> bytes | None:
+        """The entry ``key`` names as a packed STATE record (with its sequence adjustment, which
+        events report only when IPCT_SEQADJ is among their causes); None if there is none."""
+        self.sock.send(get_request(key, self._next_seq()))
+        record = None
+        while True:
+            size = self.sock.recv_into(self._buf)
+            for item in parse_datagram(self._buf, size):
+                if isinstance(item, Event):
+                    record = item.record
+                elif item == errno.ENOENT:
+                    return None
+                elif item > 0:
+                    raise OSError(item, os.strerror(item))
+                else:
+                    return record
+            if record is not None:
+                return record
 
     def dump_activity(self, mark_mask: int = 0) -> list[tuple[bytes, int | None]]:
         """The whole table as (record, packets counted so far), for the refresh sweep (the

@@ -61,6 +61,12 @@ _CREATOR = wire.STATE_CREATOR.unpack_from
 _new_tuple = tuple.__new__  # a StateReceived without the NamedTuple's Python-level __new__
 _SECTION = wire.SECTION.pack
 _STATE_WORDS = wire.STATE.size // 4
+_STATE_SIZE = wire.STATE.size
+_STATUS_LOW = 91  # the low byte of a STATE record's conntrack status
+_TCP_STATE = 100  # a STATE record's TCP state, then window scales and flag bytes (5 bytes)
+_TCP = wire.IPPROTO_TCP
+_SEQ_ADJUST = 0x40  # IPS_SEQ_ADJUST: the entry has a sequence adjustment
+_SEQ_ADJUST_BITS = bytes(b & _SEQ_ADJUST for b in range(256))
 
 
 # --- events: what the core asks the adapter (and the node daemon) to do ---------------------
@@ -184,6 +190,9 @@ class Peer:
         self._rseq = 0
         self._version = epoch << VERSION_SHIFT
         self._table: dict[bytes, bytes] = {}
+        # keys of local states whose status says they have a sequence adjustment that no event
+        # carried yet (synproxy sets it without an IPCT_SEQADJ event): the adapter fetches them
+        self.seqadj_wanted: list[bytes] = []
         self._pending: dict[bytes, tuple[int, bytes]] = {}
         self._pending_since: float | None = None
         self._per_datagram = self._records_per_datagram(wire.STATE.size)
@@ -218,8 +227,26 @@ class Peer:
         self._version += 1
         key = record[:wire.KEY_LEN]
         record = key + wire.STATE_CREATOR.pack(self.config.node_id, self._version) + record[52:]
+        if not record[_TCP_STATE] and record[1] == _TCP or record[_STATUS_LOW] & _SEQ_ADJUST and len(record) == _STATE_SIZE:
+            record = self._complete(key, record)
         self._table[key] = record
         self._queue(key, Action.INS if new else Action.UPD, record, now)
+
+    def _complete(self, key: bytes, record: bytes) -> bytes:
+        """``record`` with what its event left out and the state had: the TCP protoinfo (an
+        event carries it only when the TCP state changed: IPCT_PROTOINFO) and the sequence
+        adjustment (reported only in the event that set it, IPCT_SEQADJ, and in dumps; an
+        entry keeps it for its life). A state's record replaces the one before it, in the table
+        and in the queue, so a partial event must not drop these from what the peer installs
+        or a bulk update hands out."""
+        previous = self._table.get(key)
+        if previous is not None and not record[_TCP_STATE] and previous[_TCP_STATE] and record[1] == _TCP:
+            record = record[:_TCP_STATE] + previous[_TCP_STATE:_TCP_STATE + 5] + record[_TCP_STATE + 5:]
+        if record[_STATUS_LOW] & _SEQ_ADJUST and len(record) == _STATE_SIZE:
+            if previous is not None and len(previous) == wire.STATE_SEQADJ_SIZE:
+                return record + previous[_STATE_SIZE:]
+            self.seqadj_wanted.append(key)  # the adapter reads it from the kernel (local_update)
+        return record
 
     def local_updates(self, changes: Iterable[tuple[bytes, bool]], now: float) -> None:
         """``local_update(record, now, new)`` for each ``(record, new)``, in order: the intake's
@@ -231,6 +258,8 @@ class Peer:
             version += 1
             key = record[:40]
             record = key + pack(node, version) + record[52:]
+            if not record[_TCP_STATE] and record[1] == _TCP or record[_STATUS_LOW] & _SEQ_ADJUST and len(record) == _STATE_SIZE:
+                record = self._complete(key, record)
             table[key] = record
             if new:
                 pending[key] = (_INS, record)
@@ -262,6 +291,10 @@ class Peer:
         blob = bytes(out)
         recs = [blob[i:i + size] for i in range(0, n * size, size)]
         keys = [r[:40] for r in recs]
+        if blob[_STATUS_LOW::size].translate(_SEQ_ADJUST_BITS).strip(b"\0") \
+                or blob[1] == _TCP and b"\0" in blob[_TCP_STATE::size]:  # synproxied, or partial events
+            recs = [self._complete(k, r) if not r[_TCP_STATE] or r[_STATUS_LOW] & _SEQ_ADJUST else r
+                    for k, r in zip(keys, recs)]
         self._table.update(zip(keys, recs))
         pending = self._pending
         if new:
@@ -680,25 +713,30 @@ class Peer:
                 cut = next(i for i, a in enumerate(actions) if a != action)
                 out.extendleft(reversed(head[cut:]))
                 del head[cut:]
-            self.stats.states_sent += len(head)
-            self._send_body(_SECTION(action, _STATE_WORDS, len(head)) + b"".join([r for _, r in head]), now)
-            return
+            body = b"".join([r for _, r in head])
+            if len(body) == len(head) * _STATE_SIZE:
+                self.stats.states_sent += len(head)
+                self._send_body(_SECTION(action, _STATE_WORDS, len(head)) + body, now)
+                return
+            out.extendleft(reversed(head))  # records with a seqadj among them: sections by size
         room = self.config.max_datagram - wire.HEADER.size - wire.MAC_LEN
         parts: list[bytes] = []
-        action, records = None, []
+        action, records, size = None, [], 0
         out, section_size = self._out, wire.SECTION.size
         states = deletes = 0
         while out:
             next_action, record = out[0]
-            extra = len(record) + (section_size if next_action != action else 0)
+            # a new section for another action, or for state records of another size (seqadj)
+            other = next_action != action or len(record) != size
+            extra = len(record) + (section_size if other else 0)
             if extra > room:
                 break
             room -= extra
             out.popleft()
-            if next_action != action:
+            if other:
                 if records:
                     parts.append(wire.section(action, records))
-                action, records = next_action, []
+                action, records, size = next_action, [], len(record)
             records.append(record)
             if next_action == _INS or next_action == _UPD:
                 states += 1

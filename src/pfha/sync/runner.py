@@ -176,6 +176,8 @@ class Runner:
                 updates.append((record, kind == KIND_NEW))
         if updates:
             peer.local_updates(updates, now)
+        if peer.seqadj_wanted:
+            self._fetch_seqadj(now)
         self.counters["events"] += count
         self._moderate(count, now)
         self.counters["own_events"] = self.intake.ignored
@@ -188,6 +190,18 @@ class Runner:
                     peer.local_update(event.record, now)
             self.log("conntrack event overrun: resynchronised from a dump")
         self._service()
+
+    def _fetch_seqadj(self, now: float) -> None:
+        """Read the entries whose sequence adjustment no event carried from the kernel, once
+        each (a synproxied connection's, right after its handshake), and send them on."""
+        peer = self.peer
+        wanted, peer.seqadj_wanted = dict.fromkeys(peer.seqadj_wanted), []
+        for key in wanted:
+            record = self.kernel.get(key)
+            if record is not None and len(record) == wire.STATE_SEQADJ_SIZE:
+                peer.local_update(record, now)
+        self.counters["seqadj_fetched"] = self.counters.get("seqadj_fetched", 0) + len(wanted)
+        peer.seqadj_wanted.clear()
 
     def _moderate(self, count: int, now: float) -> None:
         """Interrupt moderation, as NAPI does for a network card: when events trickle in (small

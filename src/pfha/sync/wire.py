@@ -52,6 +52,12 @@ class Action(IntEnum):
     ACK = 7  # cumulative acknowledgement of the peer's reliable stream
     NACK = 8  # "I am missing rseq first..last" of the peer's stream
     ALIVE = 9  # keepalive: the sender's last reliable seq (finds tail loss)
+    # INS/UPD whose records carry conntrack's sequence adjustment after the STATE fields
+    # (STATE_SEQADJ): only entries with IPS_SEQ_ADJUST (synproxied connections) use them, so
+    # every other record keeps its size. :func:`open_datagram` reports them as INS/UPD sections
+    # (a record's length tells the two kinds apart); a receiver that predates them skips them.
+    INS_SEQADJ = 10
+    UPD_SEQADJ = 11
 
 
 class BulkStatus(IntEnum):
@@ -66,6 +72,10 @@ KEY_LEN = KEY.size  # 40
 # a full state: key, creator, version, reply tuple, status, timeout, mark, TCP protoinfo
 STATE = struct.Struct("!BBH16s16sHH" "IQ" "16s16sHH" "III" "BBBBB3x")
 STATE_CREATOR = struct.Struct("!IQ")  # at offset KEY_LEN in STATE and DEL records
+# conntrack's seqadj (nf_ct_seqadj), original then reply direction: correction position, offset
+# before, offset after (the offsets are s32 in the kernel: carried as their u32 bits)
+SEQADJ = struct.Struct("!IIIIII")
+STATE_SEQADJ_SIZE = STATE.size + SEQADJ.size  # a STATE record followed by SEQADJ
 DELETE = struct.Struct("!BBH16s16sHH" "IQ")
 CLEAR = struct.Struct("!I")
 BULK_REQ = struct.Struct("!Q")
@@ -77,6 +87,8 @@ ALIVE = struct.Struct("!II")  # last rseq sent, flags
 RECORD_SIZES: dict[int, int] = {
     Action.INS: STATE.size,
     Action.UPD: STATE.size,
+    Action.INS_SEQADJ: STATE_SEQADJ_SIZE,
+    Action.UPD_SEQADJ: STATE_SEQADJ_SIZE,
     Action.DEL: DELETE.size,
     Action.CLR: CLEAR.size,
     Action.BULK_REQ: BULK_REQ.size,
@@ -87,6 +99,8 @@ RECORD_SIZES: dict[int, int] = {
 }
 for _size in RECORD_SIZES.values():
     assert _size % 4 == 0, "records are whole 32-bit words"
+_WITH_SEQADJ = {int(Action.INS): int(Action.INS_SEQADJ), int(Action.UPD): int(Action.UPD_SEQADJ)}
+_STATE_ACTION = {int(Action.INS_SEQADJ): int(Action.INS), int(Action.UPD_SEQADJ): int(Action.UPD)}
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 IPPROTO_TCP = socket.IPPROTO_TCP
@@ -132,9 +146,12 @@ class State:
     tcp_flags: tuple[int, int] = (0, 0)
     creator: int = 0
     version: int = 0
+    # (orig correction pos, orig offset before, orig offset after, the same for reply) or None
+    seqadj: tuple[int, int, int, int, int, int] | None = None
 
     def pack(self, creator: int | None = None, version: int | None = None) -> bytes:
         f, o, r = self.family, self.orig, self.reply
+        tail = b"" if self.seqadj is None else SEQADJ.pack(*(v & 0xFFFFFFFF for v in self.seqadj))
         return STATE.pack(
             f, self.proto, self.zone, _addr(f, o.src), _addr(f, o.dst), o.sport, o.dport,
             self.creator if creator is None else creator,
@@ -142,20 +159,27 @@ class State:
             _addr(f, r.src), _addr(f, r.dst), r.sport, r.dport,
             self.status, self.timeout, self.mark,
             self.tcp_state, self.wscale[0], self.wscale[1], self.tcp_flags[0], self.tcp_flags[1],
-        )
+        ) + tail
 
     @classmethod
     def unpack(cls, record: bytes) -> State:
+        if len(record) not in (STATE.size, STATE_SEQADJ_SIZE):
+            raise ValueError(f"a state record of {len(record)} bytes")
         (f, proto, zone, osrc, odst, osp, odp, creator, version, rsrc, rdst, rsp, rdp,
-         status, timeout, mark, tstate, wso, wsr, tfo, tfr) = STATE.unpack(record)
+         status, timeout, mark, tstate, wso, wsr, tfo, tfr) = STATE.unpack_from(record)
         if f not in (AF_INET, AF_INET6):
             raise ValueError(f"address family {f}")
         return cls(f, proto, Tuple(_text(f, osrc), _text(f, odst), osp, odp),
                    Tuple(_text(f, rsrc), _text(f, rdst), rsp, rdp), status, timeout, mark, zone,
-                   tstate, (wso, wsr), (tfo, tfr), creator, version)
+                   tstate, (wso, wsr), (tfo, tfr), creator, version, seqadj_of(record))
 
     def key(self) -> bytes:
         return state_key(self.pack())
+
+
+def seqadj_of(record: bytes) -> tuple[int, int, int, int, int, int] | None:
+    """The sequence adjustment a STATE record carries (see :data:`SEQADJ`), None if it has none."""
+    return SEQADJ.unpack_from(record, STATE.size) if len(record) == STATE_SEQADJ_SIZE else None
 
 
 def state_key(record: bytes) -> bytes:
@@ -258,12 +282,19 @@ def _hmac_states(key: bytes) -> tuple:
 
 
 def section(action: int, records: Iterable[bytes]) -> bytes:
-    """One section: its subheader then its records (all of ``RECORD_SIZES[action]`` bytes)."""
+    """One section: its subheader then its records (all of ``RECORD_SIZES[action]`` bytes).
+    INS/UPD records with a sequence adjustment go as INS_SEQADJ/UPD_SEQADJ: a section's records
+    are all of one kind."""
     recs = list(records)
+    if action in _WITH_SEQADJ and recs and len(recs[0]) == STATE_SEQADJ_SIZE:
+        action = _WITH_SEQADJ[action]
     size = RECORD_SIZES[action]
     if len(recs) > 0xFFFF:
         raise ValueError("too many records for one section")
-    return SECTION.pack(action, size // 4, len(recs)) + b"".join(recs)
+    body = b"".join(recs)
+    if len(body) != size * len(recs):
+        raise ValueError(f"section {action}: records of another size than {size} bytes")
+    return SECTION.pack(action, size // 4, len(recs)) + body
 
 
 def seal(keyring: Keyring, header: Header, body: bytes) -> bytes:
@@ -308,7 +339,8 @@ def open_datagram(keyring: Keyring, data: bytes) -> Datagram:
         if known is not None:  # unknown actions are skipped: forward compatibility
             if known != size:
                 raise Rejected(RejectReason.MALFORMED, f"section {action} record size {size}")
-            sections.append((action, tuple(body[i:i + size] for i in range(off, stop, size))))
+            sections.append((_STATE_ACTION.get(action, action),
+                             tuple(body[i:i + size] for i in range(off, stop, size))))
         off = stop
     return Datagram(Header(node, epoch, seq, rseq, flags, key_id), tuple(sections))
 
