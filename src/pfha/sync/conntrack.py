@@ -218,22 +218,39 @@ def _seqadj(buf, span: tuple[int, int] | None) -> bytes:
                     for i in (CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER))
 
 
-def message_packets(buf, off: int, length: int) -> int | None:
-    """The packets conntrack counted for an entry, both directions (CTA_COUNTERS_*); None when
-    the message has no counters (accounting, ``nf_conntrack_acct``, is off)."""
+def message_activity(buf, off: int, length: int) -> tuple[bytes, int, int | None]:
+    """What the refresh sweep needs of a dumped entry before deciding to parse it: an identity
+    (zone and original tuple, as the kernel wrote them), its ct mark, and the packets conntrack
+    counted in both directions (None when accounting, ``nf_conntrack_acct``, is off).
+
+    One pass over the top-level attributes, no record built: most entries of a sweep carried
+    nothing since the last one and are never parsed further."""
     at, end = off + 20, off + length
-    total = None
+    nla = _NLA.unpack_from
+    orig, zone, mark, total = b"", b"", 0, None
     while at + 4 <= end:
-        size, kind = _NLA.unpack_from(buf, at)
+        size, kind = nla(buf, at)
         if size < 4:
             break
-        if kind & 0x3FFF in (CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY):
-            inner = _attrs(buf, at + 4, at + size)
-            if CTA_COUNTERS_PACKETS in inner:
-                start, stop = inner[CTA_COUNTERS_PACKETS]
-                total = (total or 0) + int.from_bytes(buf[start:stop], "big")
+        kind &= 0x3FFF
+        if kind == CTA_TUPLE_ORIG:
+            orig = bytes(buf[at + 4:at + size])
+        elif kind == CTA_MARK:
+            mark = _BE32.unpack_from(buf, at + 4)[0]
+        elif kind == CTA_ZONE:
+            zone = bytes(buf[at + 4:at + 6])
+        elif kind == CTA_COUNTERS_ORIG or kind == CTA_COUNTERS_REPLY:
+            inner, stop = at + 4, at + size
+            while inner + 4 <= stop:  # {packets, bytes} as u64, maybe after a padding attribute
+                isize, ikind = nla(buf, inner)
+                if isize < 4:
+                    break
+                if ikind & 0x3FFF == CTA_COUNTERS_PACKETS:
+                    total = (total or 0) + int.from_bytes(buf[inner + 4:inner + isize], "big")
+                    break
+                inner += (isize + 3) & ~3
         at += (size + 3) & ~3
-    return total
+    return zone + orig, mark, total
 
 
 def _tcp_info(buf, start: int, end: int) -> tuple[int, int, int, int, int]:
@@ -1425,12 +1442,13 @@ class KernelTable:
             if record is not None:
                 return record
 
-    def dump_activity(self, mark_mask: int = 0) -> list[tuple[bytes, int | None]]:
-        """The whole table as (record, packets counted so far), for the refresh sweep (the
-        general parser: it runs every few seconds, not per event)."""
+    def dump_activity(self, moved: Callable[[bytes, int | None], bool], mark_mask: int = 0) -> list[bytes]:
+        """The refresh sweep's dump: every entry's identity and packet count go to ``moved``
+        (see :class:`pfha.sync.refresh.Refresher`), and only the entries it picks are parsed
+        into records. Entries whose mark misses ``mark_mask`` are skipped."""
         seq = self._next_seq()
         self.sock.send(dump_request(seq))
-        entries: list[tuple[bytes, int | None]] = []
+        records: list[bytes] = []
         buf = self._buf
         while True:
             size = self.sock.recv_into(buf)
@@ -1440,15 +1458,17 @@ class KernelTable:
                 if length < 16 or off + length > size:
                     break
                 if msg_type == NLMSG_DONE:
-                    return entries
+                    return records
                 if msg_type == NLMSG_ERROR:
                     code = -_ERRNO.unpack_from(buf, off + 16)[0]
                     if code:
                         raise OSError(code, os.strerror(code))
-                else:
-                    event = parse_message(buf, off, length, mark_mask)
-                    if event is not None:
-                        entries.append((event.record, message_packets(buf, off, length)))
+                elif msg_type >> 8 == NFNL_SUBSYS_CTNETLINK:
+                    ident, mark, packets = message_activity(buf, off, length)
+                    if (not mark_mask or mark & mark_mask) and moved(ident, packets):
+                        event = parse_message(buf, off, length, mark_mask)
+                        if event is not None:
+                            records.append(event.record)
                 off += (length + 3) & ~3
 
     def close(self) -> None:

@@ -25,37 +25,49 @@ from pfha.sync import wire
 
 
 class Refresher:
-    """Remembers each state's packet count from one sweep to the next."""
+    """Remembers each state's packet count from one sweep to the next.
+
+    A sweep is :meth:`begin`, :meth:`moved` for every entry of the dump (identity, packets),
+    then :meth:`end` with the records of the entries that moved: the kernel adapter parses only
+    those (``KernelTable.dump_activity``). :meth:`select` does all three for a list of parsed
+    records."""
 
     def __init__(self) -> None:
         self._packets: dict[bytes, int] = {}
+        self._current: dict[bytes, int] = {}
+        self._missing = 0
         self.sweeps = 0
         self.sent = 0
         self.without_counters = 0  # entries the kernel listed without counters (accounting off)
         self.interval = 0.0  # the runner's current spacing of sweeps (it stretches for big tables)
 
-    def select(self, entries: Iterable[tuple[bytes, int | None]]) -> list[bytes]:
-        """The records, among a full dump's (record, packets), whose flows carried packets since
-        the previous sweep; entries no longer listed are forgotten. On the first sweep every
-        flow with packets counts as moving (what it carried before is unknown)."""
-        previous, current = self._packets, {}
-        chosen: list[bytes] = []
-        missing = 0
-        for record, packets in entries:
-            if record[1] == wire.IPPROTO_PFSYNC:
-                continue  # the sync link's own traffic is not a state worth syncing
-            if packets is None:
-                missing += 1
-                continue
-            key = wire.state_key(record)
-            current[key] = packets
-            if packets > previous.get(key, 0):
-                chosen.append(record)
-        self._packets = current
+    def begin(self) -> None:
+        self._current, self._missing = {}, 0
+
+    def moved(self, ident: bytes, packets: int | None) -> bool:
+        """Whether the flow carried packets since the previous sweep (on the first sweep: at
+        all, what it carried before is unknown); entries without counters never count."""
+        if packets is None:
+            self._missing += 1
+            return False
+        self._current[ident] = packets
+        return packets > self._packets.get(ident, 0)
+
+    def end(self, records: list[bytes]) -> list[bytes]:
+        """Close the sweep: entries not listed are forgotten; returns the records to send (the
+        sync link's own flow is never one)."""
+        chosen = [record for record in records if record[1] != wire.IPPROTO_PFSYNC]
+        self._packets = self._current
+        self._current = {}
         self.sweeps += 1
         self.sent += len(chosen)
-        self.without_counters = missing
+        self.without_counters = self._missing
         return chosen
+
+    def select(self, entries: Iterable[tuple[bytes, int | None]]) -> list[bytes]:
+        """One sweep over already parsed (record, packets) pairs, keyed by the state key."""
+        self.begin()
+        return self.end([record for record, packets in entries if self.moved(wire.state_key(record), packets)])
 
     def status(self) -> dict:
         return {"sweeps": self.sweeps, "sent": self.sent, "tracked": len(self._packets),

@@ -92,6 +92,11 @@ class Runner:
     def stop(self) -> None:
         self._stopped.set()
 
+    def _sweep(self, table: KernelTable, mask: int) -> list[bytes]:
+        """One refresh sweep (in a worker thread): the kernel's entries whose flows moved."""
+        self.refresher.begin()
+        return self.refresher.end(table.dump_activity(self.refresher.moved, mask))
+
     async def _refresh_forever(self) -> None:
         """Every ``refresh`` seconds, send the states whose flows carried packets since the last
         sweep, with their current timeouts (conntrack reports no event for a packet that only
@@ -106,7 +111,7 @@ class Runner:
                 mask = self.intake.mark_mask
                 started = time.monotonic()
                 try:
-                    records = await asyncio.to_thread(lambda: self.refresher.select(table.dump_activity(mask)))
+                    records = await asyncio.to_thread(self._sweep, table, mask)
                     # a big table makes a long sweep (~20 µs a state here): the sweeps take at
                     # most a twentieth of the time, the interval stretching as the table grows
                     pause = max(self.refresh, REFRESH_SHARE * (time.monotonic() - started))
