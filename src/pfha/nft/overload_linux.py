@@ -23,7 +23,6 @@ import functools
 import logging
 import os
 import select
-import signal
 import socket
 import struct
 import time
@@ -286,24 +285,22 @@ def missing_flusher_warnings(metadata: dict[str, Any]) -> list[str]:
 def run_foreground(group: int = OVERLOAD_GROUP, ready_file: str | None = None) -> OverloadFlusher:
     """``pfha overload-flush``: flush until SIGTERM/SIGINT; one log line per flush (as pf's
     "pf_overload_task: N states killed" at debug level misc)."""
+    from pfha.pflog.linux import serve_until_signalled
+
     flusher = OverloadFlusher(group)
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
-    flusher.start()
-    if ready_file:
-        with open(ready_file, "w"):
-            pass
-    log.info("listening on NFLOG group %d", group)
-    try:
-        while not stopping:
-            try:
-                done = flusher.poll()
-            except InterruptedError:
-                continue
-            if done is not None:
-                log.warning("%s", done.describe())
-    finally:
+
+    def start() -> None:
+        flusher.start()
+        log.info("listening on NFLOG group %d", group)
+
+    def step() -> None:
+        done = flusher.poll()
+        if done is not None:
+            log.warning("%s", done.describe())
+
+    def finish() -> None:
         flusher.close()
         log.info("%d events, %d flushes, %d states killed", flusher.stats.events, flusher.stats.flushes, flusher.stats.killed)
+
+    serve_until_signalled(start, step, finish, ready_file)
     return flusher

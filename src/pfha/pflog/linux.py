@@ -241,25 +241,37 @@ class Pflogd:
             self._writer = None
 
 
-def run_daemon(path: str, group: int, snaplen: int, ready_file: str | None = None) -> Pflogd:
-    """Run pflogd in the foreground with pflogd(8)'s signals: HUP reopens, USR1 reports, TERM/INT stop."""
-    daemon = Pflogd(path, group, snaplen)
+def serve_until_signalled(start: Callable[[], None], step: Callable[[], None], finish: Callable[[], None],
+                          ready_file: str | None = None) -> None:
+    """A foreground NFLOG daemon's life (pflogd, the overload flusher): SIGTERM/SIGINT stop it
+    after the current step, the ready file tells whoever started it that it listens, and
+    ``finish`` runs however the loop ends."""
     stopping: list[int] = []
-    signal.signal(signal.SIGHUP, daemon.request_reopen)
-    signal.signal(signal.SIGUSR1, lambda *_: log.warning("%s", daemon.report()))
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
-    daemon.start()
+    start()
     if ready_file:
         with open(ready_file, "w"):
             pass
     try:
         while not stopping:
             try:
-                daemon.poll()
+                step()
             except InterruptedError:
                 continue
     finally:
+        finish()
+
+
+def run_daemon(path: str, group: int, snaplen: int, ready_file: str | None = None) -> Pflogd:
+    """Run pflogd in the foreground with pflogd(8)'s signals: HUP reopens, USR1 reports, TERM/INT stop."""
+    daemon = Pflogd(path, group, snaplen)
+    signal.signal(signal.SIGHUP, daemon.request_reopen)
+    signal.signal(signal.SIGUSR1, lambda *_: log.warning("%s", daemon.report()))
+
+    def finish() -> None:
         daemon.close()
         log.warning("%s", daemon.report())
+
+    serve_until_signalled(daemon.start, daemon.poll, finish, ready_file)
     return daemon
