@@ -33,7 +33,8 @@ def test_status_shows_the_refresh_sweeps(tmp_path, capsys):
 
     path = _status_file(tmp_path)
     refresher = Refresher()
-    refresher.select([(make_state(1), 4), (make_state(2), None)])
+    refresher.begin()
+    refresher.end([r for r, n in ((make_state(1), 4), (make_state(2), None)) if refresher.moved(r[:40], n)])
     status = json.loads(path.read_text())
     status["refresh"] = dict(refresher.status(), interval=10.0)
     path.write_text(json.dumps(status))

@@ -91,12 +91,16 @@ def running_profile() -> list | None:
     return running
 
 
-def load_compiled(compiled: Compiled) -> None:
+def load_compiled(compiled: Compiled) -> list[str]:
     """One nftables transaction, then the conntrack settings the ruleset asks for (``set
-    timeout``); the settings are only applied once the kernel accepted the rules."""
+    timeout``); the settings are only applied once the kernel accepted the rules. Returns what
+    only the loaded state can tell (an ``overload ... flush`` that no flusher carries out)."""
+    from pfha.nft.overload_linux import missing_flusher_warnings
+
     loader.load(compiled.commands, compiled.metadata)
     if compiled.metadata.get("sysctls"):
         conntrack.set_timeouts(compiled.metadata["sysctls"])
+    return missing_flusher_warnings(compiled.metadata)
 
 
 def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) -> list[str]:
@@ -104,10 +108,7 @@ def load_file(path: str, *, check_only: bool = False, interfaces: Any = None) ->
     compiled = compile_file(path, interfaces)
     warnings = [f"warning: {w}" for w in compiled.warnings]
     if not check_only:
-        from pfha.nft.overload_linux import missing_flusher_warnings
-
-        load_compiled(compiled)
-        warnings += [f"warning: {w}" for w in missing_flusher_warnings(compiled.metadata)]
+        warnings += [f"warning: {w}" for w in load_compiled(compiled)]
     return warnings
 
 

@@ -61,14 +61,12 @@ def load(ruleset: Any, inv: Any) -> int:
         for warning in compiled.warnings:
             sys.stderr.write(f"pfctl: warning: {warning}\n")
     try:
-        load_compiled(compiled)
+        after = load_compiled(compiled)
     except PfhaError as error:
         sys.stderr.write(f"pfctl: {error}\npfctl: pf rules not loaded\n")
         return 1
     if not inv.quiet:
-        from pfha.nft.overload_linux import missing_flusher_warnings
-
-        for warning in missing_flusher_warnings(compiled.metadata):
+        for warning in after:
             sys.stderr.write(f"pfctl: warning: {warning}\n")
     return 0
 

@@ -180,7 +180,9 @@ class RulesetPart(Part):
             return False
         from pfha.nft.operate import load_compiled
 
-        load_compiled(compiled.payload)  # as pfctl -f: the rules, then the `set timeout` sysctls
+        # as pfctl -f: the rules, then the `set timeout` sysctls; the node runs its own overload
+        # flusher, so the "no flusher listens" warnings load_compiled returns do not apply
+        load_compiled(compiled.payload)
         self.loaded, self.loaded_at, self.last_error = compiled, time.time(), None
         log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source, rules=compiled.rules))
         for warning in compiled.warnings:

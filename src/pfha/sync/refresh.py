@@ -19,8 +19,6 @@ Pure: no sockets, no clock; the runner passes the dumped entries in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from pfha.sync import wire
 
 
@@ -29,8 +27,7 @@ class Refresher:
 
     A sweep is :meth:`begin`, :meth:`moved` for every entry of the dump (identity, packets),
     then :meth:`end` with the records of the entries that moved: the kernel adapter parses only
-    those (``KernelTable.dump_activity``). :meth:`select` does all three for a list of parsed
-    records."""
+    those (``KernelTable.dump_activity``)."""
 
     def __init__(self) -> None:
         self._packets: dict[bytes, int] = {}
@@ -63,11 +60,6 @@ class Refresher:
         self.sent += len(chosen)
         self.without_counters = self._missing
         return chosen
-
-    def select(self, entries: Iterable[tuple[bytes, int | None]]) -> list[bytes]:
-        """One sweep over already parsed (record, packets) pairs, keyed by the state key."""
-        self.begin()
-        return self.end([record for record, packets in entries if self.moved(wire.state_key(record), packets)])
 
     def status(self) -> dict:
         return {"sweeps": self.sweeps, "sent": self.sent, "tracked": len(self._packets),

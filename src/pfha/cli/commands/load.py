@@ -59,10 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         loader.check(compiled.commands)
         return 0
-    load_compiled(compiled)
-    from pfha.nft.overload_linux import missing_flusher_warnings
-
-    for warning in missing_flusher_warnings(compiled.metadata):
+    for warning in load_compiled(compiled):
         print(f"pfha: warning: {warning}", file=sys.stderr)
     if args.follow_addresses:
         watch_dynamic()
