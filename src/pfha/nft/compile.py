@@ -33,6 +33,7 @@ from typing import Any
 
 from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
+from pfha.gc_pause import gc_paused
 from pfha.nft import expr as x
 from pfha.nft import synproxy as sp
 from pfha.nft import timeouts as ct_timeouts
@@ -269,7 +270,8 @@ class _Compiler:
     view: InterfaceView | None
     log_group: int = 0
     devices: Mapping[str, str] = field(default_factory=dict)  # pf.conf name -> Linux device
-    warnings: list[Warning] = field(default_factory=list)
+    warnings: list[Warning] = field(default_factory=list)  # in the order first given
+    warned: set[Warning] = field(default_factory=set)  # the same, to skip repeats
     objects: list[dict[str, Any]] = field(default_factory=list)  # counters, sets, maps
     chains: list[dict[str, Any]] = field(default_factory=list)
     rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -287,11 +289,13 @@ class _Compiler:
     overload: set[str] = field(default_factory=set)  # tables that max-src-conn* may add sources to
     timeout_plan: ct_timeouts.TimeoutPlan | None = None  # pf's timeouts as ct timeout policies
     overload_flush: list[dict[str, Any]] = field(default_factory=list)  # rules whose overload flushes states
+    flushing: set[tuple[Any, ...]] = field(default_factory=set)  # overload_flush's entries, to skip repeats
     synproxy: sp.Plan = field(default_factory=sp.Plan)  # synproxy rules run as real nft synproxy
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
-        if warning not in self.warnings:
+        if warning not in self.warned:
+            self.warned.add(warning)
             self.warnings.append(warning)
 
     def emit(self, chain: str, exprs: list[dict[str, Any]], comment: str | None = None) -> None:
@@ -958,7 +962,8 @@ class _Compiler:
         nr = self.index[id(rule)]
         scope = "global" if overload.flush_global else "rule"
         entry = {"rule": rule.number, "id": rule_id(nr), "scope": scope, "where": _where(rule)}
-        if entry not in self.overload_flush:
+        if tuple(entry.values()) not in self.flushing:
+            self.flushing.add(tuple(entry.values()))
             self.overload_flush.append(entry)
         prefix = OverloadPrefix(rule_id(nr), point, scope, rule.number)
         return x.log(prefix.encode(), OVERLOAD_GROUP)
@@ -1317,7 +1322,8 @@ def compile_ruleset(ruleset: ast.Ruleset, interfaces: InterfaceView | None = Non
     ``interfaces`` is in pf.conf's names (``xl0``); ``devices`` maps those names to the Linux
     devices the kernel rules must name (``xl0 -> eth1``; unmapped names are kept as they are).
     """
-    return _Compiler(ruleset, interfaces, log_group, dict(devices or {})).run()
+    with gc_paused():
+        return _Compiler(ruleset, interfaces, log_group, dict(devices or {})).run()
 
 
 def parse_device_map(specs: Iterable[str]) -> dict[str, str]:
