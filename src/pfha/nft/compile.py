@@ -291,6 +291,7 @@ class _Compiler:
     overload_flush: list[dict[str, Any]] = field(default_factory=list)  # rules whose overload flushes states
     flushing: set[tuple[Any, ...]] = field(default_factory=set)  # overload_flush's entries, to skip repeats
     synproxy: sp.Plan = field(default_factory=sp.Plan)  # synproxy rules run as real nft synproxy
+    interface_tests: dict[tuple[Any, str], list[Branch]] = field(default_factory=dict)  # (match, pass) -> test
 
     def warn(self, message: str, rule: Any = None) -> None:
         warning = Warning(message, _where(rule) if rule is not None else "")
@@ -504,6 +505,11 @@ class _Compiler:
 
     # ------------------------------------------------------------------ matching
     def interface_match(self, match: ast.InterfaceMatch | None, point: str) -> list[Branch]:
+        if (match, point) not in self.interface_tests:
+            self.interface_tests[(match, point)] = self.build_interface_match(match, point)
+        return self.interface_tests[(match, point)]
+
+    def build_interface_match(self, match: ast.InterfaceMatch | None, point: str) -> list[Branch]:
         if match is None or match.name == "any":
             return [[]]
         key = "iifname" if point == IN else "oifname"
