@@ -16,6 +16,7 @@ import sys
 from typing import Iterable
 
 from pfha.errors import PfhaError
+from pfha.textfile import read_text
 
 NAME = "test"
 HELP = "show what pf does with packets (action, rule, translation, state, log) using the reference engine"
@@ -67,11 +68,7 @@ def load_engine(path: str, specs: list[str], seed: int, level: str | None = None
 
 def _lines(args) -> Iterable[tuple[str, str]]:
     if args.scenario:
-        try:
-            with open(args.scenario, encoding="utf-8") as stream:
-                text = stream.read().replace("\\\n", " ")
-        except OSError as error:
-            raise PfhaError(f"{args.scenario}: {error.strerror or error}") from None
+        text = read_text(args.scenario).replace("\\\n", " ")
         for number, line in enumerate(text.splitlines(), 1):
             stripped = line.split("#", 1)[0].strip()
             if stripped:
