@@ -163,6 +163,19 @@ def register_action(letter: str, handler: Action) -> None:
     ACTIONS[letter] = handler
 
 
+def command_line_macros(inv: Invocation, err: TextIO) -> dict[str, str]:
+    """``-D name=value`` (pfctl_cmdline_symset(): split at the last '='); the file cannot
+    redefine them. A definition without '=' is skipped with pfctl's warning."""
+    macros: dict[str, str] = {}
+    for definition in inv.flags.get("D", []):
+        name, eq, value = definition.rpartition("=")
+        if not eq:
+            err.write(f"pfctl: could not parse macro definition {definition}\n")
+            continue
+        macros.setdefault(name, value)  # symset(): the first persistent definition stays
+    return macros
+
+
 def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
     from pfha.conf.errors import ParseError
     from pfha.conf.optimize import format_optimized
@@ -172,7 +185,7 @@ def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
     path = inv.arg("f")
     view = interface_view(inv)
     try:
-        ruleset = parse_file(path, view)
+        ruleset = parse_file(path, view, macros=command_line_macros(inv, err))
     except ParseError as error:
         for line in error.messages:
             err.write(line + "\n")
@@ -186,6 +199,9 @@ def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
     if not inv.quiet:
         for message in ruleset.messages:
             err.write(message.text + "\n")
+        if inv.verbose >= 2:
+            for name in ruleset.unused_macros:
+                err.write(f"warning: macro '{name}' not used\n")
         err.flush()
     optimized = optimize_for(ruleset, inv, view)
     for warning in optimized.warnings if not inv.quiet else ():

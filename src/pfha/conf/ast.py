@@ -604,6 +604,7 @@ class Ruleset:
     messages: tuple[Message, ...] = ()
     path: str = ""  # anchor path ("" for the main ruleset)
     loaded_anchors: tuple[tuple[str, str], ...] = ()  # ``load anchor NAME from FILE``, in order
+    unused_macros: tuple[str, ...] = ()  # macros never expanded (pfctl -vv warns), in pfctl's order
 
     def table(self, name: str) -> Table | None:
         for table in self.tables:

@@ -1,0 +1,70 @@
+"""``pfctl -D name=value`` and ``pfctl -vv``'s unused-macro warnings, as pfctl behaves."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from pfha.cli import pfctl
+from pfha.conf import InterfaceView
+from pfha.conf.errors import ParseError
+from pfha.conf.parser import parse_text
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = pfctl.run(argv, out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_command_line_macro_wins_over_the_file(tmp_path: Path):
+    conf = tmp_path / "pf.conf"
+    conf.write_text('ext = "em1"\npass in on $ext\n')
+    status, out, err = run(["-D", "ext=em0", "-nvf", str(conf)])
+    assert status == 0 and err == ""
+    # the file's definition is printed (pfctl prints it before symset() ignores it)
+    assert out == 'ext = "em1"\npass in on em0 all flags S/SA keep state\n'
+
+
+def test_first_definition_stays_and_the_last_equals_sign_splits(tmp_path: Path):
+    conf = tmp_path / "pf.conf"
+    conf.write_text('pass in on $a\n')
+    status, out, _ = run(["-Da=em0", "-D", "a=em2", "-nvf", str(conf)])
+    assert status == 0 and "on em0" in out
+    # pfctl_cmdline_symset() splits at the LAST '=': "a=b=em3" defines "a=b"
+    _, _, err = run(["-D", "a=b=em3", "-nf", str(conf)])
+    assert "macro 'a' not defined" in err
+
+
+def test_definition_without_value_is_warned_and_skipped(tmp_path: Path):
+    conf = tmp_path / "pf.conf"
+    conf.write_text('pass in on $a\n')
+    status, _, err = run(["-D", "a", "-nf", str(conf)])
+    assert status == 1
+    assert err.splitlines()[0] == "pfctl: could not parse macro definition a"
+    assert "macro 'a' not defined" in err
+
+
+def test_vv_warns_about_macros_never_used_in_pfctls_order(tmp_path: Path):
+    conf = tmp_path / "pf.conf"
+    conf.write_text('a = "em0"\nb = "x"\nc = "$a"\na = "em1"\npass in on $c\n')
+    _, _, err = run(["-D", "z=1", "-D", "y=2", "-nvvf", str(conf)])
+    # -D symbols first, then the file's; redefining 'a' made a new, unused symbol at the end
+    assert err.splitlines() == ["warning: macro 'z' not used", "warning: macro 'y' not used",
+                                "warning: macro 'b' not used", "warning: macro 'a' not used"]
+    _, _, err = run(["-nvf", str(conf)])
+    assert "not used" not in err
+
+
+def test_load_anchor_files_see_only_the_command_line_macros(tmp_path: Path):
+    """pfctl frees the file's macros after parsing it; -D ones persist into loaded anchors."""
+    (tmp_path / "anchor.conf").write_text("pass in on $d\n")
+    (tmp_path / "anchor2.conf").write_text("pass in on $f\n")
+    text = f'f = "em1"\nanchor a\nload anchor a from "{tmp_path}/anchor.conf"\n'
+    ruleset = parse_text(text, "pf.conf", InterfaceView.empty(), macros={"d": "em0"})
+    assert ruleset.anchor("a").filter[0].interface.name == "em0"
+    text2 = f'f = "em1"\nanchor a\nload anchor a from "{tmp_path}/anchor2.conf"\n'
+    with pytest.raises(ParseError, match="macro 'f' not defined"):
+        parse_text(text2, "pf.conf", InterfaceView.empty())
