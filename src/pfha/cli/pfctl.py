@@ -29,7 +29,25 @@ from typing import Callable, TextIO
 from pfha.errors import PfhaError
 
 #: pfctl's getopt string (FreeBSD sbin/pfctl/pfctl.c): letters followed by ':' take an argument
-OPTSTRING = "a:AdD:eqf:F:ghi:k:K:mMnNOo:Pp:rRs:St:T:vx:z"
+OPTSTRING = "a:AdD:eqf:F:ghi:k:K:mMnNOo:Pp:rRs:t:T:vx:z"
+
+_WHOLE = "it loads a whole ruleset in one nftables transaction"
+#: pfctl flags pfha accepts as pfctl does but cannot honour: refused, never silently ignored
+UNSUPPORTED = {
+    "A": ("load only the queue definitions", _WHOLE),
+    "N": ("load only the NAT rules", _WHOLE),
+    "R": ("load only the filter rules", _WHOLE),
+    "O": ("load only the options", _WHOLE),
+    "m": ("merge in new options", _WHOLE),
+    "M": ("kill matching states in the opposite direction", "not implemented"),
+    "K": ("kill source nodes", "pfha keeps no source nodes"),
+    "i": ("restrict to one interface", "not implemented"),
+    "P": ("print ports numerically", "not implemented"),
+    "r": ("reverse-resolve addresses", "not implemented"),
+    "g": ("print debugging output", "not implemented"),
+    "x": ("set pf's debug level", "nftables has no such level"),
+    "p": ("use another pf device", "it has no pf device, it works on this network namespace's nftables"),
+}
 OPTIMIZERS = ("none", "basic", "profile")
 USAGE = (
     "usage: pfctl [-AdeghMmNnOPqRrvz] [-a anchor] [-D macro=value] [-F modifier]\n"
@@ -275,11 +293,15 @@ def run(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -
     err = err or sys.stderr
     try:
         inv = parse_args(argv)
+        for letter, (what, why) in UNSUPPORTED.items():
+            if inv.has(letter):
+                err.write(f"pfctl: -{letter} ({what}) is not supported by pfha: {why}\n")
+                return 1
         if inv.operands and not inv.has("T"):  # nft: -T add|delete|replace take addresses
             raise UsageError(USAGE)
         todo = [letter for letter in ACTIONS if inv.has(letter)]
         if not todo:
-            if any(inv.has(c) for c in "sFktTedKAzRrx"):
+            if any(inv.has(c) for c in "sFktTedz"):
                 err.write("pfctl: this action needs the pfha data plane, which is not installed here\n")
                 return 1
             raise UsageError(USAGE)

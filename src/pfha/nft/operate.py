@@ -135,6 +135,20 @@ def counters(nft: loader.Nft | None = None) -> dict[str, tuple[int, int]]:
     return result
 
 
+def clear_rule_counters() -> None:
+    """pfctl -z: zero the filter rules' packet and byte counters (pf's PF_GET_CLR_CNTR:
+    translation rules keep theirs; state counts are live, not counters). In nft's text syntax:
+    nft 1.0.6 answers a JSON batch of resets with one JSON document each, which its own Python
+    binding then fails to parse."""
+    metadata = _metadata()
+    nft = loader.Nft()
+    existing = counters(nft)
+    names = [f"{rule['counter']}_{way}" for rule in metadata["rules"] for way in ("in", "out")]
+    commands = [f"reset counter {FAMILY} {TABLE} {name}" for name in names if name in existing]
+    if commands:
+        nft.run_text("\n".join(commands))
+
+
 def _counter_line(packets: int, octets: int, states: int | str) -> str:
     return f"  [ Evaluations: {'0':<8}  Packets: {packets:<8}  Bytes: {octets:<10}  States: {states!s:<6}]"
 

@@ -2,7 +2,7 @@
 
 ``-f`` (load), ``-e``/``-d``, ``-s rules|nat|states|info|Tables|labels|all`` (with ``-v``
 counters mapped back from nftables), ``-F rules|nat|states|Tables|all``, ``-k HOST [-k HOST]``
-and ``-t TABLE -T add|delete|replace|show|flush``. Each handler does one thing through
+``-t TABLE -T add|delete|replace|show|flush`` and ``-z``. Each handler does one thing through
 :mod:`pfha.nft.operate` and writes what pfctl writes: listings on stdout, confirmations and
 warnings on stderr.
 
@@ -151,6 +151,17 @@ def disable(inv: Any, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+@_pfctl_errors
+def zero(inv: Any, out: TextIO, err: TextIO) -> int:
+    """-z: clear the filter rules' counters; with -s they are shown first (the front end runs
+    -s before -z), as pfctl reads and clears them in one pass."""
+    from pfha.nft.operate import clear_rule_counters
+
+    if not inv.noaction:
+        clear_rule_counters()
+    return 0
+
+
 def register(front_end: ModuleType) -> None:
     """Add the kernel actions to pfctl's dispatch (``front_end`` is pfha.cli.pfctl)."""
     global pfctl
@@ -161,5 +172,6 @@ def register(front_end: ModuleType) -> None:
     pfctl.register_action("T", table)
     pfctl.register_action("e", enable)
     pfctl.register_action("d", disable)
+    pfctl.register_action("z", zero)
     if load not in pfctl.LOADERS:
         pfctl.LOADERS.append(load)

@@ -1,4 +1,4 @@
-"""``pfctl -D name=value`` and ``pfctl -vv``'s unused-macro warnings, as pfctl behaves."""
+"""pfctl flags beyond -nvf: ``-D name=value``, ``-vv``'s unused-macro warnings, and the flags pfha refuses."""
 
 from __future__ import annotations
 
@@ -68,3 +68,23 @@ def test_load_anchor_files_see_only_the_command_line_macros(tmp_path: Path):
     text2 = f'f = "em1"\nanchor a\nload anchor a from "{tmp_path}/anchor2.conf"\n'
     with pytest.raises(ParseError, match="macro 'f' not defined"):
         parse_text(text2, "pf.conf", InterfaceView.empty())
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["-N", "-nf", "x.conf"], "-N (load only the NAT rules)"),
+    (["-Rf", "x.conf"], "-R (load only the filter rules)"),
+    (["-i", "xl0", "-Fs"], "-i (restrict to one interface)"),
+    (["-x", "loud"], "-x (set pf's debug level)"),
+    (["-p", "/dev/pf", "-sr"], "-p (use another pf device)"),
+    (["-K", "10.0.0.1"], "-K (kill source nodes)"),
+])
+def test_flags_pfha_cannot_honour_are_refused_not_ignored(argv, flag):
+    """pfctl -i xl0 -Fs ignoring -i would flush every state: such flags are refused."""
+    status, out, err = run(argv)
+    assert status == 1 and out == ""
+    assert err.startswith(f"pfctl: {flag} is not supported by pfha: ")
+
+
+def test_S_is_not_a_pfctl_flag():
+    status, _, err = run(["-S"])
+    assert status != 0 and err.startswith("pfctl: illegal option -- S")
