@@ -88,3 +88,31 @@ def test_flags_pfha_cannot_honour_are_refused_not_ignored(argv, flag):
 def test_S_is_not_a_pfctl_flag():
     status, _, err = run(["-S"])
     assert status != 0 and err.startswith("pfctl: illegal option -- S")
+
+
+def test_modifiers_are_looked_up_as_pfctl_does():
+    from pfha.nft.pfctl_actions import FLUSH_MODIFIERS, SHOW_MODIFIERS, TABLE_COMMANDS, lookup
+
+    assert [lookup(w, SHOW_MODIFIERS) for w in ("r", "ru", "R", "s", "S", "i", "I", "t", "T", "a", "A", "x")] == [
+        "rules", "rules", "Running", "states", "Sources", "info", "Interfaces", "timeouts", "Tables", "all",
+        "Anchors", None]
+    assert [lookup(w, FLUSH_MODIFIERS) for w in ("n", "s", "S", "T", "a", "e", "")] == [
+        "nat", "states", "Sources", "Tables", "all", "ethernet", None]
+    assert [lookup(w, TABLE_COMMANDS) for w in ("a", "d", "r", "s", "t", "f", "k")] == [
+        "add", "delete", "replace", "show", "test", "flush", "kill"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-s", "Sources"], "pfctl: -s Sources is not supported by pfha: it keeps no source nodes"),
+    (["-s", "q"], "pfctl: -s queue is not supported by pfha: it has no ALTQ"),
+    (["-F", "S"], "pfctl: -F Sources is not supported by pfha: it keeps no source nodes"),
+    (["-t", "x", "-T", "test", "10.0.0.1"], "pfctl: -T test is not supported by pfha: not implemented"),
+])
+def test_modifiers_pfha_cannot_honour_are_refused(argv, message):
+    from pfha.nft import pfctl_actions
+
+    inv = pfctl.parse_args(argv)
+    handler = {"s": pfctl_actions.show, "F": pfctl_actions.flush, "T": pfctl_actions.table}[inv.order[-1]]
+    out, err = io.StringIO(), io.StringIO()
+    assert handler(inv, out, err) == 1  # refused before anything touches the kernel
+    assert (out.getvalue(), err.getvalue().strip()) == ("", message)

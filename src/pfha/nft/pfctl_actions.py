@@ -20,11 +20,35 @@ from pfha.errors import PfhaError
 
 pfctl: Any = None  # the front-end module the handlers were registered with
 
-SHOW = {"r": "rules", "rules": "rules", "n": "nat", "nat": "nat", "s": "states", "states": "states", "i": "info", "info": "info",
-        "T": "Tables", "Tables": "Tables", "l": "labels", "labels": "labels", "a": "all", "all": "all"}
-FLUSH = {"r": "rules", "rules": "rules", "n": "nat", "nat": "nat", "s": "states", "states": "states", "T": "Tables",
-         "Tables": "Tables", "a": "all", "all": "all"}
-TABLE_COMMANDS = ("add", "delete", "replace", "show", "flush", "kill")
+#: pfctl.c's option lists, in its order: a modifier is the first entry it is a prefix of
+#: (pfctl_lookup_option(): "-s r" is rules, "-s R" Running, "-F s" states, "-T a" add)
+SHOW_MODIFIERS = ("ether", "nat", "queue", "rules", "Anchors", "Sources", "states", "info", "Interfaces", "labels",
+                  "timeouts", "memory", "Tables", "osfp", "Running", "all")
+FLUSH_MODIFIERS = ("nat", "queue", "rules", "Sources", "states", "info", "Tables", "osfp", "all", "ethernet")
+TABLE_COMMANDS = ("kill", "flush", "add", "delete", "load", "replace", "show", "test", "zero", "expire")
+_NO_ETHER, _NO_ALTQ, _NO_SOURCES = "its data plane has no ethernet rules", "it has no ALTQ", "it keeps no source nodes"
+_NO_OSFP, _LATER = "it has no OS fingerprints", "not implemented"
+#: what pfha cannot show, flush or do to a table, and why (refused, never an empty answer)
+UNSUPPORTED = {
+    "-s": {"ether": _NO_ETHER, "queue": _NO_ALTQ, "Anchors": "anchors are inlined into the kernel ruleset",
+           "Sources": _NO_SOURCES, "Interfaces": _LATER, "osfp": _NO_OSFP, "timeouts": _LATER, "memory": _LATER,
+           "Running": _LATER},
+    "-F": {"ethernet": _NO_ETHER, "queue": _NO_ALTQ, "Sources": _NO_SOURCES, "info": _LATER, "osfp": _NO_OSFP},
+    "-T": {"load": _LATER, "test": _LATER, "zero": _LATER, "expire": _LATER},
+}
+
+
+def lookup(word: str, options: tuple[str, ...]) -> str | None:
+    """pfctl_lookup_option(): the first option ``word`` is a prefix of."""
+    if not word:
+        return None
+    return next((option for option in options if option.startswith(word)), None)
+
+
+def _refuse(flag: str, what: str) -> None:
+    why = UNSUPPORTED[flag].get(what)
+    if why is not None:
+        raise PfhaError(f"pfctl: {flag} {what} is not supported by pfha: {why}")
 
 
 def _pfctl_errors(handler: Callable) -> Callable:
@@ -75,9 +99,10 @@ def load(ruleset: Any, inv: Any) -> int:
 def show(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    what = SHOW.get(inv.arg("s") or "")
+    what = lookup(inv.arg("s") or "", SHOW_MODIFIERS)
     if what is None:
         raise PfhaError(f"pfctl: Unknown show modifier '{inv.arg('s')}'")
+    _refuse("-s", what)
     parts = [("TRANSLATION RULES:", "nat"), ("FILTER RULES:", "rules"), ("STATES:", "states"), ("INFO:", "info"),
              ("TABLES:", "Tables")] if what == "all" else [("", what)]
     for title, part in parts:
@@ -96,9 +121,10 @@ def show(inv: Any, out: TextIO, err: TextIO) -> int:
 def flush(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    what = FLUSH.get(inv.arg("F") or "")
+    what = lookup(inv.arg("F") or "", FLUSH_MODIFIERS)
     if what is None:
         raise PfhaError(f"pfctl: Unknown flush modifier '{inv.arg('F')}'")
+    _refuse("-F", what)
     action = {"rules": operate.flush_rules, "nat": operate.flush_nat, "states": operate.flush_states,
               "Tables": operate.flush_tables, "all": operate.flush_all}[what]
     message = action()
@@ -121,11 +147,12 @@ def kill(inv: Any, out: TextIO, err: TextIO) -> int:
 def table(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    name, command = inv.arg("t"), inv.arg("T")
+    name, command = inv.arg("t"), lookup(inv.arg("T") or "", TABLE_COMMANDS)
     if not name:
         raise PfhaError("pfctl: -T needs -t TABLE")
-    if command not in TABLE_COMMANDS:
-        raise PfhaError(f"pfctl: Unknown command '{command}'")
+    if command is None:
+        raise PfhaError(f"pfctl: Unknown command '{inv.arg('T')}'")
+    _refuse("-T", command)
     if command == "show":
         _write(out, operate.table_show(name))
         return 0
