@@ -243,6 +243,35 @@ def show_info(verbose: int = 0) -> str:
     return "\n".join(lines)
 
 
+#: pfctl_parser.c's pf_timeouts[], the order pfctl -s timeouts lists them in
+SHOWN_TIMEOUTS = ("tcp.first", "tcp.opening", "tcp.established", "tcp.closing", "tcp.finwait", "tcp.closed",
+                  "tcp.tsdiff", "udp.first", "udp.single", "udp.multiple", "icmp.first", "icmp.error",
+                  "other.first", "other.single", "other.multiple", "frag", "interval", "adaptive.start",
+                  "adaptive.end", "src.track")
+#: pfctl.c's pf_limits[], the order pfctl -s memory lists them in
+SHOWN_LIMITS = ("states", "src-nodes", "frags", "table-entries")
+
+
+def show_timeouts() -> str:
+    """pfctl -s timeouts: pf's global timeouts as the loaded ruleset set them (pf's defaults when
+    nothing is loaded). The kernel enforces them through conntrack (docs/fidelity.md)."""
+    from pfha.conf.ast import Options
+    from pfha.engine.state import configured_timeouts
+
+    values = _metadata().get("timeouts") or configured_timeouts(Options())
+    return "\n".join(f"{name:<20} {values.get(name, 0):>10}{' states' if name.startswith('adaptive.') else 's'}"
+                     for name in SHOWN_TIMEOUTS)
+
+
+def show_limits() -> str:
+    """pfctl -s memory: pf's memory limits as the loaded ruleset set them."""
+    from pfha.conf.ast import Options
+    from pfha.engine.state import configured_limits
+
+    values = _metadata().get("limits") or configured_limits(Options())
+    return "\n".join(f"{name:<13} hard limit {values[name]:>8}" for name in SHOWN_LIMITS)
+
+
 def show_tables(verbose: int = 0) -> str:
     lines = []
     for table in _metadata()["tables"]:

@@ -31,8 +31,7 @@ _NO_OSFP, _LATER = "it has no OS fingerprints", "not implemented"
 #: what pfha cannot show, flush or do to a table, and why (refused, never an empty answer)
 UNSUPPORTED = {
     "-s": {"ether": _NO_ETHER, "queue": _NO_ALTQ, "Anchors": "anchors are inlined into the kernel ruleset",
-           "Sources": _NO_SOURCES, "Interfaces": _LATER, "osfp": _NO_OSFP, "timeouts": _LATER, "memory": _LATER,
-           "Running": _LATER},
+           "Sources": _NO_SOURCES, "Interfaces": _LATER, "osfp": _NO_OSFP, "Running": _LATER},
     "-F": {"ethernet": _NO_ETHER, "queue": _NO_ALTQ, "Sources": _NO_SOURCES, "info": _LATER, "osfp": _NO_OSFP},
     "-T": {"load": _LATER, "test": _LATER, "zero": _LATER, "expire": _LATER},
 }
@@ -104,13 +103,14 @@ def show(inv: Any, out: TextIO, err: TextIO) -> int:
         raise PfhaError(f"pfctl: Unknown show modifier '{inv.arg('s')}'")
     _refuse("-s", what)
     parts = [("TRANSLATION RULES:", "nat"), ("FILTER RULES:", "rules"), ("STATES:", "states"), ("INFO:", "info"),
-             ("TABLES:", "Tables")] if what == "all" else [("", what)]
+             ("TIMEOUTS:", "timeouts"), ("LIMITS:", "memory"), ("TABLES:", "Tables")] if what == "all" else [("", what)]
     for title, part in parts:
         if title:
             out.write(title + "\n")
         text = {"rules": lambda: operate.show_rules(inv.verbose), "nat": lambda: operate.show_nat(inv.verbose),
                 "states": lambda: operate.show_states(inv.verbose), "info": lambda: operate.show_info(inv.verbose),
-                "Tables": lambda: operate.show_tables(inv.verbose), "labels": operate.show_labels}[part]()
+                "Tables": lambda: operate.show_tables(inv.verbose), "labels": operate.show_labels,
+                "timeouts": operate.show_timeouts, "memory": operate.show_limits}[part]()
         _write(out, text)
         if title:
             out.write("\n")
