@@ -121,3 +121,65 @@ def test_a_new_command_module_appears_without_being_listed(tmp_path, monkeypatch
         assert capsys.readouterr().out == "hello admin\n"
     finally:
         sys.modules.pop("pfha.cli.commands.zz_hello", None)
+
+
+def test_ast_values_built_with_one_init_still_read_as_plain_dataclasses():
+    """pfha.conf.ast asks the dataclass for no __init__ (its own is written once, faster to
+    import); the classes must still say init=True and document their signature."""
+    import dataclasses
+
+    from pfha.conf import ast
+
+    values = [c for c in vars(ast).values()
+              if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == ast.__name__]
+    assert len(values) > 40
+    for cls in values:
+        params = cls.__dataclass_params__
+        assert (params.init, params.frozen, params.eq) == (True, True, True), cls
+        assert "__slots__" in cls.__dict__ and cls.__hash__ is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ast.Origin("f", 1).line = 2  # type: ignore[misc]
+    assert ast.Origin("f", 1) == ast.Origin(file="f", line=1)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'line'"):
+        ast.Origin("f")  # type: ignore[call-arg]
+
+
+def test_ast_value_decorator_documents_and_refuses_like_dataclass():
+    import dataclasses
+
+    from pfha.conf.ast import _value
+
+    @_value
+    class Bare:
+        a: int
+        b: str = "x"
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Bare2:
+        a: int
+        b: str = "x"
+
+    @_value(kw_only=True)
+    class Keyed:
+        a: int
+        b: bool = False
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Keyed2:
+        a: int
+        b: bool = False
+
+    assert Bare.__doc__ == Bare2.__doc__.replace("Bare2", "Bare")
+    assert Keyed.__doc__ == Keyed2.__doc__.replace("Keyed2", "Keyed") == "Keyed(*, a: 'int', b: 'bool' = False)"
+    with pytest.raises(TypeError, match="positional argument"):
+        Keyed(1)  # type: ignore[misc]
+    assert Bare(1) == Bare(a=1, b="x") and repr(Bare(2)).endswith("Bare(a=2, b='x')")
+    with pytest.raises(TypeError, match="non-default argument 'c' follows default argument"):
+        @_value
+        class Wrong:
+            a: int = 0
+            c: int
+    with pytest.raises(TypeError, match="only stores its fields"):
+        @_value
+        class Factory:
+            a: tuple = dataclasses.field(default_factory=tuple)
