@@ -43,6 +43,7 @@ def test_listing_and_parsing_a_check_import_no_command_implementation():
         "assert args.command == 'check'\n"
     )
     assert _heavy(modules) == []
+    assert "logging" not in modules  # the daemons' commands set logging up when they run
     assert "pfha.cli.commands.check" in modules and "pfha.cli.commands.node" in modules
 
 
