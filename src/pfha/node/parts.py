@@ -189,7 +189,7 @@ class RulesetPart(Part):
         # one entry per distinct warning with the rules it applies to (the status lists them all)
         for group in group_warnings(compiled.warnings):
             log.warning("ruleset: the kernel cannot do this as pf does",
-                        extra=fields(detail=str(group), rules=len(group.places) or group.occurrences))
+                        extra=fields(detail=str(group), lines=len(group.places), count=group.occurrences))
         return True
 
     async def start(self, config: NodeConfig) -> None:
