@@ -195,6 +195,7 @@ def command_line_macros(inv: Invocation, err: TextIO) -> dict[str, str]:
 
 
 def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
+    from pfha.cli.grouping import print_warnings
     from pfha.conf.errors import ParseError
     from pfha.conf.optimize import format_optimized
     from pfha.conf.parser import parse_file
@@ -222,8 +223,8 @@ def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
                 err.write(f"warning: macro '{name}' not used\n")
         err.flush()
     optimized = optimize_for(ruleset, inv, view)
-    for warning in optimized.warnings if not inv.quiet else ():
-        err.write(f"pfctl: warning: {warning}\n")
+    if not inv.quiet:
+        print_warnings(optimized.warnings, "pfctl: warning: ", verbose=inv.verbose > 0, stream=err)
     if optimized.level == "none":
         if inv.verbose:
             out.write(format_ruleset(ruleset, verbose=inv.verbose, messages=False))

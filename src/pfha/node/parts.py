@@ -178,6 +178,7 @@ class RulesetPart(Part):
         """Load atomically; False (and nothing changed) when it is the ruleset already loaded."""
         if self.loaded is not None and self.loaded.digest == compiled.digest:
             return False
+        from pfha.cli.grouping import group_warnings
         from pfha.nft.operate import load_compiled
 
         # as pfctl -f: the rules, then the `set timeout` sysctls; the node runs its own overload
@@ -185,8 +186,10 @@ class RulesetPart(Part):
         load_compiled(compiled.payload)
         self.loaded, self.loaded_at, self.last_error = compiled, time.time(), None
         log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source, rules=compiled.rules))
-        for warning in compiled.warnings:
-            log.warning("ruleset: the kernel cannot do this as pf does", extra=fields(detail=warning))
+        # one entry per distinct warning with the rules it applies to (the status lists them all)
+        for group in group_warnings(compiled.warnings):
+            log.warning("ruleset: the kernel cannot do this as pf does",
+                        extra=fields(detail=str(group), lines=len(group.places), count=group.occurrences))
         return True
 
     async def start(self, config: NodeConfig) -> None:

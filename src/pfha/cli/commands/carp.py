@@ -12,10 +12,7 @@ parent's subnet that holds it (FreeBSD <= 9 style), else /32.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import ipaddress
 import json
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -47,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configs(args: argparse.Namespace) -> list:
+    import ipaddress
+
     from pfha.carp import linux, wire
     from pfha.carp.machine import VhidConfig
     from pfha.carp.runner import parse_vip
@@ -87,6 +86,9 @@ def _configs(args: argparse.Namespace) -> list:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
     from pfha.carp.runner import CarpRunner
 
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,

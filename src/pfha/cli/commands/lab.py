@@ -6,15 +6,18 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from pfha.lab import build
-from pfha.lab.topology import tutorial
+if TYPE_CHECKING:
+    from pfha.lab.build import RunningLab
 
 NAME = "lab"
 HELP = "build, drive and remove the tutorial's topology in network namespaces (root)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pfha.lab.build import FAIL_MODES
+
     parser.add_argument("--name", default="tut", help="lab name (namespaces pfhalab-NAME-*; default: tut)")
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="build the topology and start the services and node daemons")
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     fail = sub.add_parser("fail", help="fail a firewall: kill (power loss), link (cable cut), stop (orderly)")
     fail.add_argument("host")
-    fail.add_argument("--how", choices=build.FAIL_MODES, default="kill")
+    fail.add_argument("--how", choices=FAIL_MODES, default="kill")
     fail.add_argument("--link", default="xl1", help="which cable --how link cuts (default xl1, the LAN)")
     recover = sub.add_parser("recover", help="plug a failed firewall's cables back in and restart its node")
     recover.add_argument("host")
@@ -41,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pfha.lab import build
+
     action = args.lab_command
     if action == "up":
         running = build.up(args.name, config=args.config, daemons=not args.no_daemons,
@@ -84,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(action)
 
 
-def _status(running: build.RunningLab, as_json: bool) -> int:
-    status = running.status()
+def _status(running: RunningLab, as_json: bool) -> int:
     from pfha.lab import nodes
+    from pfha.lab.topology import tutorial
+
+    status = running.status()
 
     status["firewalls"] = {fw: nodes.node_status(running, fw) for fw in tutorial().firewalls}
     if as_json:

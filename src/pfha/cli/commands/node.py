@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pfha.node.control import DEFAULT_SOCKET
-from pfha.node.parts import PART_NAMES
-
 NAME = "node"
 HELP = "run a pfha node: host settings, ruleset, pflogd, CARP and state sync in one process"
 
 
 def _parts(text: str) -> frozenset[str]:
+    from pfha.node.parts import PART_NAMES
+
     parts = frozenset(p.strip() for p in text.split(",") if p.strip())
     unknown = parts - set(PART_NAMES)
     if unknown:
@@ -21,6 +20,9 @@ def _parts(text: str) -> frozenset[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pfha.node.control import DEFAULT_SOCKET
+    from pfha.node.parts import PART_NAMES
+
     sub = parser.add_subparsers(dest="node_command", metavar="ACTION", required=True)
     run = sub.add_parser("run", help="run the node in the foreground (SIGHUP reloads, SIGTERM bows out)")
     run.add_argument("-c", "--config", required=True, type=Path, help="the node's TOML configuration")

@@ -11,11 +11,8 @@ and at every bulk update); ``status`` reads it. See docs/sync.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -104,6 +101,10 @@ def _set_scheduling(text: str | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import random
+    import signal
+
     from pfha.sync.conntrack import EventSource, KernelTable
     from pfha.sync.peer import Config, Peer
     from pfha.sync.runner import REFRESH, Runner

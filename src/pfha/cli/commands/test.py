@@ -50,6 +50,7 @@ def load_engine(path: str, specs: list[str], seed: int, level: str | None = None
     The ruleset is optimized as pfctl loads it (conf.optimize; ``level`` None: the file's
     ``set ruleset-optimization``, else basic), so the engine's rule numbers are the ones the
     kernel and pflog report. -o profile has no running counters here: it acts as basic."""
+    from pfha.cli.grouping import print_warnings
     from pfha.conf import InterfaceView, parse_file
     from pfha.conf.live import system_resolver
     from pfha.conf.optimize import default_is_group, optimize
@@ -61,8 +62,7 @@ def load_engine(path: str, specs: list[str], seed: int, level: str | None = None
     except OSError as error:
         raise PfhaError(f"{path}: {error.strerror or error}") from None
     optimized = optimize(ruleset, level, is_group=default_is_group(view))
-    for warning in optimized.warnings:
-        print(f"pfha: warning: {warning}", file=sys.stderr)
+    print_warnings(optimized.warnings)
     return Engine(optimized.ruleset, view, seed=seed)
 
 
