@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pfha.cli import main as cli
-from pfha.cli.grouping import format_places, group_warnings, split, warning_lines
+from pfha.warning_groups import format_places, group_warnings, split, warning_lines
 from pfha.nft.compile import Warning
 
 REPO = Path(__file__).resolve().parents[2]

@@ -195,7 +195,7 @@ def command_line_macros(inv: Invocation, err: TextIO) -> dict[str, str]:
 
 
 def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
-    from pfha.cli.grouping import print_warnings
+    from pfha.warning_groups import print_warnings
     from pfha.conf.errors import ParseError
     from pfha.conf.optimize import format_optimized
     from pfha.conf.parser import parse_file

@@ -76,21 +76,20 @@ def load(ruleset: Any, inv: Any) -> int:
 
     from pfha.nft.compile import compile_ruleset
     from pfha.nft.operate import load_compiled
+    from pfha.warning_groups import print_warnings
 
     compiled = compile_ruleset(ruleset, pfctl.interface_view(inv))
     compiled.metadata["file"] = inv.arg("f")
     compiled.metadata["loaded_at"] = time.time()
-    if not inv.quiet:
-        for warning in compiled.warnings:
-            sys.stderr.write(f"pfctl: warning: {warning}\n")
+    if not inv.quiet:  # each distinct warning once with its lines; -v: every one
+        print_warnings(compiled.warnings, "pfctl: warning: ", verbose=inv.verbose > 0)
     try:
         after = load_compiled(compiled)
     except PfhaError as error:
         sys.stderr.write(f"pfctl: {error}\npfctl: pf rules not loaded\n")
         return 1
     if not inv.quiet:
-        for warning in after:
-            sys.stderr.write(f"pfctl: warning: {warning}\n")
+        print_warnings(after, "pfctl: warning: ", verbose=inv.verbose > 0)
     return 0
 
 

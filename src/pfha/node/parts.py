@@ -178,7 +178,7 @@ class RulesetPart(Part):
         """Load atomically; False (and nothing changed) when it is the ruleset already loaded."""
         if self.loaded is not None and self.loaded.digest == compiled.digest:
             return False
-        from pfha.cli.grouping import group_warnings
+        from pfha.warning_groups import group_warnings
         from pfha.nft.operate import load_compiled
 
         # as pfctl -f: the rules, then the `set timeout` sysctls; the node runs its own overload

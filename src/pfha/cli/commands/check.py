@@ -50,7 +50,7 @@ def run(args) -> int:
     from pfha.conf.optimize import default_is_group, format_optimized, optimize, ruleset_level
     from pfha.conf.parser import parse_file
     from pfha.conf.printer import format_ruleset
-    from pfha.cli.grouping import print_warnings
+    from pfha.warning_groups import print_warnings
     from pfha.cli.pfctl import _raw_streams, running_profile
 
     _raw_streams()

@@ -41,7 +41,7 @@ def _level(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pfha.cli.grouping import print_warnings
+    from pfha.warning_groups import print_warnings
     from pfha.conf import InterfaceView
     from pfha.nft import loader
     from pfha.nft.compile import parse_device_map

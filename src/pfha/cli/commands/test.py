@@ -50,7 +50,7 @@ def load_engine(path: str, specs: list[str], seed: int, level: str | None = None
     The ruleset is optimized as pfctl loads it (conf.optimize; ``level`` None: the file's
     ``set ruleset-optimization``, else basic), so the engine's rule numbers are the ones the
     kernel and pflog report. -o profile has no running counters here: it acts as basic."""
-    from pfha.cli.grouping import print_warnings
+    from pfha.warning_groups import print_warnings
     from pfha.conf import InterfaceView, parse_file
     from pfha.conf.live import system_resolver
     from pfha.conf.optimize import default_is_group, optimize
