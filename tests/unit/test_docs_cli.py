@@ -138,3 +138,30 @@ def test_carp_status_skips_other_json_files_of_a_run_directory(tmp_path, capsys)
         "xl0: carp: MASTER vhid 1 advbase 1 advskew 0", "\tinet 203.0.113.10/24 vhid 1", "\tdropped: hmac 2"]
     assert main(["carp", "status", "--status-dir", str(tmp_path), "--json"]) == 0
     assert [s["node"]["groups"][0]["vhid"] for s in json.loads(capsys.readouterr().out)] == [1]
+
+
+def test_lab_probe_target_mistakes_are_one_line_errors():
+    """`pfha lab probe client tcp:1.2.3` once printed the probe child's traceback."""
+    from pfha.lab.build import LabError, _target
+
+    assert str(_target("tcp:192.168.1.80:25")) == "tcp:192.168.1.80:25"
+    for bad in ("tcp:1.2.3", "tcp:1.2.3.4:http", "sctp:1.2.3.4:9", "icmp:1.2.3.4:7"):
+        with pytest.raises(LabError) as raised:
+            _target(bad)
+        assert "\n" not in str(raised.value) and bad in str(raised.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pfha lab up refuses non-root before it reads --config")
+def test_lab_up_with_a_wrong_config_fails_before_building(tmp_path, monkeypatch):
+    """`pfha lab up --config DIR` with a DIR that is not a config once built 12 namespaces and
+    started their services before saying so."""
+    from pfha.lab import build
+
+    def no_building(*_args, **_kwargs):
+        raise AssertionError("the lab was built before --config was checked")
+
+    monkeypatch.setattr(build, "build", no_building)
+    name = f"dq{os.getpid() % 100000}"
+    with pytest.raises(build.LabError, match="not as-published, corrected or a directory"):
+        build.up(name, config=str(tmp_path / "missing"))
+    assert not build.state_dir(name).exists()
