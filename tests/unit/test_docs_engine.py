@@ -34,3 +34,15 @@ def test_the_worked_conversation_prints_what_the_page_says(shared, tmp_path, cap
         if not line.strip():
             continue
         assert any(got.rstrip() == line.rstrip() for got in printed), f"not printed (in this order): {line!r}"
+
+
+def test_the_api_example_runs_on_the_tutorial_ruleset(shared, monkeypatch):
+    """The page's first Python block, as written, on the tutorial's corrected pf.conf: every
+    attribute it lists exists and says what the comment says."""
+    code = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+    monkeypatch.chdir(shared / "seed/configs/corrected")
+    names: dict = {}
+    exec(compile(code, str(DOC), "exec"), names)  # noqa: S102 - the documentation's own example
+    d = names["d"]
+    assert (d.action, d.reason, d.rule_number, d.state) == ("block", "synproxy", 25, "created")
+    assert d.translation.kind == "rdr" and d.anchor == "" and d.to_json()["action"] == "block"
