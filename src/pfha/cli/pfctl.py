@@ -10,7 +10,7 @@ handlers (``register_action``) without touching the parser.
 Implemented here: ``-f`` (with ``-n`` to parse only), ``-v``/``-vv``, ``-o`` (``none``,
 ``basic`` (the default, as pfctl's), ``profile``: pfctl's ruleset optimizer,
 :mod:`pfha.conf.optimize`; without ``-o`` the file's ``set ruleset-optimization`` decides),
-``-q``.
+``-q``, ``-D macro=value``. The flags in ``UNSUPPORTED`` are refused with a one-line reason.
 pfha extensions (long options, which pfctl does not have): ``--if NAME=CIDR[,CIDR]`` to check a
 ruleset against another machine's interfaces, ``--freebsd-lo0`` for FreeBSD's loopback
 addresses (the conformance corpus), ``--no-live`` to not read the host's interfaces.

@@ -185,6 +185,7 @@ class RunningLab:
         """Probe many targets at once from ``host`` (one process, concurrent sockets)."""
         if not targets:
             return []
+        targets = [_target(t) for t in targets]  # a bad one is a one-line error, not the child's traceback
         args = ["-m", "pfha.lab.services", "probe", "--timeout", str(timeout), *map(str, targets)]
         proc = self.python(host, args, timeout=timeout * 3 + 30)
         if proc.returncode != 0:
@@ -421,6 +422,10 @@ def up(name: str = "tut", *, config: str = "corrected", daemons: bool = True, to
         raise LabError("the lab needs root: it makes network namespaces (run it with sudo)")
     if (state_dir(name) / "state.json").exists() or any(n.startswith(ns_prefix(name) + "-") for n in _netns_list()):
         raise LabError(f"lab {name!r} exists already; 'pfha lab down --name {name}' first")
+    if daemons:
+        from pfha.lab import nodes  # the daemon side: needs the node config import
+
+        nodes.config_dir(config)  # a wrong --config fails before anything is built
     state = LabState(name=name, config=config, daemons=daemons, without=list(without))
     state.save()
     try:
@@ -441,6 +446,15 @@ def up(name: str = "tut", *, config: str = "corrected", daemons: bool = True, to
     except BaseException:
         down(name)
         raise
+
+
+def _target(target: Target | str) -> Target:
+    if isinstance(target, Target):
+        return target
+    try:
+        return Target.parse(target)
+    except ValueError:
+        raise LabError(f"bad target {target!r}: tcp:ADDR:PORT, udp:ADDR:PORT or icmp:ADDR") from None
 
 
 def attach(name: str = "tut", topology: Topology | None = None) -> RunningLab:

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="another group: 'vhid=N [dev=IF] [pass=P] [advbase=B] [advskew=S] [preempt=1] VIP...'")
     run.add_argument("--status-file", type=Path, help="where to write the JSON status (default /run/pfha/carp/<pid>.json)")
     run.add_argument("--debug", action="store_true", help="log every action")
-    run.add_argument("vips", nargs="+", metavar="VIP[/len]")
+    run.add_argument("vips", nargs="+", metavar="VIP[/len]",
+                     help="the group's virtual addresses (without /len: the prefix of the parent's subnet holding it, else /32)")
     status = sub.add_parser("status", help="per group: carp: STATE vhid N advbase B advskew S")
     status.add_argument("--json", action="store_true", help="the raw status of every running node")
     status.add_argument("--status-dir", type=Path, help="directory of status files (default /run/pfha/carp)")

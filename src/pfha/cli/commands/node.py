@@ -29,12 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--control", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
     run.add_argument("--without", type=_parts, default=frozenset(),
                      help=f"leave parts out on purpose, comma-separated ({', '.join(PART_NAMES)})")
-    run.add_argument("--log-format", choices=("json", "text"), default="json")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    run.add_argument("--log-format", choices=("json", "text"), default="json",
+                     help="json: one object per line on stderr (the default, for the journal); text: for a terminal")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                     help="the least important level logged (default info)")
     check = sub.add_parser("check", help="read the config and compile the ruleset without changing anything")
-    check.add_argument("-c", "--config", required=True, type=Path)
+    check.add_argument("-c", "--config", required=True, type=Path, help="the node's TOML configuration")
     reload = sub.add_parser("reload", help="ask a running node to reload (as SIGHUP does), and print the outcome")
-    reload.add_argument("--control", type=Path, default=DEFAULT_SOCKET)
+    reload.add_argument("--control", type=Path, default=DEFAULT_SOCKET, help=f"the node's control socket (default {DEFAULT_SOCKET})")
 
 
 def run(args: argparse.Namespace) -> int:
