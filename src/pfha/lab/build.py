@@ -49,10 +49,13 @@ def state_dir(name: str) -> Path:
 
 
 def python_env(**extra: str) -> dict[str, str]:
-    """The environment for lab processes: this very pfha importable, whether installed or not."""
+    """The environment for lab processes: this very pfha importable, whether installed or not,
+    and its ``pfha`` and ``pfctl`` commands first on PATH (``pfha lab exec fw1 -- pfctl -ss``)."""
     env = dict(os.environ, **extra)
     src = str(Path(pfha.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

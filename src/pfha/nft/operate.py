@@ -41,7 +41,6 @@ def compile_file(path: str, interfaces: Any = None, devices: dict[str, str] | No
     compiled = compile_ruleset(ruleset, view, devices=devices)
     compiled.warnings[:0] = warnings
     compiled.metadata["file"] = str(path)
-    compiled.metadata["loaded_at"] = time.time()
     return compiled
 
 
@@ -97,6 +96,7 @@ def load_compiled(compiled: Compiled) -> list[str]:
     only the loaded state can tell (an ``overload ... flush`` that no flusher carries out)."""
     from pfha.nft.overload_linux import missing_flusher_warnings
 
+    compiled.metadata["loaded_at"] = time.time()  # pfctl -s info: "Status: Enabled for ..."
     loader.load(compiled.commands, compiled.metadata)
     if compiled.metadata.get("sysctls"):
         conntrack.set_timeouts(compiled.metadata["sysctls"])

@@ -72,7 +72,6 @@ def _write(stream: TextIO, text: str) -> None:
 def load(ruleset: Any, inv: Any) -> int:
     """-f without -n: compile and load in one transaction; warnings on stderr."""
     import sys
-    import time
 
     from pfha.nft.compile import compile_ruleset
     from pfha.nft.operate import load_compiled
@@ -80,7 +79,6 @@ def load(ruleset: Any, inv: Any) -> int:
 
     compiled = compile_ruleset(ruleset, pfctl.interface_view(inv))
     compiled.metadata["file"] = inv.arg("f")
-    compiled.metadata["loaded_at"] = time.time()
     if not inv.quiet:  # each distinct warning once with its lines; -v: every one
         print_warnings(compiled.warnings, "pfctl: warning: ", verbose=inv.verbose > 0)
     try:

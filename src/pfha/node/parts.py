@@ -170,6 +170,7 @@ class RulesetPart(Part):
         devices = {name: dev for name, dev in config.device_map().items() if name != dev}
         compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
         compiled.warnings[:0] = warnings
+        compiled.metadata["file"] = str(config.pf_conf)
         digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
         count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
         return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
