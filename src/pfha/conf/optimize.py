@@ -33,7 +33,9 @@ Pure: no I/O, no randomness of its own (the table-name identifier is a parameter
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import ipaddress
 import zlib
 from collections import OrderedDict
@@ -446,18 +448,21 @@ def _remove_identical_rules(block: _Block) -> None:
         trie: dict = {}
         prefixes = {side: sorted({getattr(p, side)[2] for p in members if getattr(p, side)[0] == "mask"})
                     for side in ("src", "dst")}
+        # a field all these rules hold alike tells none apart (each rule's own value is one it
+        # looks up): the trie only has levels for the fields that differ
+        levels = tuple(name for name in _GENERAL_FIELDS if len({_value(p, name) for p in members}) > 1) or ("dst",)
         for por in members:
             node = trie
-            for name in _GENERAL_FIELDS[:-1]:
+            for name in levels[:-1]:
                 node = node.setdefault(_value(por, name), {})
-            node.setdefault(por.dst, []).append(por)
+            node.setdefault(_value(por, levels[-1]), []).append(por)
         subs_of: dict[int, list[_Por]] = {}
         for por in members:
-            for bucket in _supersets(trie, por, prefixes):
+            for bucket in _supersets(trie, por, levels, prefixes):
                 candidates.setdefault(id(por), []).append(bucket)
                 subs_of.setdefault(id(bucket), []).append(por)
         for por in members:
-            own = _bucket(trie, por)
+            own = _bucket(trie, por, levels)
             candidates.setdefault(id(por), []).append(subs_of.get(id(own), []))
     removed: set[int] = set()
     for por1 in block.rules:
@@ -480,10 +485,10 @@ def _seq(por: _Por) -> int:
     return por.seq
 
 
-def _supersets(trie: dict, por: _Por, prefixes: dict[str, list[int]]) -> list[list]:
+def _supersets(trie: dict, por: _Por, levels: tuple[str, ...], prefixes: dict[str, list[int]]) -> list[list]:
     """The trie's buckets of rules that may be supersets of ``por``, level by level."""
     nodes = [trie]
-    for name in _GENERAL_FIELDS:
+    for name in levels:
         values = dict.fromkeys(_generalizations(por, name, prefixes))
         nodes = [node[value] for node in nodes for value in values if value in node]
         if not nodes:
@@ -491,9 +496,9 @@ def _supersets(trie: dict, por: _Por, prefixes: dict[str, list[int]]) -> list[li
     return nodes
 
 
-def _bucket(trie: dict, por: _Por) -> list:
+def _bucket(trie: dict, por: _Por, levels: tuple[str, ...]) -> list:
     node = trie
-    for name in _GENERAL_FIELDS:
+    for name in levels:
         node = node[_value(por, name)]
     return node
 
@@ -526,18 +531,21 @@ def _gather_tables(rules: list[_Por], ctx: _Context) -> set[int]:
     still can. pfctl's walk takes p2s in rule order until one combines; that first one decides
     which of p1's addresses becomes a table (the other branch needs p1 without a table), so
     the earlier of the two indexes' first combinable rules wins, as in pfctl."""
-    by_src: dict[tuple, dict[int, _Por]] = {}
-    by_dst: dict[tuple, dict[int, _Por]] = {}
+    src_lists: dict[tuple, list[_Por]] = {}
+    dst_lists: dict[tuple, list[_Por]] = {}
     keys: dict[int, tuple[tuple, tuple]] = {}
     for por in rules:
         key = por.combine_key()
         src_key = (key, por.src, por.src_neg, por.dst_neg)
         dst_key = (key, por.dst, por.dst_neg, por.src_neg)
         keys[id(por)] = (src_key, dst_key)
-        if por.dst[0] == "mask":  # _addrs_combineable(): only plain addresses go into a table
-            by_src.setdefault(src_key, {})[id(por)] = por
+        if por.dst[0] == "mask":  # pfctl's addrs_combineable(): only plain addresses go into a table
+            src_lists.setdefault(src_key, []).append(por)
         if por.src[0] == "mask":
-            by_dst.setdefault(dst_key, {})[id(por)] = por
+            dst_lists.setdefault(dst_key, []).append(por)
+    # a rule alone under its key has no one to combine with
+    by_src = {k: {id(p): p for p in lst} for k, lst in src_lists.items() if len(lst) > 1}
+    by_dst = {k: {id(p): p for p in lst} for k, lst in dst_lists.items() if len(lst) > 1}
     removed: set[int] = set()
 
     def taken(por: _Por) -> None:  # p2 got a table: no longer free to combine
@@ -946,22 +954,38 @@ def optimize(ruleset: Ruleset, level: str | None = None, *, is_group: Callable[[
         names.update(t.name for t in anchor.tables)
     ctx = _Context(level, _Namer(identifier, names, reroll), is_group or default_is_group())
     done: dict[int, tuple[Ruleset, Ruleset]] = {}
-    root = _optimize_ruleset(ruleset, ctx, result, done, running)
-    # `load anchor` files are loaded (and optimized) after the main ruleset, in order
-    loaded = {name for name, _path in ruleset.loaded_anchors}
-    anchors = []
-    for name, anchor in root.anchors:
-        if name in loaded:
-            anchor = _optimize_ruleset(anchor, ctx, result, done, None)
-        else:
-            anchor = _same_body(anchor, done)
-        anchors.append((name, anchor))
+    with _collector_paused():
+        root = _optimize_ruleset(ruleset, ctx, result, done, running)
+        # `load anchor` files are loaded (and optimized) after the main ruleset, in order
+        loaded = {name for name, _path in ruleset.loaded_anchors}
+        anchors = []
+        for name, anchor in root.anchors:
+            if name in loaded:
+                anchor = _optimize_ruleset(anchor, ctx, result, done, None)
+            else:
+                anchor = _same_body(anchor, done)
+            anchors.append((name, anchor))
     created = result.created.pop(id(root), None)
     extra = tuple(t for t in result.order if root.table(t.name) is None)
     result.ruleset = dataclasses.replace(root, anchors=tuple(anchors), tables=root.tables + extra)
     if created:
         result.created[id(result.ruleset)] = created
     return result
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause the cyclic garbage collector while optimizing, as the parser does while parsing
+    (pfha.conf.parser._guarded): the passes make many small acyclic objects (a _Por per rule,
+    the indexes) that live until the end, and on a 10,000-rule superblock the collections
+    walking them and the parsed ruleset cost about as much as the passes themselves."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _same_body(anchor: Ruleset, done: dict[int, tuple[Ruleset, Ruleset]]) -> Ruleset:
