@@ -73,7 +73,8 @@ def one_field_superblock(n: int, seed: int = 2) -> str:
         a, b = (g >> 8) & 255, g & 255
         port = 1 + g % 60000
         lines.extend(f"pass in on em0 proto tcp from 10.{a}.{b}.1 to 172.16.{a}.{i} port {port}" for i in range(1, 9))
-        lines.extend(f"pass in on em0 proto tcp from 10.{a}.{b}.{i + 10} to 172.17.{a}.{b} port {port}" for i in range(8))
+        lines.extend(f"pass in on em0 proto tcp from 10.{a}.{b}.{i + 10} to 172.17.{a}.{b} port {port}"
+                     for i in range(8))
         lines.extend(f"pass in on em0 proto udp from 10.{a}.{b}.99 to 172.18.{a}.{b} port {port + i}" for i in range(4))
         wide = f"pass in on em0 proto tcp from 10.{a}.{b}.0/24 to 172.19.{a}.{b} port {port}"
         lines.extend((wide, wide, f"pass in on em0 proto tcp from 10.{a}.{b}.7 to 172.19.{a}.{b} port {port}"))
@@ -91,7 +92,7 @@ def table_superblock(n: int) -> str:
     return "\n".join(tables + rules) + "\n"
 
 
-def workloads(quick: bool = False) -> list[tuple[str, Callable]]:
+def workloads() -> list[tuple[str, Callable]]:
     """(name, make) pairs; make() -> (ruleset, view, profile), parsed once, outside any timing
     (profile: the running rules and their packet counts for -o profile, else None)."""
     def text(t: str, view=VIEW):
@@ -153,7 +154,7 @@ def main(argv: list[str]) -> int:
     repeat = 1 if quick else 5
     print("| workload | filter rules in | rules out | tables made | CPU seconds (median) | rules/s |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, make in workloads(quick):
+    for name, make in workloads():
         ruleset, view, profile = make()
         result = run_optimize(ruleset, view, profile)
         n = len(ruleset.filter)
