@@ -13,7 +13,7 @@ STAMP_APT  := $(VENV)/.apt-stamp
 STAMP_PIP  := $(VENV)/.pip-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all deps test demo bench lint clean
+.PHONY: all deps test demo bench clean
 
 all: test
 

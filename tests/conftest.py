@@ -31,6 +31,20 @@ def private_run_dir(tmp_path_factory, monkeypatch):
     yield run_dir
 
 
+@pytest.fixture(autouse=True)
+def pfctl_dispatch_restored():
+    """A test that registers the data plane's pfctl actions (as the pfctl command does) must not
+    leave them to the next: with the loader registered, an in-process 'pfctl -f' loads into the
+    current network namespace, which for an in-process test is the host's."""
+    from pfha.cli import pfctl
+
+    actions, loaders = dict(pfctl.ACTIONS), list(pfctl.LOADERS)
+    yield
+    pfctl.ACTIONS.clear()
+    pfctl.ACTIONS.update(actions)
+    pfctl.LOADERS[:] = loaders
+
+
 @pytest.fixture
 def lab():
     """A :class:`pfha.lab.netns.Lab` removed after the test, whatever happened."""

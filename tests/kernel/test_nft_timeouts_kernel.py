@@ -217,3 +217,17 @@ def test_inplace_reload_copes_with_objects_nft_cannot_delete_in_json(bed, tmp_pa
     load(bed, tmp_path, TIMEOUTS, "again.conf")
     assert "synproxy stray" not in bed.fw.exec("nft", "list", "table", "inet", "pfha").stdout
     assert policies(bed)
+
+
+def test_pfctl_shows_the_loaded_timeouts_and_limits(bed, tmp_path):
+    load(bed, tmp_path, "set optimization aggressive\nset timeout { udp.first 12, interval 5 }\n"
+                        "set limit { states 20000, frags 800 }\n" + NO_TIMEOUTS)
+    timeouts = bed.pfctl(bed.fw, "-s", "timeouts").stdout.splitlines()
+    assert timeouts[0] == "tcp.first                    30s"  # the preset
+    assert "udp.first                    12s" in timeouts and "interval                      5s" in timeouts
+    assert "adaptive.start            12000 states" in timeouts  # 60% of the states limit
+    assert bed.pfctl(bed.fw, "-sm").stdout.splitlines() == [
+        "states        hard limit    20000", "src-nodes     hard limit    10000",
+        "frags         hard limit      800", "table-entries hard limit   200000"]
+    everything = bed.pfctl(bed.fw, "-sa").stdout
+    assert "TIMEOUTS:\ntcp.first" in everything and "LIMITS:\nstates" in everything

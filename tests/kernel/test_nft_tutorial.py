@@ -146,6 +146,25 @@ def test_states_listing_and_kill(bed):
             stream.kill()
 
 
+def _web_in_packets(bed) -> int:
+    rules = bed.pfctl(bed.fw, "-vsr").stdout.splitlines()
+    web_in = rules.index("pass in quick on xl1 inet proto tcp from 192.168.1.0/24 to any port = http flags S/SA keep state")
+    return int(re.search(r"Packets: (\d+)", rules[web_in + 1]).group(1))
+
+
+def test_zero_rule_counters(bed):
+    assert bed.probe(bed.lan, "tcp", "192.168.1.100", "198.51.100.80", 80).startswith("OK ")
+    before = _web_in_packets(bed)
+    assert before >= 3
+    shown = bed.pfctl(bed.fw, "-vsr", "-z").stdout  # -s shows the counters, then -z clears them
+    assert f"Packets: {before}" in shown
+    assert _web_in_packets(bed) == 0
+    assert bed.probe(bed.lan, "tcp", "192.168.1.100", "198.51.100.80", 80).startswith("OK ")
+    assert _web_in_packets(bed) >= 3
+    bed.pfctl(bed.fw, "-z")
+    assert _web_in_packets(bed) == 0
+
+
 def test_disable_and_enable(bed):
     assert bed.probe(bed.ext, "tcp", "198.51.100.7", "203.0.113.10", 22) == "TIMEOUT"
     bed.pfctl(bed.fw, "-d")

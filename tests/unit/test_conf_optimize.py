@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ from pfha.conf.optimize import (
     resolve_level,
     ruleset_level,
 )
-from pfha.conf.printer import format_rule, format_ruleset
+from pfha.conf.printer import format_rule, format_ruleset, format_table
 from pfha.engine import Engine
 from pfha.engine import packet as P
 
@@ -376,3 +377,163 @@ def test_fields_pfctl_does_not_list_keep_rules_in_separate_superblocks():
     assert [r.split(" to ")[1].split(" ")[0] for r in rules_of(text)] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     without = text.replace(" rtable 1", "")
     assert [r.split(" to ")[1].split(" ")[0] for r in rules_of(without)] == ["10.0.0.1", "10.0.0.3", "10.0.0.2"]
+
+
+# ------------------------------------------------------------------------------- indexes
+# The passes find their candidate pairs through indexes instead of comparing every pair as
+# pfctl_optimize.c does; these check them against pfctl's pairwise loops, written out plainly.
+from pfha.conf import optimize as O  # noqa: E402
+
+
+def _superblocks(text: str) -> tuple[list, object]:
+    ruleset = parse_text(text, "pf.conf", VIEW)
+    ctx = O._Context("basic", O._Namer(None, (), None), default_is_group(VIEW))
+    pors = [O._Por(r, i) if isinstance(r, O.Rule) else O._AnchorPor(r, i) for i, r in enumerate(ruleset.filter)]
+    return O._construct_superblocks(pors, ctx), ctx
+
+
+def _pairwise_remove_identical(block) -> None:
+    """remove_identical_rules() as pfctl loops: every rule against every later one."""
+    removed: set[int] = set()
+    for i, por1 in enumerate(block.rules):
+        if id(por1) in removed:
+            continue
+        for por2 in block.rules[i + 1:]:
+            if id(por2) in removed:
+                continue
+            if O._subset_of(por2, por1):
+                removed.add(id(por2))
+            elif O._subset_of(por1, por2):
+                removed.add(id(por1))
+                break
+    block.rules = [p for p in block.rules if id(p) not in removed]
+
+
+def _pairwise_gather_tables(rules: list, ctx) -> set[int]:
+    """combine_rules()'s first loop as pfctl has it: every rule against every later one."""
+    removed: set[int] = set()
+
+    def combineable(a, b, a_neg, b_neg, a_port, b_port):  # addrs_combineable() + its caller's checks
+        return a[0] == "mask" and b[0] == "mask" and a_neg == b_neg and a_port == b_port
+
+    for i, p1 in enumerate(rules):
+        if id(p1) in removed:
+            continue
+        for p2 in rules[i + 1:]:
+            if p2.src_tbl is not None or p2.dst_tbl is not None or id(p2) in removed:
+                continue
+            if p1.combine_key() != p2.combine_key():
+                continue
+            src_eq = p1.src == p2.src and p1.src_neg == p2.src_neg
+            dst_eq = p1.dst == p2.dst and p1.dst_neg == p2.dst_neg
+            if src_eq and not dst_eq and p1.src_tbl is None and combineable(
+                    p1.dst, p2.dst, p1.dst_neg, p2.dst_neg, p1.dport, p2.dport):
+                if p1.dst_tbl is None:
+                    p1.dst_tbl = O._add_opt_table(ctx, None, p1.af, p1.rule.dst.host.address)
+                O._add_opt_table(ctx, p1.dst_tbl, p1.af, p2.rule.dst.host.address)
+                p2.dst_tbl = p1.dst_tbl
+                if p1.dst_tbl.rulecount >= TABLE_THRESHOLD:
+                    removed.add(id(p2))
+            elif not src_eq and dst_eq and p1.dst_tbl is None and combineable(
+                    p1.src, p2.src, p1.src_neg, p2.src_neg, p1.sport, p2.sport):
+                if p1.src_tbl is None:
+                    p1.src_tbl = O._add_opt_table(ctx, None, p1.af, p1.rule.src.host.address)
+                O._add_opt_table(ctx, p1.src_tbl, p1.af, p2.rule.src.host.address)
+                p2.src_tbl = p1.src_tbl
+                if p1.src_tbl.rulecount >= TABLE_THRESHOLD:
+                    removed.add(id(p2))
+    return removed
+
+
+def _pairwise_block_feedback(block) -> None:
+    """block_feedback() as pfctl loops: each running rule against our rules; insertion sort."""
+    for por1 in block.profiled.rules:
+        key = por1.profile_key()[1]
+        for por2 in block.rules:
+            if not por2.profile_count and por2.profile_key()[1] == key:
+                por2.profile_count = por1.profile_count
+                break
+    queue, block.rules = block.rules, []
+    for por1 in queue:
+        for at, por2 in enumerate(block.rules):
+            if por1.profile_count > por2.profile_count:
+                block.rules.insert(at, por1)
+                break
+        else:
+            block.rules.append(por1)
+
+
+def _outcome(blocks: list, tables: list) -> list:
+    return ([[(p.seq, format_rule(p.rule)) for p in b.rules] for b in blocks],
+            [format_table(t) for t in tables])
+
+
+@st.composite
+def indexed_text(draw) -> str:
+    """Rulesets where a wrong index would show: copies, narrower copies, and runs of rules
+    that differ in their source only or their destination only, of any length, interleaved."""
+    lines = draw(ruleset_text()).splitlines()
+    for _ in range(draw(st.integers(0, 3))):
+        template = draw(rule_text())
+        for field in (" to any", " from any"):
+            if field in template:
+                at = draw(st.integers(0, len(lines)))
+                run = [template.replace(field, f"{field[:-4]} 10.7.{draw(st.integers(0, 1))}.{i}")
+                       for i in range(1, draw(st.integers(2, 8)))]
+                lines[at:at] = run
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(indexed_text())
+def test_indexed_passes_find_what_pfctls_pairwise_loops_find(text):
+    (indexed, ctx), (pairwise, ctx2) = _superblocks(text), _superblocks(text)
+    tables, tables2 = [], []
+    for block, block2 in zip(indexed, pairwise):
+        O._remove_identical_rules(block)
+        _pairwise_remove_identical(block2)
+        assert [p.seq for p in block.rules] == [p.seq for p in block2.rules], text
+        tables += O._combine_rules(block, ctx)
+        tables2 += O._generate_tables(block2, ctx2, _pairwise_gather_tables(block2.rules, ctx2))
+    assert _outcome(indexed, tables) == _outcome(pairwise, tables2), text
+
+
+def test_combine_takes_the_side_of_the_first_rule_that_combines():
+    # rule 0 meets a rule with its destination (a source table) before one with its source
+    first = "pass in on em0 proto tcp from 10.0.0.1 to 10.9.0.1 port 22\n"
+    same_dst = "".join(f"pass in on em0 proto tcp from 10.0.0.{i} to 10.9.0.1 port 22\n" for i in range(2, 8))
+    same_src = "".join(f"pass in on em0 proto tcp from 10.0.0.1 to 10.9.0.{i} port 22\n" for i in range(2, 8))
+    dst_first = nv(first + same_dst + same_src)
+    assert dst_first.startswith("table <__automatic_0> const { 10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4 10.0.0.5 "
+                                "10.0.0.6 10.0.0.7 }\n")
+    src_first = nv(first + same_src + same_dst)
+    assert src_first.startswith("table <__automatic_0> const { 10.9.0.1 10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 "
+                                "10.9.0.6 10.9.0.7 }\n")
+
+
+def test_rules_on_tables_never_combine_and_an_earlier_free_rule_is_no_candidate():
+    # destinations that are tables are no candidates (nor their rule a p1 for them); a rule
+    # left without a table is not offered again to the rules after it
+    tables = "".join(f"table <t{i}> {{ 10.8.0.{i} }}\n" for i in range(3))
+    on_tables = "".join(f"pass in on em0 proto tcp from any to <t{i}> port 22\n" for i in range(3))
+    plain = "".join(f"pass in on em0 proto tcp from any to 10.9.0.{i} port 22\n" for i in range(1, 7))
+    out = nv(tables + on_tables + plain)
+    assert out.count("<__automatic_0>") == 2 and "<__automatic_1>" not in out
+    assert [line.split(" to ")[1].split(" ")[0] for line in out.splitlines() if line.startswith("pass")] == [
+        "<t0>", "<t1>", "<t2>", "<__automatic_0>"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(indexed_text(), st.lists(st.sampled_from([0, 0, 1, 5, 100]), min_size=0, max_size=40))
+def test_indexed_block_feedback_is_pfctls(text, counts):
+    text = re.sub(r"(?m)^(pass|block(?: return)?)((?: in| out)?)(?: quick)?", r"\1\2 quick", text)
+    ruleset = parse_text(text, "pf.conf", VIEW)
+    running = list(zip(ruleset.filter, counts))
+    (indexed, ctx), (pairwise, _) = _superblocks(text), _superblocks(text)
+    O._load_feedback(indexed, running, ctx)
+    O._load_feedback(pairwise, running, ctx)
+    for block, block2 in zip(indexed, pairwise):
+        if block.profiled is not None:
+            O._block_feedback(block)
+            _pairwise_block_feedback(block2)
+        assert [p.seq for p in block.rules] == [p.seq for p in block2.rules], text

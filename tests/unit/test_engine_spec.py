@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pfha.engine import packet as P
 from pfha.engine.spec import Conversation, SpecError, parse_packet
@@ -40,6 +41,15 @@ def test_icmp_error_quotes_a_packet_and_v6_words():
     ("in on xl0 proto tcp from 1.1.1.1 to 2.2.2.2 seq x", "not a number"),
     ("in on xl0 proto icmp from 1.1.1.1 to 2.2.2.2 icmp-type nosuch", "unknown icmp type"),
     ("in on xl0 proto tcp from 1.1.1.1 to 2.2.2.2 banana", "unexpected word"),
+    ("in on xl0 proto tcp from 1.1.1.1 to 2.2.2.2 port 99999", "port 99999 is out of range"),
+    ("in on xl0 proto 256 from 1.1.1.1 to 2.2.2.2", "proto 256 is out of range"),
+    ("in on xl0 proto tcp from 1.1.1.1 to 2.2.2.2 seq 4294967296", "seq .* out of range"),
+    ("in on xl0 proto tcp from 1.1.1.1 to 2.2.2.2 ttl -1", "ttl -1 is out of range"),
+    ("in on xl0 proto tcp from 1.1.1.1 to 2.2.2.2 wscale 15", "wscale 15 is out of range"),
+    ("in on xl0 proto icmp from 1.1.1.1 to 2.2.2.2 icmp-type 256", "icmp type 256 is out of range"),
+    ("in on xl0 proto udp from 1.1.1.1 to 2.2.2.2 len 65535", "packet too long"),
+    ("in on xl0 proto icmp from 1.1.1.1 to 2.2.2.2 icmp-type unreach quote proto udp from 2.2.2.2 "
+     "to 1.1.1.1 len 65530", "packet too long"),
 ])
 def test_bad_lines_name_the_problem(line, message):
     with pytest.raises(SpecError, match=message):
@@ -64,3 +74,24 @@ def test_conversation_fills_sequence_numbers_from_what_it_saw():
     talk.fill(ack)
     assert ack.packet.ack == Conversation.ISN + 6
     assert talk.now == pytest.approx(0.04)
+
+
+NUMBERS = st.integers(min_value=-5, max_value=2**33)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    proto=st.sampled_from(["tcp", "udp", "icmp", "6", "17", "300"]),
+    port=st.one_of(st.none(), NUMBERS),
+    words=st.lists(st.tuples(st.sampled_from(["seq", "ack", "win", "len", "mss", "wscale", "ttl", "id"]), NUMBERS),
+                   max_size=4),
+)
+def test_any_numbers_give_a_packet_or_a_spec_error(proto, port, words):
+    """Numbers a user may type never reach the wire encoder unchecked (it raised struct.error)."""
+    to_port = f" port {port}" if port is not None else ""
+    extra = "".join(f" {word} {number}" for word, number in words)
+    try:
+        spec = parse_packet(f"in on xl0 proto {proto} from 1.1.1.1 to 2.2.2.2{to_port}{extra}")
+    except SpecError:
+        return
+    assert len(spec.packet.to_bytes()) <= 65535

@@ -148,3 +148,20 @@ def test_sync_run_refuses_a_negative_refresh(tmp_path, capsys):
     key.chmod(0o600)
     assert main(["sync", "run", "--dev", "lo", "--key-file", str(key), "--refresh", "-1"]) != 0
     assert "--refresh: seconds must be 0 (off) or more" in capsys.readouterr().err
+
+
+def test_status_dir_of_a_node_skips_its_other_json_files(tmp_path, capsys):
+    """A node's run directory holds sync.json beside carp.json and ruleset metadata:
+    `--status-dir` reads the sync one (once a KeyError traceback); `--status-file` on another
+    file is a one-line error."""
+    path = _status_file(tmp_path)
+    path.rename(tmp_path / "sync.json")
+    (tmp_path / "carp.json").write_text(json.dumps({"pid": 1, "node": {"groups": []}}))
+    (tmp_path / "ruleset-4026532314.json").write_text(json.dumps({"rules": []}))
+    assert main(["sync", "status", "--status-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("syncdev pfsync0") == 1
+    assert main(["sync", "status", "--status-file", str(tmp_path / "carp.json")]) == 1
+    assert capsys.readouterr().err == f"pfha: {tmp_path / 'carp.json'}: not a pfha sync status file\n"
+    (tmp_path / "sync.json").unlink()
+    assert main(["sync", "status", "--status-dir", str(tmp_path)]) == 1
+    assert "no sync status in" in capsys.readouterr().err

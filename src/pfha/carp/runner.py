@@ -336,7 +336,9 @@ def _describe(action: Action, deferring: bool) -> str:
 
 
 def read_status(directory: Path | None = None) -> list[dict]:
-    """Every live runner's status (files of dead processes are skipped)."""
+    """Every live runner's status (files of dead processes are skipped). Other JSON files in
+    the directory (a node's run directory also holds sync.json and ruleset metadata) are not
+    CARP status files and are skipped too, never a traceback."""
     directory = directory or status_dir()
     found = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
@@ -344,13 +346,25 @@ def read_status(directory: Path | None = None) -> list[dict]:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        pid = int(data.get("pid", 0))
+        if not _is_carp_status(data):
+            continue
+        pid = data["pid"]
         try:
             os.kill(pid, 0)
         except (ProcessLookupError, PermissionError, OverflowError):
             continue
         found.append(data)
     return found
+
+
+def _is_carp_status(data: object) -> bool:
+    """What :meth:`CarpRunner` writes: a positive pid (os.kill(0, 0) would test our own process
+    group) and a node with its groups."""
+    if not isinstance(data, dict):
+        return False
+    pid, node = data.get("pid"), data.get("node")
+    return (isinstance(pid, int) and pid > 0 and isinstance(node, dict)
+            and isinstance(node.get("groups"), list))
 
 
 def format_status(statuses: list[dict]) -> str:

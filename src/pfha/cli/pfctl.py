@@ -10,7 +10,7 @@ handlers (``register_action``) without touching the parser.
 Implemented here: ``-f`` (with ``-n`` to parse only), ``-v``/``-vv``, ``-o`` (``none``,
 ``basic`` (the default, as pfctl's), ``profile``: pfctl's ruleset optimizer,
 :mod:`pfha.conf.optimize`; without ``-o`` the file's ``set ruleset-optimization`` decides),
-``-q``.
+``-q``, ``-D macro=value``. The flags in ``UNSUPPORTED`` are refused with a one-line reason.
 pfha extensions (long options, which pfctl does not have): ``--if NAME=CIDR[,CIDR]`` to check a
 ruleset against another machine's interfaces, ``--freebsd-lo0`` for FreeBSD's loopback
 addresses (the conformance corpus), ``--no-live`` to not read the host's interfaces.
@@ -29,7 +29,25 @@ from typing import Callable, TextIO
 from pfha.errors import PfhaError
 
 #: pfctl's getopt string (FreeBSD sbin/pfctl/pfctl.c): letters followed by ':' take an argument
-OPTSTRING = "a:AdD:eqf:F:ghi:k:K:mMnNOo:Pp:rRs:St:T:vx:z"
+OPTSTRING = "a:AdD:eqf:F:ghi:k:K:mMnNOo:Pp:rRs:t:T:vx:z"
+
+_WHOLE = "it loads a whole ruleset in one nftables transaction"
+#: pfctl flags pfha accepts as pfctl does but cannot honour: refused, never silently ignored
+UNSUPPORTED = {
+    "A": ("load only the queue definitions", _WHOLE),
+    "N": ("load only the NAT rules", _WHOLE),
+    "R": ("load only the filter rules", _WHOLE),
+    "O": ("load only the options", _WHOLE),
+    "m": ("merge in new options", _WHOLE),
+    "M": ("kill matching states in the opposite direction", "not implemented"),
+    "K": ("kill source nodes", "pfha keeps no source nodes"),
+    "i": ("restrict to one interface", "not implemented"),
+    "P": ("print ports numerically", "not implemented"),
+    "r": ("reverse-resolve addresses", "not implemented"),
+    "g": ("print debugging output", "not implemented"),
+    "x": ("set pf's debug level", "nftables has no such level"),
+    "p": ("use another pf device", "it has no pf device, it works on this network namespace's nftables"),
+}
 OPTIMIZERS = ("none", "basic", "profile")
 USAGE = (
     "usage: pfctl [-AdeghMmNnOPqRrvz] [-a anchor] [-D macro=value] [-F modifier]\n"
@@ -163,7 +181,21 @@ def register_action(letter: str, handler: Action) -> None:
     ACTIONS[letter] = handler
 
 
+def command_line_macros(inv: Invocation, err: TextIO) -> dict[str, str]:
+    """``-D name=value`` (pfctl_cmdline_symset(): split at the last '='); the file cannot
+    redefine them. A definition without '=' is skipped with pfctl's warning."""
+    macros: dict[str, str] = {}
+    for definition in inv.flags.get("D", []):
+        name, eq, value = definition.rpartition("=")
+        if not eq:
+            err.write(f"pfctl: could not parse macro definition {definition}\n")
+            continue
+        macros.setdefault(name, value)  # symset(): the first persistent definition stays
+    return macros
+
+
 def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
+    from pfha.warning_groups import print_warnings
     from pfha.conf.errors import ParseError
     from pfha.conf.optimize import format_optimized
     from pfha.conf.parser import parse_file
@@ -172,7 +204,7 @@ def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
     path = inv.arg("f")
     view = interface_view(inv)
     try:
-        ruleset = parse_file(path, view)
+        ruleset = parse_file(path, view, macros=command_line_macros(inv, err))
     except ParseError as error:
         for line in error.messages:
             err.write(line + "\n")
@@ -186,10 +218,13 @@ def _load_file(inv: Invocation, out: TextIO, err: TextIO) -> int:
     if not inv.quiet:
         for message in ruleset.messages:
             err.write(message.text + "\n")
+        if inv.verbose >= 2:
+            for name in ruleset.unused_macros:
+                err.write(f"warning: macro '{name}' not used\n")
         err.flush()
     optimized = optimize_for(ruleset, inv, view)
-    for warning in optimized.warnings if not inv.quiet else ():
-        err.write(f"pfctl: warning: {warning}\n")
+    if not inv.quiet:
+        print_warnings(optimized.warnings, "pfctl: warning: ", verbose=inv.verbose > 0, stream=err)
     if optimized.level == "none":
         if inv.verbose:
             out.write(format_ruleset(ruleset, verbose=inv.verbose, messages=False))
@@ -259,11 +294,15 @@ def run(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -
     err = err or sys.stderr
     try:
         inv = parse_args(argv)
+        for letter, (what, why) in UNSUPPORTED.items():
+            if inv.has(letter):
+                err.write(f"pfctl: -{letter} ({what}) is not supported by pfha: {why}\n")
+                return 1
         if inv.operands and not inv.has("T"):  # nft: -T add|delete|replace take addresses
             raise UsageError(USAGE)
         todo = [letter for letter in ACTIONS if inv.has(letter)]
         if not todo:
-            if any(inv.has(c) for c in "sFktTedKAzRrx"):
+            if any(inv.has(c) for c in "sFktTedz"):
                 err.write("pfctl: this action needs the pfha data plane, which is not installed here\n")
                 return 1
             raise UsageError(USAGE)

@@ -21,7 +21,7 @@ import dataclasses
 import inspect
 import ipaddress
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Callable, Literal, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -32,7 +32,97 @@ Direction = Literal["in", "out"]
 IfModifier = Literal["network", "broadcast", "peer", "0"]
 
 
-@dataclass(frozen=True, slots=True)
+# Building the values -------------------------------------------------------------------
+#
+# Every class here is a frozen, slotted dataclass whose ``__init__`` stores each field through
+# its slot descriptor: the dataclass one calls ``object.__setattr__`` per field (a 44-field Rule
+# took about 10 us to build, a tenth of the parse time of a 10,000-rule file).
+#
+# Importing this module is a cost every ``pfha check`` and ``pfctl -nf`` pays, and nearly all
+# of it is class creation: ``dataclass()`` writes each method as source text and compiles it
+# with ``exec`` (``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__`` and
+# ``__delattr__``: six compilations for each of the 42 classes). The fast ``__init__`` used to
+# be made after the dataclass one, so ``__init__`` was compiled twice per class (plus an
+# ``inspect.signature`` each); :func:`_value` asks the dataclass for no ``__init__`` and writes
+# the fast one straight from the fields, then records ``init=True`` as the class's dataclass
+# parameters (which is what the class does). Same signatures, defaults, errors and
+# immutability (tests/unit/test_conf_ast.py).
+
+
+def _fast_init_fn(cls: type, fields: tuple[dataclasses.Field, ...]) -> Callable[..., None]:
+    """The ``__init__`` the dataclass would write for ``fields``, storing through the slots."""
+    namespace: dict[str, Any] = {}
+    args: list[str] = []
+    kw_only = False
+    required_after_default = None
+    for f in fields:
+        if not f.init:
+            continue
+        if f.kw_only and not kw_only:
+            args.append("*")
+            kw_only = True
+        if f.default is dataclasses.MISSING:
+            if not kw_only and required_after_default:
+                raise TypeError(f"non-default argument {f.name!r} follows default argument")
+            args.append(f.name)
+        else:
+            required_after_default = required_after_default or not kw_only
+            namespace[f"_d_{f.name}"] = f.default
+            args.append(f"{f.name}=_d_{f.name}")
+    body = []
+    for f in fields:
+        namespace[f"_s_{f.name}"] = getattr(cls, f.name).__set__
+        body.append(f"    _s_{f.name}(self, {f.name})")
+    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body or ["    pass"]) + "\n"
+    exec(source, namespace)  # noqa: S102 - generated from the class's own fields
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = None
+    return init
+
+
+def _plain_storing(cls: type) -> bool:
+    """Whether the dataclass ``__init__`` would only store its arguments (nothing to run)."""
+    return not hasattr(cls, "__post_init__") and all(
+        f.init and f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls))
+
+
+def fast_init(cls: type) -> type:
+    """Give a frozen, slotted dataclass (already made) the slot-storing ``__init__``: same
+    signature, defaults and errors as the dataclass one; nothing else changes. Classes whose
+    ``__init__`` does more than store (``__post_init__``, default factories) keep theirs."""
+    if _plain_storing(cls):
+        init = _fast_init_fn(cls, dataclasses.fields(cls))
+        init.__doc__ = cls.__init__.__doc__  # type: ignore[misc]
+        cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+def _value(cls: type | None = None, /, *, kw_only: bool = False) -> Any:
+    """``@dataclass(frozen=True, slots=True[, kw_only=True])`` with :func:`fast_init`'s
+    ``__init__``, compiled once instead of after the dataclass's own."""
+
+    def make(cls: type) -> type:
+        plain = not hasattr(cls, "__post_init__") and not any(isinstance(v, dataclasses.Field) for v in vars(cls).values())
+        undocumented = cls.__dict__.get("__doc__") is None
+        made = dataclass(cls, init=False, frozen=True, slots=True, kw_only=kw_only)
+        if not (plain and _plain_storing(made) and len(made.__dataclass_fields__) == len(dataclasses.fields(made))):
+            # field(), __post_init__, InitVar, ClassVar: not values as this module means them
+            raise TypeError(f"{cls.__name__}: an AST value only stores its fields; use @dataclass")
+        made.__init__ = _fast_init_fn(made, dataclasses.fields(made))  # type: ignore[misc]
+        made.__dataclass_params__.init = True  # type: ignore[attr-defined]
+        if undocumented:  # the dataclass documents a class by its __init__'s annotated signature
+            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            made.__doc__ = made.__name__ + str(inspect.Signature([
+                inspect.Parameter(f.name, kinds[bool(f.kw_only)], annotation=f.type,
+                                  default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(made)]))
+        return made
+
+    return make if cls is None else make(cls)
+
+
+@_value
 class Origin:
     """Where a rule or definition was written."""
 
@@ -45,12 +135,12 @@ class Origin:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class AnyAddress:
     """``any``: matches every address."""
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class HostAddress:
     """An address with a prefix length (pf keeps address bits masked: 10.1/8 is 10.0.0.0/8).
 
@@ -69,7 +159,7 @@ class HostAddress:
         return ipaddress.ip_network((self.address, self.prefixlen), strict=False)
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class RangeAddress:
     """``a.b.c.d - e.f.g.h``: an inclusive address range."""
 
@@ -81,14 +171,14 @@ class RangeAddress:
         return "inet" if self.start.version == 4 else "inet6"
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class TableAddress:
     """``<name>``: a lookup in a table."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class DynamicAddress:
     """``(if)``, ``(if:network)``...: the interface's addresses, tracked by the kernel.
 
@@ -102,12 +192,12 @@ class DynamicAddress:
     family: Family | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class NoRoute:
     """``no-route``: the address has no route."""
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class UrpfFailed:
     """``urpf-failed``: the reverse path check on the source failed."""
 
@@ -124,7 +214,7 @@ def address_family(addr: Address) -> Family | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class HostMatch:
     """One side's address test: ``[!] address``."""
 
@@ -132,7 +222,7 @@ class HostMatch:
     negated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class PortMatch:
     """A port (or uid/gid) test, host byte order.
 
@@ -144,7 +234,7 @@ class PortMatch:
     high: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Endpoint:
     """``from``/``to`` side of a rule after expansion: one host test, one port test."""
 
@@ -161,7 +251,7 @@ ANY_ENDPOINT = Endpoint()
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class InterfaceMatch:
     """``on [!] name`` (name may be an interface group, or ``any``)."""
 
@@ -169,7 +259,7 @@ class InterfaceMatch:
     negated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Log:
     """``log [(all, matches, user, to pflogN)]``."""
 
@@ -179,7 +269,7 @@ class Log:
     to: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class TcpFlags:
     """``flags X/Y`` as bit masks (FIN=0x01 SYN=0x02 RST=0x04 PUSH=0x08 ACK=0x10 URG=0x20
     ECE=0x40 CWR=0x80). ``flags any`` is ``TcpFlags(0, 0)``."""
@@ -188,7 +278,7 @@ class TcpFlags:
     mask: int
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class IcmpMatch:
     """``icmp-type T [code C]`` / ``icmp6-type``; numbers, ``code`` None when absent."""
 
@@ -197,7 +287,7 @@ class IcmpMatch:
     v6: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class BlockReturn:
     """How a block rule answers. ``kind``: ``drop``, ``return``, ``return-rst``,
     ``return-icmp`` (``icmp_code``/``icmp6_code`` hold numbers; None = default port-unr)."""
@@ -208,7 +298,7 @@ class BlockReturn:
     icmp6_code: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class StateOption:
     """One option inside ``keep state ( ... )``.
 
@@ -228,7 +318,7 @@ class StateOption:
     flush_global: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class StateSpec:
     """``no state`` / ``keep state`` / ``modulate state`` / ``synproxy state`` and options."""
 
@@ -236,7 +326,7 @@ class StateSpec:
     options: tuple[StateOption, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class IdMatch:
     """``user``/``group`` test on uid/gid numbers (pfctl prints them numerically)."""
 
@@ -245,7 +335,7 @@ class IdMatch:
     high: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class PoolAddress:
     """One address of a pool: ``addr``, ``(if)``, ``<table>``, or ``(if addr)`` for route-to."""
 
@@ -253,7 +343,7 @@ class PoolAddress:
     interface: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Pool:
     """Translation or routing targets and how to choose among them.
 
@@ -275,7 +365,7 @@ class Pool:
     endpoint_independent: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Route:
     """``route-to`` / ``reply-to`` / ``dup-to`` with its pool."""
 
@@ -283,7 +373,7 @@ class Route:
     pool: Pool
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Translation:
     """``nat-to`` / ``rdr-to`` / ``binat-to`` / ``af-to`` on a pass/match rule."""
 
@@ -293,7 +383,7 @@ class Translation:
     pool6: Pool | None = None  # af-to ... to <addr>: the destination pool
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class ScrubOptions:
     """Normalisation options: of ``scrub`` rules, and of ``match ... scrub (...)``."""
 
@@ -306,7 +396,7 @@ class ScrubOptions:
     fragment: Literal["reassemble", "crop", "drop-ovl", "no-reassemble"] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class SetPrio:
     """``set prio (p1[, p2])`` and the newer ``set tos``/``set queue`` kept beside it."""
 
@@ -314,7 +404,7 @@ class SetPrio:
     prio2: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Divert:
     """``divert-to host port p`` / ``divert-reply`` / FreeBSD ``divert-to port``."""
 
@@ -328,7 +418,7 @@ class Divert:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_value(kw_only=True)
 class RuleBase:
     """The fields every kind of pf rule has (the common part of pfctl's pf_rule)."""
 
@@ -351,7 +441,7 @@ class RuleBase:
     received_on: InterfaceMatch | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_value(kw_only=True)
 class Rule(RuleBase):
     """A filter rule: ``pass`` / ``block`` / ``match``."""
 
@@ -384,7 +474,7 @@ class Rule(RuleBase):
     limiters: tuple[str, ...] = ()  # ``state limiter id N (...)`` as pfctl prints them
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_value(kw_only=True)
 class ScrubRule(RuleBase):
     """A legacy ``scrub`` / ``no scrub`` rule (pf.conf(5) "Traffic normalization")."""
 
@@ -392,7 +482,7 @@ class ScrubRule(RuleBase):
     options: ScrubOptions = ScrubOptions(fragment="reassemble")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_value(kw_only=True)
 class TranslationRule(RuleBase):
     """A classic ``nat`` / ``rdr`` / ``binat`` rule (``no`` and ``pass`` variants)."""
 
@@ -405,7 +495,7 @@ class TranslationRule(RuleBase):
 AnchorKind = Literal["anchor", "nat-anchor", "rdr-anchor", "binat-anchor"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_value(kw_only=True)
 class AnchorRule(RuleBase):
     """An anchor call ``anchor "name" [match fields] [{ inline rules }]``.
 
@@ -423,7 +513,7 @@ class AnchorRule(RuleBase):
     inline: bool = False  # the body was written in braces (pfctl prints it nested)
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class MacAddress:
     """An ethernet address test: ``[!] 00:11:22:33:44:55[/mask]`` (as 6-byte values)."""
 
@@ -433,7 +523,7 @@ class MacAddress:
     table: str | None = None  # <table>
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_value(kw_only=True)
 class EtherRule:
     """An ``ether pass|block`` rule (FreeBSD layer-2 filtering)."""
 
@@ -465,7 +555,7 @@ class EtherRule:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class TableEntry:
     """One entry of a table: ``[!] address``."""
 
@@ -473,7 +563,7 @@ class TableEntry:
     negated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Table:
     """``table <name> [persist] [const] [counters] [{ entries }] [file "path" ...]``.
 
@@ -493,7 +583,7 @@ class Table:
     written_empty: bool = False  # ``{ }`` written
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Macro:
     """``name = "value"``: a textual macro (value as written, lists included)."""
 
@@ -502,7 +592,7 @@ class Macro:
     origin: Origin
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class SetOption:
     """One ``set`` statement, typed loosely: ``name`` as pfctl prints it, ``value`` the
     parsed value (str, int, tuple...). The structured view is :class:`Options`."""
@@ -513,7 +603,7 @@ class SetOption:
     text: str = ""  # the line pfctl -v prints for it ("" when it prints nothing)
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Options:
     """The effective ``set`` options after the whole file (defaults from pf.conf(5))."""
 
@@ -539,7 +629,7 @@ class Options:
     require_order: bool | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_value(kw_only=True)
 class Queue:
     """An ALTQ definition: ``altq on if ...`` (``parent`` None) or ``queue name ...``."""
 
@@ -558,7 +648,7 @@ class Queue:
     text: str = ""  # the exact line pfctl -v prints
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Limiter:
     """``state limiter "name" id N limit L [rate a/b]`` (FreeBSD 15) and ``source limiter``."""
 
@@ -572,7 +662,7 @@ class Limiter:
 Definition = Union[SetOption, Macro, Table, Queue, Limiter]
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Message:
     """A diagnostic pfctl prints while parsing (warning or error), in output order."""
 
@@ -581,7 +671,7 @@ class Message:
     error: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_value
 class Ruleset:
     """A parsed pf.conf (or anchor body): definitions, rules, nested anchors.
 
@@ -604,6 +694,7 @@ class Ruleset:
     messages: tuple[Message, ...] = ()
     path: str = ""  # anchor path ("" for the main ruleset)
     loaded_anchors: tuple[tuple[str, str], ...] = ()  # ``load anchor NAME from FILE``, in order
+    unused_macros: tuple[str, ...] = ()  # macros never expanded (pfctl -vv warns), in pfctl's order
 
     def table(self, name: str) -> Table | None:
         for table in self.tables:
@@ -629,45 +720,5 @@ class Ruleset:
     def binat(self) -> tuple[TranslationRule | AnchorRule, ...]:
         return tuple(r for r in self.translation if r.kind in ("binat", "binat-anchor"))
 
-
-def fast_init(cls: type) -> type:
-    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its
-    slot descriptor: the generated one calls ``object.__setattr__`` per field (a 44-field
-    Rule took about 10 us to build, a tenth of the parse time of a 10,000-rule file). Same
-    signature, defaults and errors as the dataclass one; nothing else changes."""
-    fields = dataclasses.fields(cls)
-    if hasattr(cls, "__post_init__") or any(not f.init or f.default_factory is not dataclasses.MISSING for f in fields):
-        return cls  # the generated __init__ does more than store: keep it
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
-    namespace: dict = {}
-    args: list[str] = []
-    kw_only = False
-    for p in params:
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and not kw_only:
-            args.append("*")
-            kw_only = True
-        if p.default is inspect.Parameter.empty:
-            args.append(p.name)
-        else:
-            namespace[f"_d_{p.name}"] = p.default
-            args.append(f"{p.name}=_d_{p.name}")
-    body = []
-    for f in fields:
-        namespace[f"_s_{f.name}"] = getattr(cls, f.name).__set__
-        body.append(f"    _s_{f.name}(self, {f.name})")
-    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body or ["    pass"]) + "\n"
-    exec(source, namespace)  # noqa: S102 - generated from the class's own fields
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__  # type: ignore[misc]
-    cls.__init__ = init  # type: ignore[misc]
-    return cls
-
-
-for _cls in list(globals().values()):
-    if (isinstance(_cls, type) and dataclasses.is_dataclass(_cls) and _cls.__module__ == __name__
-            and _cls.__dataclass_params__.frozen and "__slots__" in _cls.__dict__):  # type: ignore[attr-defined]
-        fast_init(_cls)
-del _cls
 
 __all__ = [name for name in dir() if not name.startswith("_")]

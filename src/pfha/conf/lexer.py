@@ -117,11 +117,13 @@ def _plain_kind(piece: str) -> tuple[str | None, int]:
 
 
 class Lexer:
-    """Tokens of one file. ``macros`` is shared with the parser, which defines them."""
+    """Tokens of one file. ``macros`` is shared with the parser, which defines them; the names
+    expanded are added to ``used`` (pfctl -vv warns about macros never used)."""
 
-    def __init__(self, text: str, filename: str, macros: dict[str, str]) -> None:
+    def __init__(self, text: str, filename: str, macros: dict[str, str], used: set[str] | None = None) -> None:
         self.filename = filename
         self.macros = macros
+        self.used = used if used is not None else set()
         self._lines = text.split("\n")
         self._next_line = 0
         self._tokens: list[Token] = []
@@ -184,6 +186,7 @@ class Lexer:
 
     def _expand(self, text: str, line: int) -> str:
         macros = self.macros
+        used = self.used
 
         def substitute(m: re.Match) -> str:
             if m.group(0)[0] != "$":
@@ -194,6 +197,7 @@ class Lexer:
             value = macros.get(name)
             if value is None:
                 raise self.error(f"macro '{name}' not defined", line)
+            used.add(name)
             return value.replace("\n", " ")
 
         out = _MACRO_SCAN_RE.sub(substitute, text)

@@ -33,8 +33,9 @@ Pure: no I/O, no randomness of its own (the table-name identifier is a parameter
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import heapq
+import gc
 import ipaddress
 import zlib
 from collections import OrderedDict
@@ -401,8 +402,10 @@ def _construct_superblocks(pors: list[_Por], ctx: _Context) -> list[_Block]:
 _GENERAL_FIELDS = ("ifname", "direction", "af", "proto", "flagpair", "sport", "dport", "src", "dst")
 
 
-def _generalizations(por: _Por, name: str) -> tuple:
-    """Values a superset rule may hold in field ``name`` (a necessary condition only)."""
+def _generalizations(por: _Por, name: str, prefixes: dict[str, list[int]]) -> tuple:
+    """Values a superset rule may hold in field ``name`` (a necessary condition only).
+    ``prefixes``: the prefix lengths the superblock's addresses have, per side (a wider
+    network of another length cannot be there to find)."""
     if name == "ifname":
         return (por.ifname, "")
     if name == "direction":
@@ -420,7 +423,7 @@ def _generalizations(por: _Por, name: str) -> tuple:
     if not neg:
         result.append(_ZERO_ADDR)
     if address[0] == "mask":
-        result.extend(("mask", address[1] & _mask(plen), plen) for plen in range(address[2]))
+        result.extend(("mask", address[1] & _mask(plen), plen) for plen in prefixes[name] if plen < address[2])
     return tuple(result)
 
 
@@ -443,18 +446,23 @@ def _remove_identical_rules(block: _Block) -> None:
         if len(members) < 2:
             continue
         trie: dict = {}
+        prefixes = {side: sorted({getattr(p, side)[2] for p in members if getattr(p, side)[0] == "mask"})
+                    for side in ("src", "dst")}
+        # a field all these rules hold alike tells none apart (each rule's own value is one it
+        # looks up): the trie only has levels for the fields that differ
+        levels = tuple(name for name in _GENERAL_FIELDS if len({_value(p, name) for p in members}) > 1) or ("dst",)
         for por in members:
             node = trie
-            for name in _GENERAL_FIELDS[:-1]:
+            for name in levels[:-1]:
                 node = node.setdefault(_value(por, name), {})
-            node.setdefault(por.dst, []).append(por)
+            node.setdefault(_value(por, levels[-1]), []).append(por)
         subs_of: dict[int, list[_Por]] = {}
         for por in members:
-            for bucket in _supersets(trie, por, 0):
+            for bucket in _supersets(trie, por, levels, prefixes):
                 candidates.setdefault(id(por), []).append(bucket)
                 subs_of.setdefault(id(bucket), []).append(por)
         for por in members:
-            own = _bucket(trie, por)
+            own = _bucket(trie, por, levels)
             candidates.setdefault(id(por), []).append(subs_of.get(id(own), []))
     removed: set[int] = set()
     for por1 in block.rules:
@@ -477,23 +485,20 @@ def _seq(por: _Por) -> int:
     return por.seq
 
 
-def _supersets(node: dict, por: _Por, depth: int) -> Iterable[list]:
-    name = _GENERAL_FIELDS[depth]
-    seen = set()
-    for value in _generalizations(por, name):
-        if value in seen or value not in node:
-            continue
-        seen.add(value)
-        child = node[value]
-        if depth == len(_GENERAL_FIELDS) - 1:
-            yield child
-        else:
-            yield from _supersets(child, por, depth + 1)
+def _supersets(trie: dict, por: _Por, levels: tuple[str, ...], prefixes: dict[str, list[int]]) -> list[list]:
+    """The trie's buckets of rules that may be supersets of ``por``, level by level."""
+    nodes = [trie]
+    for name in levels:
+        values = dict.fromkeys(_generalizations(por, name, prefixes))
+        nodes = [node[value] for node in nodes for value in values if value in node]
+        if not nodes:
+            break
+    return nodes
 
 
-def _bucket(trie: dict, por: _Por) -> list:
+def _bucket(trie: dict, por: _Por, levels: tuple[str, ...]) -> list:
     node = trie
-    for name in _GENERAL_FIELDS:
+    for name in levels:
         node = node[_value(por, name)]
     return node
 
@@ -507,61 +512,89 @@ def _add_opt_table(ctx: _Context, table: _OptTable | None, af, rule_address) -> 
     return table
 
 
-def _free(por: _Por, removed: set[int]) -> bool:
-    return por.src_tbl is None and por.dst_tbl is None and id(por) not in removed
-
-
 def _combine_rules(block: _Block, ctx: _Context) -> list[Table]:
     """Pass 2, combine_rules(): rules differing only in one address become one rule on a table
-    of those addresses once TABLE_THRESHOLD of them agree.
+    of those addresses once TABLE_THRESHOLD of them agree."""
+    return _generate_tables(block, ctx, _gather_tables(block.rules, ctx))
 
-    Only later rules with the same combine key and an equal source (or destination) can
-    combine with a rule, and only while they have no table yet: the index holds those."""
-    rules = block.rules
-    by_src: dict[tuple, list[_Por]] = {}
-    by_dst: dict[tuple, list[_Por]] = {}
+
+def _gather_tables(rules: list[_Por], ctx: _Context) -> set[int]:
+    """combine_rules()'s first loop: give rules that differ in one address a shared table ->
+    the rules a table of TABLE_THRESHOLD made redundant.
+
+    pfctl compares each rule p1 with every later rule p2 still without a table. Here two
+    indexes hold, for each p1, exactly the later rules that would combine with it: by_src, the
+    rules with p1's combine key, source and both negations whose destination is a plain
+    address (they join p1's destination table), by_dst the same with the sides swapped. A rule
+    leaves both indexes when it gets a table (it can never combine again) and when its own
+    turn as p1 has passed (only later rules are p2s), so every rule left is a later one that
+    still can. pfctl's walk takes p2s in rule order until one combines; that first one decides
+    which of p1's addresses becomes a table (the other branch needs p1 without a table), so
+    the earlier of the two indexes' first combinable rules wins, as in pfctl."""
+    src_lists: dict[tuple, list[_Por]] = {}
+    dst_lists: dict[tuple, list[_Por]] = {}
+    keys: dict[int, tuple[tuple, tuple]] = {}
     for por in rules:
         key = por.combine_key()
-        by_src.setdefault((key, por.src, por.src_neg), []).append(por)
-        by_dst.setdefault((key, por.dst, por.dst_neg), []).append(por)
+        src_key = (key, por.src, por.src_neg, por.dst_neg)
+        dst_key = (key, por.dst, por.dst_neg, por.src_neg)
+        keys[id(por)] = (src_key, dst_key)
+        if por.dst[0] == "mask":  # pfctl's addrs_combineable(): only plain addresses go into a table
+            src_lists.setdefault(src_key, []).append(por)
+        if por.src[0] == "mask":
+            dst_lists.setdefault(dst_key, []).append(por)
+    # a rule alone under its key has no one to combine with
+    by_src = {k: {id(p): p for p in lst} for k, lst in src_lists.items() if len(lst) > 1}
+    by_dst = {k: {id(p): p for p in lst} for k, lst in dst_lists.items() if len(lst) > 1}
     removed: set[int] = set()
+
+    def taken(por: _Por) -> None:  # p2 got a table: no longer free to combine
+        src_key, dst_key = keys[id(por)]
+        by_src.get(src_key, {}).pop(id(por), None)
+        by_dst.get(dst_key, {}).pop(id(por), None)
+
     for p1 in rules:
+        taken(p1)  # its turn: from now on only later rules are compared
         if id(p1) in removed:
             continue
-        key = p1.combine_key()
-        lists = []
-        for index, k in ((by_src, (key, p1.src, p1.src_neg)), (by_dst, (key, p1.dst, p1.dst_neg))):
-            lst = index[k] = [p for p in index[k] if _free(p, removed) or p is p1]
-            lists.append([p for p in lst if p.seq > p1.seq])
-        seen: set[int] = set()
-        for p2 in heapq.merge(*lists, key=_seq):
-            if id(p2) in seen:
-                continue  # equal source and destination: neither branch
-            seen.add(id(p2))
-            if not _free(p2, removed):
-                continue
-            src_eq = p1.src == p2.src and p1.src_neg == p2.src_neg
-            dst_eq = p1.dst == p2.dst and p1.dst_neg == p2.dst_neg
-            if (src_eq and not dst_eq and p1.src_tbl is None
-                    and _addrs_combineable(p1.dst, p2.dst, p1.dst_neg, p2.dst_neg, p1.dport, p2.dport)):
+        src_key, dst_key = keys[id(p1)]
+        # src_eq and not dst_eq: the first later rule with another destination
+        to_dst = (_first_other(by_src.get(src_key), p1.dst, "dst")
+                  if p1.src_tbl is None and p1.dst[0] == "mask" else None)
+        # not src_eq and dst_eq
+        to_src = (_first_other(by_dst.get(dst_key), p1.src, "src")
+                  if p1.dst_tbl is None and p1.src[0] == "mask" else None)
+        if to_dst is not None and (to_src is None or to_dst.seq < to_src.seq):
+            for p2 in list(by_src[src_key].values()):
+                if p2.dst == p1.dst:
+                    continue  # equal source and destination: neither branch
                 if p1.dst_tbl is None:
                     p1.dst_tbl = _add_opt_table(ctx, None, p1.af, p1.rule.dst.host.address)
                 _add_opt_table(ctx, p1.dst_tbl, p1.af, p2.rule.dst.host.address)
                 p2.dst_tbl = p1.dst_tbl
+                taken(p2)
                 if p1.dst_tbl.rulecount >= TABLE_THRESHOLD:
                     removed.add(id(p2))
-            elif (not src_eq and dst_eq and p1.dst_tbl is None
-                    and _addrs_combineable(p1.src, p2.src, p1.src_neg, p2.src_neg, p1.sport, p2.sport)):
+        elif to_src is not None:
+            for p2 in list(by_dst[dst_key].values()):
+                if p2.src == p1.src:
+                    continue
                 if p1.src_tbl is None:
                     p1.src_tbl = _add_opt_table(ctx, None, p1.af, p1.rule.src.host.address)
                 _add_opt_table(ctx, p1.src_tbl, p1.af, p2.rule.src.host.address)
                 p2.src_tbl = p1.src_tbl
+                taken(p2)
                 if p1.src_tbl.rulecount >= TABLE_THRESHOLD:
                     removed.add(id(p2))
-    # the final pass: name each table and put it into the first rule that holds it
+    return removed
+
+
+def _generate_tables(block: _Block, ctx: _Context, removed: set[int]) -> list[Table]:
+    """combine_rules()'s final loop: name each table and put it into the first rule that
+    holds it; the other rules holding it go."""
     created: list[Table] = []
     result: list[_Por] = []
-    for p1 in rules:
+    for p1 in block.rules:
         if id(p1) in removed:
             continue
         drop = False
@@ -585,8 +618,12 @@ def _combine_rules(block: _Block, ctx: _Context) -> list[Table]:
     return created
 
 
-def _addrs_combineable(a: tuple, b: tuple, a_neg: bool, b_neg: bool, a_port: tuple, b_port: tuple) -> bool:
-    return a[0] == "mask" and b[0] == "mask" and a_neg == b_neg and a_port == b_port
+def _first_other(candidates: dict[int, _Por] | None, address: tuple, side: str) -> _Por | None:
+    """The first rule in ``candidates`` whose ``side`` address is not ``address``."""
+    for por in (candidates or {}).values():
+        if getattr(por, side) != address:
+            return por
+    return None
 
 
 def _table_def(table: _OptTable) -> Table:
@@ -676,36 +713,44 @@ class _SkipLists:
         return skiplist
 
 
-def _reorder_rules(block: _Block, depth: int) -> None:
+def _reorder_rules(block: _Block, depth: int, skips: dict[int, tuple] | None = None) -> None:
     """Pass 3, reorder_rules(): gather the rules sharing the most common skip-step field, split
-    them off into a superblock of their own (reordered again) when more than two, repeat."""
+    them off into a superblock of their own (reordered again) when more than two, repeat.
+
+    pfctl makes a skiplist for every rule in every dimension; a list of one rule is never
+    picked (only a count above one is), nor shrunk by remove_from_skipsteps() to anything
+    but inert, so only the lists of two rules or more are made here. ``skips``: each rule's
+    skip-step keys, worked out once for the whole recursion."""
+    if skips is None:
+        skips = {id(por): tuple(_skip_key(i, por) for i in range(PF_SKIP_COUNT)) for por in block.rules}
     dims = [_SkipLists() for _ in range(PF_SKIP_COUNT)]
-    member: dict[tuple[int, int], _SkipList] = {}  # (dimension, id(rule)) -> its skiplist
-    tick = 0
+    member: list[dict[int, _SkipList]] = [{} for _ in range(PF_SKIP_COUNT)]  # id(rule) -> its skiplist
     for i in range(PF_SKIP_COUNT):
         by_key: dict = {}
+        for at, por in enumerate(block.rules):
+            key = skips[id(por)][i]
+            if key is not None:
+                by_key.setdefault(key, []).append((at, por))
         made: list[_SkipList] = []
-        for por in block.rules:
-            key = _skip_key(i, por)
-            skiplist = by_key.get(key) if key is not None else None
-            if skiplist is None:
-                skiplist = _SkipList()
-                made.append(skiplist)
-                if key is not None:
-                    by_key[key] = skiplist
-            skiplist.rules[id(por)] = por
-            skiplist.count += 1
-            skiplist.stamp = tick
-            tick += 1
-            member[(i, id(por))] = skiplist
+        for pors in by_key.values():
+            if len(pors) < 2:
+                continue
+            skiplist = _SkipList()
+            skiplist.rules = {id(por): por for _at, por in pors}
+            skiplist.count = len(pors)
+            skiplist.stamp = pors[-1][0]  # when it last grew
+            made.append(skiplist)
+            for _at, por in pors:
+                member[i][id(por)] = skiplist
         dims[i].build(made)  # skip_append(): the list of skiplists kept sorted
     rule_count = len(block.rules)
     largest = 0
     for i in range(PF_SKIP_COUNT):
         skiplist = dims[i].first()
-        if skiplist.count == rule_count or skiplist.count == 1:
-            dims[i].frozen = skiplist  # the same in every rule, or in none: of no use
-            skiplist.count = 0
+        if skiplist is None or skiplist.count == rule_count:
+            # the same in every rule, or in none (pfctl: a first list of one): of no use
+            dims[i].frozen = skiplist if skiplist is not None else _SkipList()
+            dims[i].frozen.count = 0
         elif skiplist.count > largest:
             largest = skiplist.count
     if largest == 0:
@@ -733,17 +778,18 @@ def _reorder_rules(block: _Block, depth: int) -> None:
             newblock.rules.append(por)
             _remove_from_skipsteps(dims, member, por, skiplist)
         if newblock is not block:
-            _reorder_rules(newblock, depth + 1)
+            _reorder_rules(newblock, depth + 1, skips)
 
 
-def _remove_from_skipsteps(dims: list[_SkipLists], member: dict, por: _Por, active: _SkipList) -> None:
+def _remove_from_skipsteps(dims: list[_SkipLists], member: list[dict[int, _SkipList]], por: _Por,
+                           active: _SkipList) -> None:
     for i in range(PF_SKIP_COUNT):
         lists = dims[i]
         first = lists.first()
         if first is None or first is active or first.count <= 1:
             continue
-        sk = member[(i, id(por))]
-        if sk.popped or id(por) not in sk.rules:
+        sk = member[i].get(id(por))
+        if sk is None or sk.popped or id(por) not in sk.rules:
             continue
         del sk.rules[id(por)]
         lists.shrink(sk)  # does this change the sorting order? it moves ahead of its new count
@@ -766,27 +812,30 @@ def _load_feedback(blocks: list[_Block], running: list[tuple[Rule, int]], ctx: _
 
 def _block_feedback(block: _Block) -> None:
     """block_feedback(): copy the running rules' counters onto equal rules
-    (comparable_rule(DC)), then sort the superblock by them, most packets first (stable)."""
+    (comparable_rule(DC)), then sort the superblock by them, most packets first (stable).
+
+    pfctl gives each running rule's count to the first of our rules that is equal to it and
+    has no count yet (a count of 0 leaves the rule free for the next one); rules indexed by
+    their comparable_rule(DC) view, in order, find that rule without comparing every pair. Its
+    insertion sort (before the first rule with fewer packets) is a stable sort, most first."""
     counts: dict[int, int] = {}
+    by_key: dict[tuple, list[_Por]] = {}
+    for por2 in block.rules:
+        by_key.setdefault(por2.profile_key()[1], []).append(por2)
+    first: dict[tuple, int] = {}  # key -> where its first rule without a count is
     for por1 in block.profiled.rules:
         key = por1.profile_key()[1]
-        for por2 in block.rules:
-            if counts.get(id(por2)):
-                continue
-            if por2.profile_key()[1] == key:
-                counts[id(por2)] = por1.profile_count
-                break
+        equal = by_key.get(key)
+        if equal is None:
+            continue
+        at = first.get(key, 0)
+        while at < len(equal) and counts.get(id(equal[at])):
+            at += 1
+        first[key] = at
+        if at < len(equal):
+            counts[id(equal[at])] = por1.profile_count
     block.profiled = None
-    queue = block.rules
-    block.rules = []
-    for por1 in queue:
-        count = counts.get(id(por1), 0)
-        for at, por2 in enumerate(block.rules):
-            if count > counts.get(id(por2), 0):
-                block.rules.insert(at, por1)
-                break
-        else:
-            block.rules.append(por1)
+    block.rules = sorted(block.rules, key=lambda por: -counts.get(id(por), 0))
 
 
 # ================================================================================ rulesets
@@ -905,22 +954,38 @@ def optimize(ruleset: Ruleset, level: str | None = None, *, is_group: Callable[[
         names.update(t.name for t in anchor.tables)
     ctx = _Context(level, _Namer(identifier, names, reroll), is_group or default_is_group())
     done: dict[int, tuple[Ruleset, Ruleset]] = {}
-    root = _optimize_ruleset(ruleset, ctx, result, done, running)
-    # `load anchor` files are loaded (and optimized) after the main ruleset, in order
-    loaded = {name for name, _path in ruleset.loaded_anchors}
-    anchors = []
-    for name, anchor in root.anchors:
-        if name in loaded:
-            anchor = _optimize_ruleset(anchor, ctx, result, done, None)
-        else:
-            anchor = _same_body(anchor, done)
-        anchors.append((name, anchor))
+    with _collector_paused():
+        root = _optimize_ruleset(ruleset, ctx, result, done, running)
+        # `load anchor` files are loaded (and optimized) after the main ruleset, in order
+        loaded = {name for name, _path in ruleset.loaded_anchors}
+        anchors = []
+        for name, anchor in root.anchors:
+            if name in loaded:
+                anchor = _optimize_ruleset(anchor, ctx, result, done, None)
+            else:
+                anchor = _same_body(anchor, done)
+            anchors.append((name, anchor))
     created = result.created.pop(id(root), None)
     extra = tuple(t for t in result.order if root.table(t.name) is None)
     result.ruleset = dataclasses.replace(root, anchors=tuple(anchors), tables=root.tables + extra)
     if created:
         result.created[id(result.ruleset)] = created
     return result
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause the cyclic garbage collector while optimizing, as the parser does while parsing
+    (pfha.conf.parser._guarded): the passes make many small acyclic objects (a _Por per rule,
+    the indexes) that live until the end, and on a 10,000-rule superblock the collections
+    walking them and the parsed ruleset cost about as much as the passes themselves."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _same_body(anchor: Ruleset, done: dict[int, tuple[Ruleset, Ruleset]]) -> Ruleset:

@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Mapping, NoReturn
 from pathlib import Path
 
 from pfha.conf.ast import (
@@ -131,10 +131,14 @@ class _Builder:
 class Parser:
     """One parse of one pf.conf (with its includes)."""
 
-    def __init__(self, view: InterfaceView, include_base: str | os.PathLike | None = None) -> None:
+    def __init__(self, view: InterfaceView, include_base: str | os.PathLike | None = None,
+                 macros: Mapping[str, str] | None = None) -> None:
         self.view = view
         self.include_base = Path(include_base) if include_base is not None else None
-        self.macros: dict[str, str] = {}
+        # pfctl -D name=value: defined before the file and kept (symset(..., persist=1))
+        self.macros: dict[str, str] = dict(macros or {})
+        self.persistent = frozenset(self.macros)
+        self.used_macros: set[str] = set()
         self.definitions: list = []
         self.messages: list[str] = []
         self.errors: list[ParseError] = []
@@ -284,7 +288,7 @@ class Parser:
 
     def parse_text(self, text: str, filename: str) -> None:
         saved = (self.lexer, self.tok)
-        self.lexer = Lexer(text, filename, self.macros)
+        self.lexer = Lexer(text, filename, self.macros, self.used_macros)
         self.lexer.on_error = lambda message, line: self._record(message, line)
         try:
             self.tok = self.lexer.next()
@@ -401,8 +405,12 @@ class Parser:
         if not all(c.isalnum() or c == "_" for c in name):
             self._error("syntax error", name_tok.line)
         value = " ".join(parts)
-        # defined before the next line is read: that line may use it
-        self.macros[name] = value
+        # defined before the next line is read: that line may use it; a -D definition wins
+        # (pfctl prints the file's definition all the same)
+        if name not in self.persistent:
+            self.macros.pop(name, None)  # a new definition: last in pfctl's list, not yet used
+            self.macros[name] = value
+            self.used_macros.discard(name)
         self.definitions.append(Macro(name, value, self._origin(name_tok.line)))
         self._end_of_statement()
 
@@ -1737,7 +1745,8 @@ _STATEMENTS = {
 def _load_anchors(parser: Parser) -> None:
     """``load anchor NAME from FILE``: parsed after the main ruleset, like pfctl_load_anchors()."""
     for name, path, line, origin_file in parser.load_anchors:
-        sub = Parser(parser.view, parser.include_base)
+        # pfctl keeps only the -D macros (persistent symbols) for the files parsed after
+        sub = Parser(parser.view, parser.include_base, {n: parser.macros[n] for n in parser.persistent})
         sub.main.path = name
         try:
             text = sub._read(path, path)
@@ -1765,7 +1774,9 @@ def _finish(parser: Parser) -> Ruleset:
             messages=tuple(parser.messages),
             output=_partial_output(parser),
         )
-    return parser.ruleset()
+    ruleset = parser.ruleset()
+    unused = tuple(name for name in parser.macros if name not in parser.used_macros)
+    return replace(ruleset, unused_macros=unused) if unused else ruleset
 
 
 def _partial_output(parser: Parser) -> str:
@@ -1779,9 +1790,11 @@ def _partial_output(parser: Parser) -> str:
     return "".join(out)
 
 
-def parse_text(text: str, filename: str = "pf.conf", interfaces: InterfaceView | None = None, *, include_base=None) -> Ruleset:
-    """Parse pf.conf text into an expanded :class:`Ruleset` (raises :class:`ParseError`)."""
-    parser = Parser(interfaces if interfaces is not None else InterfaceView.empty(), include_base)
+def parse_text(text: str, filename: str = "pf.conf", interfaces: InterfaceView | None = None, *, include_base=None,
+               macros: Mapping[str, str] | None = None) -> Ruleset:
+    """Parse pf.conf text into an expanded :class:`Ruleset` (raises :class:`ParseError`).
+    ``macros``: definitions given on the command line (``pfctl -D``), which the file cannot change."""
+    parser = Parser(interfaces if interfaces is not None else InterfaceView.empty(), include_base, macros)
     _guarded(parser, text, filename)
     return _finish(parser)
 
@@ -1802,9 +1815,11 @@ def _guarded(parser: Parser, text: str, filename: str) -> None:
         raise ParseError("ruleset too large", filename) from None
 
 
-def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=None, display: str | None = None) -> Ruleset:
-    """Parse a pf.conf file. Errors name the file as given (pfctl prints the -f argument)."""
-    parser = Parser(interfaces if interfaces is not None else InterfaceView.empty(), include_base)
+def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=None, display: str | None = None,
+               macros: Mapping[str, str] | None = None) -> Ruleset:
+    """Parse a pf.conf file. Errors name the file as given (pfctl prints the -f argument);
+    ``macros`` as for :func:`parse_text`."""
+    parser = Parser(interfaces if interfaces is not None else InterfaceView.empty(), include_base, macros)
     name = display if display is not None else ("stdin" if str(path) == "-" else str(path))  # as pushfile()
     try:
         raw = Path(path).read_bytes() if str(path) != "-" else __import__("sys").stdin.buffer.read()

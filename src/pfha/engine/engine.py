@@ -33,8 +33,8 @@ from pfha.engine.packet import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPRO
                                 TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG, Packet, PacketError, tcp_options)
 from pfha.engine.rules import (CompiledRule, Resolver, RuleList, Table, compile_common,
                                compile_filter_rule, prefix_of)
-from pfha.engine.state import (DEFAULT_STATE_LIMIT, DEFAULT_TIMEOUTS, OPTIMIZATION_PRESETS,
-                               PF_TCPS_PROXY_SRC, SourceNode, State, StateTable)
+from pfha.engine.state import (PF_TCPS_PROXY_SRC, SourceNode, State, StateTable, configured_limits,
+                               configured_timeouts)
 from pfha.engine.translate import (MapFailed, Translation, TranslationRuleC, Translator, apply,
                                    compile_translation)
 from pfha.pflog.format import AF_INET, AF_INET6, NO_SUBRULE, Action, Direction, PflogHeader, Reason
@@ -227,16 +227,8 @@ class Engine:
             self.resolver.table_from_ast(table)
         options = ruleset.options
         self.skip = frozenset(m for name in options.skip for m in (self.interfaces.members(name) or (name,)))
-        self.timeouts = dict(DEFAULT_TIMEOUTS)
-        self.timeouts.update(OPTIMIZATION_PRESETS.get(options.optimization, {}))
-        self.timeouts.update(dict(options.timeouts))
-        limits = dict(options.limits)
-        explicit = dict(options.timeouts)
-        if "states" in limits and "adaptive.start" not in explicit and "adaptive.end" not in explicit:
-            # pfctl: a states limit without explicit adaptive timeouts sets them to 60% / 120% of it
-            self.timeouts["adaptive.start"] = (limits["states"] // 10) * 6
-            self.timeouts["adaptive.end"] = (limits["states"] // 10) * 12
-        self.states = StateTable(limits.get("states", DEFAULT_STATE_LIMIT),
+        self.timeouts = configured_timeouts(options)
+        self.states = StateTable(configured_limits(options)["states"],
                                  (self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]))
         self.if_bound_default = options.state_policy == "if-bound"
         self.state_defaults = options.state_defaults

@@ -22,6 +22,7 @@ numbers. This module is pure: it parses text and builds :class:`~pfha.engine.pac
 from __future__ import annotations
 
 import shlex
+import struct
 from dataclasses import dataclass
 from typing import Optional
 
@@ -62,18 +63,31 @@ class PacketSpec:
     text: str
 
 
+#: what each numeric word's header field can hold (a value outside it cannot be put on a wire)
+LIMITS = {"seq": 0xFFFFFFFF, "ack": 0xFFFFFFFF, "win": 0xFFFF, "len": 0xFFFF, "mss": 0xFFFF,
+          "wscale": 14, "ttl": 255, "id": 0xFFFF, "port": 0xFFFF, "proto": 255, "icmp type": 255,
+          "icmp code": 255}
+
+
+def _in_range(value: int, what: str) -> int:
+    if not 0 <= value <= LIMITS[what]:
+        raise SpecError(f"{what} {value} is out of range (0-{LIMITS[what]})")
+    return value
+
+
 def _number(words: list[str], i: int, what: str) -> int:
     if i >= len(words):
         raise SpecError(f"{what} needs a value")
     try:
-        return int(words[i], 0)
+        value = int(words[i], 0)
     except ValueError:
         raise SpecError(f"{what}: {words[i]!r} is not a number") from None
+    return _in_range(value, what)
 
 
 def _port(word: str) -> int:
     if word.isdigit():
-        return int(word)
+        return _in_range(int(word), "port")
     from pfha.conf import names  # FreeBSD's services table, as pf.conf reads port names
 
     found = names.port_number(word)
@@ -86,7 +100,7 @@ def _port(word: str) -> int:
 
 def _proto(word: str) -> int:
     if word.isdigit():
-        return int(word)
+        return _in_range(int(word), "proto")
     if word in PROTOCOLS:
         return PROTOCOLS[word]
     raise SpecError(f"unknown protocol {word!r}")
@@ -220,6 +234,7 @@ def parse_packet(text: str, *, need_place: bool = True) -> PacketSpec:
         _icmp_fields(packet, icmp_type, icmp_code, num["id"], inner_words)
     elif inner_words:
         raise SpecError("'quote' is only for ICMP errors")
+    _check_length(packet)
     return PacketSpec(packet, ifname or "", direction or "in", at, "seq" in num, "ack" in num, text.strip())
 
 
@@ -229,12 +244,12 @@ def _icmp_fields(packet: Packet, icmp_type: Optional[str], icmp_code: Optional[s
     types, codes = (ICMP6_TYPES, ICMP6_CODES) if v6 else (ICMP_TYPES, ICMP_CODES)
     if icmp_type is None:
         icmp_type = "echoreq"
-    itype = int(icmp_type) if icmp_type.isdigit() else types.get(icmp_type)
+    itype = _in_range(int(icmp_type), "icmp type") if icmp_type.isdigit() else types.get(icmp_type)
     if itype is None:
         raise SpecError(f"unknown icmp type {icmp_type!r}")
     code = 0
     if icmp_code is not None:
-        code = int(icmp_code) if icmp_code.isdigit() else codes.get(icmp_code, -1)
+        code = _in_range(int(icmp_code), "icmp code") if icmp_code.isdigit() else codes.get(icmp_code, -1)
         if code < 0:
             raise SpecError(f"unknown icmp code {icmp_code!r}")
     packet.icmp_type, packet.icmp_code = itype, code
@@ -244,6 +259,14 @@ def _icmp_fields(packet: Packet, icmp_type: Optional[str], icmp_code: Optional[s
         inner = parse_packet(" ".join(shlex.quote(w) for w in inner_words), need_place=False).packet
         packet.inner = inner
         packet.payload = inner.to_bytes()[: 28 if not v6 else 1232]
+
+
+def _check_length(packet: Packet) -> None:
+    """An IP length field holds 65535 at most: headers and payload together must fit in it."""
+    try:
+        packet.to_bytes()
+    except struct.error:
+        raise SpecError("packet too long: headers and 'len' must fit in 65535 bytes") from None
 
 
 class Conversation:

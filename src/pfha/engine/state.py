@@ -87,6 +87,31 @@ OPTIMIZATION_PRESETS: dict[str, dict[str, int]] = {
 #: Default for ``set limit states`` (pfvar.h PFSTATE_HIWAT) and ``src-nodes`` (PFSNODE_HIWAT).
 DEFAULT_STATE_LIMIT = 100000
 DEFAULT_SRC_NODE_LIMIT = 10000
+#: pf's memory pool limits (``set limit``), as ``pfctl -sm`` lists them: PFSTATE_HIWAT,
+#: PFSNODE_HIWAT, PFFRAG_FRENT_HIWAT, PFR_KENTRY_HIWAT
+DEFAULT_LIMITS: dict[str, int] = {"states": DEFAULT_STATE_LIMIT, "src-nodes": DEFAULT_SRC_NODE_LIMIT,
+                                  "frags": 5000, "table-entries": 200000}
+
+
+def configured_timeouts(options) -> dict[str, int]:
+    """pf's global timeouts once pfctl has loaded ``options`` (a conf Options): the defaults,
+    then the ``set optimization`` preset, then each ``set timeout`` whatever its place in the
+    file; a ``set limit states`` without explicit adaptive timeouts sets them to 60% / 120% of
+    the limit, as pfctl_load_options() does."""
+    values = dict(DEFAULT_TIMEOUTS)
+    values.update(OPTIMIZATION_PRESETS.get(options.optimization, {}))
+    explicit = dict(options.timeouts)
+    values.update(explicit)
+    limits = dict(options.limits)
+    if "states" in limits and "adaptive.start" not in explicit and "adaptive.end" not in explicit:
+        values["adaptive.start"] = (limits["states"] // 10) * 6
+        values["adaptive.end"] = (limits["states"] // 10) * 12
+    return values
+
+
+def configured_limits(options) -> dict[str, int]:
+    """pf's memory limits once pfctl has loaded ``options``: the defaults and each ``set limit``."""
+    return {**DEFAULT_LIMITS, **dict(options.limits)}
 
 #: A key: (af, proto, addr0, port0, addr1, port1), in inbound orientation.
 StateKey = tuple

@@ -49,10 +49,13 @@ def state_dir(name: str) -> Path:
 
 
 def python_env(**extra: str) -> dict[str, str]:
-    """The environment for lab processes: this very pfha importable, whether installed or not."""
+    """The environment for lab processes: this very pfha importable, whether installed or not,
+    and its ``pfha`` and ``pfctl`` commands first on PATH (``pfha lab exec fw1 -- pfctl -ss``)."""
     env = dict(os.environ, **extra)
     src = str(Path(pfha.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -185,6 +188,7 @@ class RunningLab:
         """Probe many targets at once from ``host`` (one process, concurrent sockets)."""
         if not targets:
             return []
+        targets = [_target(t) for t in targets]  # a bad one is a one-line error, not the child's traceback
         args = ["-m", "pfha.lab.services", "probe", "--timeout", str(timeout), *map(str, targets)]
         proc = self.python(host, args, timeout=timeout * 3 + 30)
         if proc.returncode != 0:
@@ -421,6 +425,10 @@ def up(name: str = "tut", *, config: str = "corrected", daemons: bool = True, to
         raise LabError("the lab needs root: it makes network namespaces (run it with sudo)")
     if (state_dir(name) / "state.json").exists() or any(n.startswith(ns_prefix(name) + "-") for n in _netns_list()):
         raise LabError(f"lab {name!r} exists already; 'pfha lab down --name {name}' first")
+    if daemons:
+        from pfha.lab import nodes  # the daemon side: needs the node config import
+
+        nodes.config_dir(config)  # a wrong --config fails before anything is built
     state = LabState(name=name, config=config, daemons=daemons, without=list(without))
     state.save()
     try:
@@ -441,6 +449,15 @@ def up(name: str = "tut", *, config: str = "corrected", daemons: bool = True, to
     except BaseException:
         down(name)
         raise
+
+
+def _target(target: Target | str) -> Target:
+    if isinstance(target, Target):
+        return target
+    try:
+        return Target.parse(target)
+    except ValueError:
+        raise LabError(f"bad target {target!r}: tcp:ADDR:PORT, udp:ADDR:PORT or icmp:ADDR") from None
 
 
 def attach(name: str = "tut", topology: Topology | None = None) -> RunningLab:

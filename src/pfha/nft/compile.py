@@ -33,6 +33,7 @@ from typing import Any
 
 from pfha.conf import ast
 from pfha.conf.interfaces import InterfaceView
+from pfha.engine.state import configured_limits, configured_timeouts
 from pfha.gc_pause import gc_paused
 from pfha.nft import expr as x
 from pfha.nft import synproxy as sp
@@ -388,6 +389,9 @@ class _Compiler:
             **({"overload_flush": {"group": OVERLOAD_GROUP, "rules": self.overload_flush}} if self.overload_flush else {}),
             "synproxy_chains": list(SYNPROXY_CHAINS) if self.synproxy.real else [],
             "synproxy": [r.number for r in self.synproxy.real],
+            # pf's view of its options, for pfctl -s timeouts / -s memory
+            "timeouts": configured_timeouts(self.ruleset.options),
+            "limits": configured_limits(self.ruleset.options),
         }
 
     def device(self, name: str) -> str:

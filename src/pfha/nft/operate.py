@@ -42,7 +42,6 @@ def compile_file(path: str, interfaces: Any = None, devices: dict[str, str] | No
     compiled = compile_ruleset(ruleset, view, devices=devices)
     compiled.warnings[:0] = warnings
     compiled.metadata["file"] = str(path)
-    compiled.metadata["loaded_at"] = time.time()
     return compiled
 
 
@@ -99,6 +98,7 @@ def load_compiled(compiled: Compiled) -> list[str]:
     only the loaded state can tell (an ``overload ... flush`` that no flusher carries out)."""
     from pfha.nft.overload_linux import missing_flusher_warnings
 
+    compiled.metadata["loaded_at"] = time.time()  # pfctl -s info: "Status: Enabled for ..."
     loader.load(compiled.commands, compiled.metadata)
     if compiled.metadata.get("sysctls"):
         conntrack.set_timeouts(compiled.metadata["sysctls"])
@@ -135,6 +135,20 @@ def counters(nft: loader.Nft | None = None) -> dict[str, tuple[int, int]]:
         if counter:
             result[counter["name"]] = (counter.get("packets", 0), counter.get("bytes", 0))
     return result
+
+
+def clear_rule_counters() -> None:
+    """pfctl -z: zero the filter rules' packet and byte counters (pf's PF_GET_CLR_CNTR:
+    translation rules keep theirs; state counts are live, not counters). In nft's text syntax:
+    nft 1.0.6 answers a JSON batch of resets with one JSON document each, which its own Python
+    binding then fails to parse."""
+    metadata = _metadata()
+    nft = loader.Nft()
+    existing = counters(nft)
+    names = [f"{rule['counter']}_{way}" for rule in metadata["rules"] for way in ("in", "out")]
+    commands = [f"reset counter {FAMILY} {TABLE} {name}" for name in names if name in existing]
+    if commands:
+        nft.run_text("\n".join(commands))
 
 
 def _counter_line(packets: int, octets: int, states: int | str) -> str:
@@ -231,6 +245,35 @@ def show_info(verbose: int = 0) -> str:
     return "\n".join(lines)
 
 
+#: pfctl_parser.c's pf_timeouts[], the order pfctl -s timeouts lists them in
+SHOWN_TIMEOUTS = ("tcp.first", "tcp.opening", "tcp.established", "tcp.closing", "tcp.finwait", "tcp.closed",
+                  "tcp.tsdiff", "udp.first", "udp.single", "udp.multiple", "icmp.first", "icmp.error",
+                  "other.first", "other.single", "other.multiple", "frag", "interval", "adaptive.start",
+                  "adaptive.end", "src.track")
+#: pfctl.c's pf_limits[], the order pfctl -s memory lists them in
+SHOWN_LIMITS = ("states", "src-nodes", "frags", "table-entries")
+
+
+def show_timeouts() -> str:
+    """pfctl -s timeouts: pf's global timeouts as the loaded ruleset set them (pf's defaults when
+    nothing is loaded). The kernel enforces them through conntrack (docs/fidelity.md)."""
+    from pfha.conf.ast import Options
+    from pfha.engine.state import configured_timeouts
+
+    values = _metadata().get("timeouts") or configured_timeouts(Options())
+    return "\n".join(f"{name:<20} {values.get(name, 0):>10}{' states' if name.startswith('adaptive.') else 's'}"
+                     for name in SHOWN_TIMEOUTS)
+
+
+def show_limits() -> str:
+    """pfctl -s memory: pf's memory limits as the loaded ruleset set them."""
+    from pfha.conf.ast import Options
+    from pfha.engine.state import configured_limits
+
+    values = _metadata().get("limits") or configured_limits(Options())
+    return "\n".join(f"{name:<13} hard limit {values[name]:>8}" for name in SHOWN_LIMITS)
+
+
 def show_tables(verbose: int = 0) -> str:
     lines = []
     for table in _metadata()["tables"]:
@@ -295,13 +338,12 @@ def flush_states() -> str:
 
 
 def flush_tables() -> str:
-    """pfctl -F Tables: every table emptied (the sets stay, rules still refer to them)."""
-    count = 0
-    for table in _metadata()["tables"]:
-        if not table.get("const"):
-            message = table_modify(table["name"], "flush", [])
-            count += 1 if not message.startswith("0 ") else 0
-    return f"{len(_metadata()['tables'])} tables flushed."
+    """pfctl -F Tables: every table emptied (the sets stay, rules still refer to them); const
+    tables cannot change, so they are left as they are and not counted."""
+    flushed = [t["name"] for t in _metadata()["tables"] if not t.get("const")]
+    for name in flushed:
+        table_modify(name, "flush", [])
+    return f"{len(flushed)} tables flushed."
 
 
 def flush_all() -> str:

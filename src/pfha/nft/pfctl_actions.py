@@ -2,7 +2,7 @@
 
 ``-f`` (load), ``-e``/``-d``, ``-s rules|nat|states|info|Tables|labels|all`` (with ``-v``
 counters mapped back from nftables), ``-F rules|nat|states|Tables|all``, ``-k HOST [-k HOST]``
-and ``-t TABLE -T add|delete|replace|show|flush``. Each handler does one thing through
+``-t TABLE -T add|delete|replace|show|flush`` and ``-z``. Each handler does one thing through
 :mod:`pfha.nft.operate` and writes what pfctl writes: listings on stdout, confirmations and
 warnings on stderr.
 
@@ -20,11 +20,34 @@ from pfha.errors import PfhaError
 
 pfctl: Any = None  # the front-end module the handlers were registered with
 
-SHOW = {"r": "rules", "rules": "rules", "n": "nat", "nat": "nat", "s": "states", "states": "states", "i": "info", "info": "info",
-        "T": "Tables", "Tables": "Tables", "l": "labels", "labels": "labels", "a": "all", "all": "all"}
-FLUSH = {"r": "rules", "rules": "rules", "n": "nat", "nat": "nat", "s": "states", "states": "states", "T": "Tables",
-         "Tables": "Tables", "a": "all", "all": "all"}
-TABLE_COMMANDS = ("add", "delete", "replace", "show", "flush", "kill")
+#: pfctl.c's option lists, in its order: a modifier is the first entry it is a prefix of
+#: (pfctl_lookup_option(): "-s r" is rules, "-s R" Running, "-F s" states, "-T a" add)
+SHOW_MODIFIERS = ("ether", "nat", "queue", "rules", "Anchors", "Sources", "states", "info", "Interfaces", "labels",
+                  "timeouts", "memory", "Tables", "osfp", "Running", "all")
+FLUSH_MODIFIERS = ("nat", "queue", "rules", "Sources", "states", "info", "Tables", "osfp", "all", "ethernet")
+TABLE_COMMANDS = ("kill", "flush", "add", "delete", "load", "replace", "show", "test", "zero", "expire")
+_NO_ETHER, _NO_ALTQ, _NO_SOURCES = "its data plane has no ethernet rules", "it has no ALTQ", "it keeps no source nodes"
+_NO_OSFP, _LATER = "it has no OS fingerprints", "not implemented"
+#: what pfha cannot show, flush or do to a table, and why (refused, never an empty answer)
+UNSUPPORTED = {
+    "-s": {"ether": _NO_ETHER, "queue": _NO_ALTQ, "Anchors": "anchors are inlined into the kernel ruleset",
+           "Sources": _NO_SOURCES, "Interfaces": _LATER, "osfp": _NO_OSFP, "Running": _LATER},
+    "-F": {"ethernet": _NO_ETHER, "queue": _NO_ALTQ, "Sources": _NO_SOURCES, "info": _LATER, "osfp": _NO_OSFP},
+    "-T": {"load": _LATER, "test": _LATER, "zero": _LATER, "expire": _LATER},
+}
+
+
+def lookup(word: str, options: tuple[str, ...]) -> str | None:
+    """pfctl_lookup_option(): the first option ``word`` is a prefix of."""
+    if not word:
+        return None
+    return next((option for option in options if option.startswith(word)), None)
+
+
+def _refuse(flag: str, what: str) -> None:
+    why = UNSUPPORTED[flag].get(what)
+    if why is not None:
+        raise PfhaError(f"pfctl: {flag} {what} is not supported by pfha: {why}")
 
 
 def _pfctl_errors(handler: Callable) -> Callable:
@@ -49,25 +72,22 @@ def _write(stream: TextIO, text: str) -> None:
 def load(ruleset: Any, inv: Any) -> int:
     """-f without -n: compile and load in one transaction; warnings on stderr."""
     import sys
-    import time
 
     from pfha.nft.compile import compile_ruleset
     from pfha.nft.operate import load_compiled
+    from pfha.warning_groups import print_warnings
 
     compiled = compile_ruleset(ruleset, pfctl.interface_view(inv))
     compiled.metadata["file"] = inv.arg("f")
-    compiled.metadata["loaded_at"] = time.time()
-    if not inv.quiet:
-        for warning in compiled.warnings:
-            sys.stderr.write(f"pfctl: warning: {warning}\n")
+    if not inv.quiet:  # each distinct warning once with its lines; -v: every one
+        print_warnings(compiled.warnings, "pfctl: warning: ", verbose=inv.verbose > 0)
     try:
         after = load_compiled(compiled)
     except PfhaError as error:
         sys.stderr.write(f"pfctl: {error}\npfctl: pf rules not loaded\n")
         return 1
     if not inv.quiet:
-        for warning in after:
-            sys.stderr.write(f"pfctl: warning: {warning}\n")
+        print_warnings(after, "pfctl: warning: ", verbose=inv.verbose > 0)
     return 0
 
 
@@ -75,17 +95,19 @@ def load(ruleset: Any, inv: Any) -> int:
 def show(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    what = SHOW.get(inv.arg("s") or "")
+    what = lookup(inv.arg("s") or "", SHOW_MODIFIERS)
     if what is None:
         raise PfhaError(f"pfctl: Unknown show modifier '{inv.arg('s')}'")
+    _refuse("-s", what)
     parts = [("TRANSLATION RULES:", "nat"), ("FILTER RULES:", "rules"), ("STATES:", "states"), ("INFO:", "info"),
-             ("TABLES:", "Tables")] if what == "all" else [("", what)]
+             ("TIMEOUTS:", "timeouts"), ("LIMITS:", "memory"), ("TABLES:", "Tables")] if what == "all" else [("", what)]
     for title, part in parts:
         if title:
             out.write(title + "\n")
         text = {"rules": lambda: operate.show_rules(inv.verbose), "nat": lambda: operate.show_nat(inv.verbose),
                 "states": lambda: operate.show_states(inv.verbose), "info": lambda: operate.show_info(inv.verbose),
-                "Tables": lambda: operate.show_tables(inv.verbose), "labels": operate.show_labels}[part]()
+                "Tables": lambda: operate.show_tables(inv.verbose), "labels": operate.show_labels,
+                "timeouts": operate.show_timeouts, "memory": operate.show_limits}[part]()
         _write(out, text)
         if title:
             out.write("\n")
@@ -96,9 +118,10 @@ def show(inv: Any, out: TextIO, err: TextIO) -> int:
 def flush(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    what = FLUSH.get(inv.arg("F") or "")
+    what = lookup(inv.arg("F") or "", FLUSH_MODIFIERS)
     if what is None:
         raise PfhaError(f"pfctl: Unknown flush modifier '{inv.arg('F')}'")
+    _refuse("-F", what)
     action = {"rules": operate.flush_rules, "nat": operate.flush_nat, "states": operate.flush_states,
               "Tables": operate.flush_tables, "all": operate.flush_all}[what]
     message = action()
@@ -121,11 +144,12 @@ def kill(inv: Any, out: TextIO, err: TextIO) -> int:
 def table(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    name, command = inv.arg("t"), inv.arg("T")
+    name, command = inv.arg("t"), lookup(inv.arg("T") or "", TABLE_COMMANDS)
     if not name:
         raise PfhaError("pfctl: -T needs -t TABLE")
-    if command not in TABLE_COMMANDS:
-        raise PfhaError(f"pfctl: Unknown command '{command}'")
+    if command is None:
+        raise PfhaError(f"pfctl: Unknown command '{inv.arg('T')}'")
+    _refuse("-T", command)
     if command == "show":
         _write(out, operate.table_show(name))
         return 0
@@ -151,6 +175,17 @@ def disable(inv: Any, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+@_pfctl_errors
+def zero(inv: Any, out: TextIO, err: TextIO) -> int:
+    """-z: clear the filter rules' counters; with -s they are shown first (the front end runs
+    -s before -z), as pfctl reads and clears them in one pass."""
+    from pfha.nft.operate import clear_rule_counters
+
+    if not inv.noaction:
+        clear_rule_counters()
+    return 0
+
+
 def register(front_end: ModuleType) -> None:
     """Add the kernel actions to pfctl's dispatch (``front_end`` is pfha.cli.pfctl)."""
     global pfctl
@@ -161,5 +196,6 @@ def register(front_end: ModuleType) -> None:
     pfctl.register_action("T", table)
     pfctl.register_action("e", enable)
     pfctl.register_action("d", disable)
+    pfctl.register_action("z", zero)
     if load not in pfctl.LOADERS:
         pfctl.LOADERS.append(load)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pfha.conf import ast
-from pfha.engine.state import DEFAULT_TIMEOUTS, OPTIMIZATION_PRESETS
+from pfha.engine.state import DEFAULT_TIMEOUTS, OPTIMIZATION_PRESETS, configured_timeouts
 from pfha.nft import FAMILY, TABLE
 
 OBJECT = "ct timeout"  # the nftables JSON key of a timeout policy object
@@ -123,18 +123,9 @@ def rule_timeouts(rule: Any) -> tuple[tuple[str, int], ...]:
     return tuple((o.name, o.value) for o in state.options if is_timeout(o.name) and o.value is not None)
 
 
-def global_timeouts(options: ast.Options) -> dict[str, int]:
-    """pf's defaults with ``set optimization`` and ``set timeout`` applied (pfctl's order:
-    the preset, then the explicit values, whatever their order in the file)."""
-    values = dict(DEFAULT_TIMEOUTS)
-    values.update(OPTIMIZATION_PRESETS.get(options.optimization, {}))
-    values.update(dict(options.timeouts))
-    return values
-
-
 def effective(options: ast.Options, rule: Any = None) -> dict[str, int]:
     """A state's timeouts: the global ones overridden by its rule's own options."""
-    values = global_timeouts(options)
+    values = configured_timeouts(options)
     if rule is not None:
         values.update(dict(rule_timeouts(rule)))
     return values

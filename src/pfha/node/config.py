@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pfha.errors import SourceError
+from pfha.textfile import read_text
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -200,11 +201,7 @@ class NodeConfig:
 def load(path: str | Path) -> NodeConfig:
     """Read and validate a node TOML file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise NodeConfigError(f"cannot read node config: {error.strerror}", str(path)) from None
-    return loads(text, path)
+    return loads(read_text(path, "node config", NodeConfigError), path)
 
 
 def loads(text: str, path: str | Path = "<node config>") -> NodeConfig:

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from pfha.errors import PfhaError
 
-DEFAULT_SOCKET = Path("/run/pfha/control.sock")
+#: ``$PFHA_RUN_DIR/control.sock`` (default /run/pfha), where pfha carp and sync keep their
+#: status files too: a node run with its own run directory (as the lab's are) is found there
+DEFAULT_SOCKET = Path(os.environ.get("PFHA_RUN_DIR", "/run/pfha")) / "control.sock"
 MAX_REQUEST = 65536
 
 Handler = Callable[[str, dict], Awaitable[dict]]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pfha.errors import SourceError
+from pfha.textfile import read_text
 from pfha.node.config import (
     ADVBASE_RANGE, ADVSKEW_RANGE, CARP_PASS_MAX, VHID_RANGE, CarpGroup, Host, Interface, IPInterface,
     NodeConfig, Pflog, Sync,
@@ -696,7 +697,4 @@ def import_files(rc_conf: str | Path, sysctl_conf: str | Path | None = None, **o
 
 
 def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise SourceError(f"cannot read: {error.strerror}", str(path)) from None
+    return read_text(path)

@@ -170,6 +170,7 @@ class RulesetPart(Part):
         devices = {name: dev for name, dev in config.device_map().items() if name != dev}
         compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
         compiled.warnings[:0] = warnings
+        compiled.metadata["file"] = str(config.pf_conf)
         digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
         count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
         return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
@@ -178,6 +179,7 @@ class RulesetPart(Part):
         """Load atomically; False (and nothing changed) when it is the ruleset already loaded."""
         if self.loaded is not None and self.loaded.digest == compiled.digest:
             return False
+        from pfha.warning_groups import group_warnings
         from pfha.nft.operate import load_compiled
 
         # as pfctl -f: the rules, then the `set timeout` sysctls; the node runs its own overload
@@ -185,8 +187,10 @@ class RulesetPart(Part):
         load_compiled(compiled.payload)
         self.loaded, self.loaded_at, self.last_error = compiled, time.time(), None
         log.info("ruleset loaded", extra=fields(digest=compiled.digest[:16], source=compiled.source, rules=compiled.rules))
-        for warning in compiled.warnings:
-            log.warning("ruleset: the kernel cannot do this as pf does", extra=fields(detail=warning))
+        # one entry per distinct warning with the rules it applies to (the status lists them all)
+        for group in group_warnings(compiled.warnings):
+            log.warning("ruleset: the kernel cannot do this as pf does",
+                        extra=fields(detail=str(group), lines=len(group.places), count=group.occurrences))
         return True
 
     async def start(self, config: NodeConfig) -> None:

@@ -12,9 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from pfha.audit.host import HostTree
-from pfha.audit.nodes import discover, discover_in_root
-from pfha.audit.runner import CHECK_FAMILIES, audit
 from pfha.errors import PfhaError
 
 NAME = "audit"
@@ -22,6 +19,8 @@ HELP = "find ruleset mistakes, pair inconsistencies and missing host hardening"
 
 
 def _families(text: str) -> list[str]:
+    from pfha.audit.runner import CHECK_FAMILIES
+
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
         if name not in CHECK_FAMILIES:
@@ -30,6 +29,8 @@ def _families(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pfha.audit.runner import CHECK_FAMILIES
+
     parser.add_argument("nodes", metavar="NODE", nargs="*", type=Path,
                         help="a node TOML, an rc.conf, or a folder of them (two nodes: the pair is checked too)")
     parser.add_argument("--root", metavar="DIR", type=Path,
@@ -42,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pfha.audit.host import HostTree
+    from pfha.audit.nodes import discover, discover_in_root
+    from pfha.audit.runner import audit
+
     root = args.root
     if root is not None and not root.is_dir():
         raise PfhaError(f"--root {root}: not a folder")

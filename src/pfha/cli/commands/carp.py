@@ -12,10 +12,7 @@ parent's subnet that holds it (FreeBSD <= 9 style), else /32.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import ipaddress
 import json
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -40,13 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="another group: 'vhid=N [dev=IF] [pass=P] [advbase=B] [advskew=S] [preempt=1] VIP...'")
     run.add_argument("--status-file", type=Path, help="where to write the JSON status (default /run/pfha/carp/<pid>.json)")
     run.add_argument("--debug", action="store_true", help="log every action")
-    run.add_argument("vips", nargs="+", metavar="VIP[/len]")
+    run.add_argument("vips", nargs="+", metavar="VIP[/len]",
+                     help="the group's virtual addresses (without /len: the prefix of the parent's subnet holding it, else /32)")
     status = sub.add_parser("status", help="per group: carp: STATE vhid N advbase B advskew S")
     status.add_argument("--json", action="store_true", help="the raw status of every running node")
     status.add_argument("--status-dir", type=Path, help="directory of status files (default /run/pfha/carp)")
 
 
 def _configs(args: argparse.Namespace) -> list:
+    import ipaddress
+
     from pfha.carp import linux, wire
     from pfha.carp.machine import VhidConfig
     from pfha.carp.runner import parse_vip
@@ -87,6 +87,9 @@ def _configs(args: argparse.Namespace) -> list:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
     from pfha.carp.runner import CarpRunner
 
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,

@@ -50,6 +50,7 @@ def run(args) -> int:
     from pfha.conf.optimize import default_is_group, format_optimized, optimize, ruleset_level
     from pfha.conf.parser import parse_file
     from pfha.conf.printer import format_ruleset
+    from pfha.warning_groups import print_warnings
     from pfha.cli.pfctl import _raw_streams, running_profile
 
     _raw_streams()
@@ -73,8 +74,7 @@ def run(args) -> int:
         print(message.text, file=sys.stderr)
     profile = running_profile() if ruleset_level(ruleset, args.optimize) == "profile" else None
     optimized = optimize(ruleset, args.optimize, is_group=default_is_group(view), profile=profile)
-    for warning in optimized.warnings:
-        print(f"pfha: warning: {warning}", file=sys.stderr)
+    print_warnings(optimized.warnings, verbose=bool(args.verbose))
     if args.verbose and optimized.level == "none":
         sys.stdout.write(format_ruleset(ruleset, verbose=args.verbose, messages=False))
     elif args.verbose:

@@ -11,9 +11,6 @@ import sys
 from pathlib import Path
 
 from pfha.errors import PfhaError
-from pfha.node import config as node_config
-from pfha.node.freebsd import import_files
-from pfha.node.toml_out import dumps
 
 NAME = "import-freebsd"
 HELP = "turn a FreeBSD rc.conf (and sysctl.conf) into a pfha node configuration (TOML)"
@@ -38,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pfha.node import config as node_config
+    from pfha.node.freebsd import import_files
+    from pfha.node.toml_out import dumps
+
     device_map = dict(args.map)
     if len(device_map) != len(args.map):
         raise PfhaError("--map names the same interface twice")

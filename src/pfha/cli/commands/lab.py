@@ -6,46 +6,61 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from pfha.lab import build
-from pfha.lab.topology import tutorial
+if TYPE_CHECKING:
+    from pfha.lab.build import RunningLab
 
 NAME = "lab"
 HELP = "build, drive and remove the tutorial's topology in network namespaces (root)"
+_NAME_HELP = "lab name (namespaces pfhalab-NAME-*; default: tut)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", default="tut", help="lab name (namespaces pfhalab-NAME-*; default: tut)")
+    from pfha.lab.build import FAIL_MODES
+
+    parser.add_argument("--name", default="tut", help=_NAME_HELP)
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="build the topology and start the services and node daemons")
     up.add_argument("--config", default="corrected", help="as-published, corrected (default) or a directory with pf.conf, rc.conf.primary, rc.conf.secondary [, sysctl.conf]")
     up.add_argument("--no-daemons", action="store_true", help="no pfha node: fw1 holds the shared addresses, forwarding on, no filtering")
     up.add_argument("--without", default="", help="node parts to leave out (pfha node run --without), e.g. sync")
-    sub.add_parser("down", help="remove everything the lab made (also after a crash)")
+    down = sub.add_parser("down", help="remove everything the lab made (also after a crash)")
     status = sub.add_parser("status", help="hosts, addresses, processes and the firewalls' CARP/sync state")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="the whole status as JSON")
     ex = sub.add_parser("exec", help="run a command inside a host's namespace: pfha lab exec HOST -- CMD...")
-    ex.add_argument("host")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.add_argument("host", metavar="HOST", help="the host whose namespace runs CMD (fw1, client, inet, ...)")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD",
+                    help="the command and its arguments (default: $SHELL)")
     fail = sub.add_parser("fail", help="fail a firewall: kill (power loss), link (cable cut), stop (orderly)")
-    fail.add_argument("host")
-    fail.add_argument("--how", choices=build.FAIL_MODES, default="kill")
+    fail.add_argument("host", metavar="HOST", help="the firewall to fail (fw1 or fw2)")
+    fail.add_argument("--how", choices=FAIL_MODES, default="kill",
+                      help="kill: SIGKILL and every cable pulled (power loss, the default); "
+                           "link: one cable pulled (--link); stop: SIGTERM, CARP bows out")
     fail.add_argument("--link", default="xl1", help="which cable --how link cuts (default xl1, the LAN)")
     recover = sub.add_parser("recover", help="plug a failed firewall's cables back in and restart its node")
-    recover.add_argument("host")
-    sub.add_parser("matrix", help="check the tutorial ruleset's reachability matrix against the running lab")
+    recover.add_argument("host", metavar="HOST", help="the firewall to bring back (fw1 or fw2)")
+    matrix = sub.add_parser("matrix", help="check the tutorial ruleset's reachability matrix against the running lab")
     probe = sub.add_parser("probe", help="probe services from a host: pfha lab probe HOST tcp:ADDR:PORT ...")
-    probe.add_argument("host")
-    probe.add_argument("targets", nargs="+")
-    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.add_argument("host", metavar="HOST", help="the host the probes start from (client, inet, admin, ...)")
+    probe.add_argument("targets", nargs="+", metavar="TARGET",
+                       help="tcp:ADDR:PORT, udp:ADDR:PORT or icmp:ADDR")
+    probe.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)")
+    for action in (up, down, status, ex, fail, recover, matrix, probe):
+        # `pfha lab up --name X` as well as `pfha lab --name X up`: SUPPRESS keeps the
+        # group-level value unless the action's own --name is given
+        action.add_argument("--name", default=argparse.SUPPRESS, help=_NAME_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pfha.lab import build
+
     action = args.lab_command
     if action == "up":
         running = build.up(args.name, config=args.config, daemons=not args.no_daemons,
                            without=[p for p in args.without.split(",") if p], log=_say)
-        _say(f"lab {running.name!r} is up: 'pfha lab status', 'pfha lab exec client -- ping 192.168.1.1', 'pfha lab down'")
+        lab = "pfha lab" if running.name == "tut" else f"pfha lab --name {running.name}"
+        _say(f"lab {running.name!r} is up: '{lab} status', '{lab} exec client -- ping 192.168.1.1', '{lab} down'")
         return 0
     if action == "down":
         removed = build.down(args.name)
@@ -84,9 +99,11 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(action)
 
 
-def _status(running: build.RunningLab, as_json: bool) -> int:
-    status = running.status()
+def _status(running: RunningLab, as_json: bool) -> int:
     from pfha.lab import nodes
+    from pfha.lab.topology import tutorial
+
+    status = running.status()
 
     status["firewalls"] = {fw: nodes.node_status(running, fw) for fw in tutorial().firewalls}
     if as_json:

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--dry-run", action="store_true", help="parse and compile only; never touch the kernel")
     parser.add_argument("--check", action="store_true", help="also let the kernel validate the batch without committing it")
     parser.add_argument("--json", action="store_true", help="print the nftables JSON instead of loading it")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print every warning at every rule it applies to (default: each distinct warning "
+                             "once, with the lines it applies to)")
     parser.add_argument("--follow-addresses", action="store_true",
                         help="after loading, keep (if) addresses current as interfaces change, until interrupted")
     parser.add_argument("--if", dest="interfaces", action="append", default=[], metavar="NAME=CIDR[,CIDR]",
@@ -38,6 +41,7 @@ def _level(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pfha.warning_groups import print_warnings
     from pfha.conf import InterfaceView
     from pfha.nft import loader
     from pfha.nft.compile import parse_device_map
@@ -48,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     view = InterfaceView.from_specs(args.interfaces, resolver=system_resolver) if args.interfaces else None
     compiled = compile_file(args.file, view, devices, args.optimize)
-    for warning in compiled.warnings:
-        print(f"pfha: warning: {warning}", file=sys.stderr)
+    print_warnings(compiled.warnings, verbose=args.verbose)
     if args.json:
         json.dump(compiled.document(), sys.stdout, indent=1)
         print()
@@ -59,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         loader.check(compiled.commands)
         return 0
-    for warning in load_compiled(compiled):
-        print(f"pfha: warning: {warning}", file=sys.stderr)
+    print_warnings(load_compiled(compiled), verbose=args.verbose)
     if args.follow_addresses:
         watch_dynamic()
     return 0

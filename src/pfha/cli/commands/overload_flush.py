@@ -8,7 +8,6 @@ daemon runs the same flusher as one of its parts; use this command without the n
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 NAME = "overload-flush"
@@ -25,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from pfha.nft.overload_linux import run_foreground
 
     logging.basicConfig(stream=sys.stderr, format="overload-flush: %(message)s", level=logging.WARNING)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 NAME = "pflogd"
@@ -20,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from pfha.pflog.linux import run_daemon
 
     logging.basicConfig(stream=sys.stderr, format="pflogd: %(message)s", level=logging.INFO)

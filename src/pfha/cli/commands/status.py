@@ -7,19 +7,21 @@ import json
 import time
 from pathlib import Path
 
-from pfha.node import control
-
 NAME = "status"
 HELP = "show a running node's CARP, sync, state, ruleset and pflog status"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pfha.node import control
+
     parser.add_argument("--json", action="store_true", help="the raw status as JSON")
     parser.add_argument("-s", "--socket", type=Path, default=control.DEFAULT_SOCKET,
                         help=f"the node's control socket (default {control.DEFAULT_SOCKET})")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pfha.node import control
+
     status = control.request(args.socket, "status")
     if args.json:
         print(json.dumps(status, indent=2, default=str))

@@ -11,11 +11,8 @@ and at every bulk update); ``status`` reads it. See docs/sync.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -104,6 +101,10 @@ def _set_scheduling(text: str | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import random
+    import signal
+
     from pfha.sync.conntrack import EventSource, KernelTable
     from pfha.sync.peer import Config, Peer
     from pfha.sync.runner import REFRESH, Runner
@@ -152,15 +153,27 @@ def _status(args: argparse.Namespace) -> int:
     statuses = []
     for path in paths:
         try:
-            statuses.append(json.loads(path.read_text()))
+            status = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise PfhaError(f"{path}: {error}") from None
+        if _is_sync_status(status):
+            statuses.append(status)
+        elif args.status_file:
+            raise PfhaError(f"{path}: not a pfha sync status file")
+    if not statuses:  # a node's run directory also holds carp.json and ruleset metadata
+        raise PfhaError(f"no sync status in {directory} (is 'pfha sync run' running?)")
     if args.json:
         print(json.dumps(statuses if len(statuses) > 1 else statuses[0], indent=1, sort_keys=True))
         return 0
     for status in statuses:
         print(_format(status))
     return 0
+
+
+def _is_sync_status(status: object) -> bool:
+    """What the sync runner writes (the fields :func:`_format` needs), not another pfha file."""
+    return isinstance(status, dict) and all(
+        key in status for key in ("device", "destination", "counters", "peers", "bulk"))
 
 
 def _format(status: dict) -> str:

@@ -16,6 +16,7 @@ import sys
 from typing import Iterable
 
 from pfha.errors import PfhaError
+from pfha.textfile import read_text
 
 NAME = "test"
 HELP = "show what pf does with packets (action, rule, translation, state, log) using the reference engine"
@@ -49,6 +50,7 @@ def load_engine(path: str, specs: list[str], seed: int, level: str | None = None
     The ruleset is optimized as pfctl loads it (conf.optimize; ``level`` None: the file's
     ``set ruleset-optimization``, else basic), so the engine's rule numbers are the ones the
     kernel and pflog report. -o profile has no running counters here: it acts as basic."""
+    from pfha.warning_groups import print_warnings
     from pfha.conf import InterfaceView, parse_file
     from pfha.conf.live import system_resolver
     from pfha.conf.optimize import default_is_group, optimize
@@ -60,18 +62,13 @@ def load_engine(path: str, specs: list[str], seed: int, level: str | None = None
     except OSError as error:
         raise PfhaError(f"{path}: {error.strerror or error}") from None
     optimized = optimize(ruleset, level, is_group=default_is_group(view))
-    for warning in optimized.warnings:
-        print(f"pfha: warning: {warning}", file=sys.stderr)
+    print_warnings(optimized.warnings)
     return Engine(optimized.ruleset, view, seed=seed)
 
 
 def _lines(args) -> Iterable[tuple[str, str]]:
     if args.scenario:
-        try:
-            with open(args.scenario, encoding="utf-8") as stream:
-                text = stream.read().replace("\\\n", " ")
-        except OSError as error:
-            raise PfhaError(f"{args.scenario}: {error.strerror or error}") from None
+        text = read_text(args.scenario).replace("\\\n", " ")
         for number, line in enumerate(text.splitlines(), 1):
             stripped = line.split("#", 1)[0].strip()
             if stripped:
