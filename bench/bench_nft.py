@@ -6,9 +6,12 @@ Figures (printed as a Markdown table; docs/benchmarks-nft.md keeps a dated copy)
    same nftables ruleset (the text nft lists after our load) into a fresh namespace;
 2. the same for a ruleset whose table holds 100,000 addresses;
 3. iperf3 TCP throughput from the LAN to the internet through the tutorial's corrected ruleset
-   (NAT + stateful filtering), as a ratio to the same path with no ruleset loaded.
+   (NAT + stateful filtering), as a ratio to the same path with no ruleset loaded;
+4. (no root needed) CPU seconds of each step before the kernel, as ``pfctl -f`` and the node's
+   reloads take them, on bench_conf's two generated 10,000-rule pf.confs: parse, optimize,
+   compile, and the JSON text of the batch libnftables is given.
 
-Needs root (network namespaces). ``--quick`` shortens the runs.
+1-3 need root (network namespaces). ``--quick`` shortens the runs.
 """
 
 from __future__ import annotations
@@ -81,6 +84,45 @@ def measure_load(lab: Lab, text: str, env: dict) -> dict:
     return times
 
 
+def cpu_median(fn, repeat: int) -> tuple[float, object]:
+    """Median CPU seconds of ``repeat`` runs (CPU, not wall: the machine is shared), and the
+    last result."""
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        result = fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times), result
+
+
+def compile_rows(repeat: int) -> list[tuple[str, int, float, float, float, float]]:
+    """Figure 4: (workload, filter rules, parse, optimize, compile, JSON text) per file."""
+    from bench_conf import VIEW, ruleset_text
+
+    from pfha.conf.parser import parse_text
+    from pfha.nft.compile import compile_ruleset
+    from pfha.nft.loader import batch_text, replace_batch
+    from pfha.nft.operate import optimize_for_kernel
+
+    rows = []
+    for label, lists in (("one rule per line", False), ("with lists", True)):
+        text = ruleset_text(10_000, lists=lists)
+        t_parse, ruleset = cpu_median(lambda: parse_text(text, "bench.conf", VIEW), repeat)
+        t_opt, (optimized, _) = cpu_median(lambda: optimize_for_kernel(ruleset, VIEW, None, 1), repeat)
+        t_compile, compiled = cpu_median(lambda: compile_ruleset(optimized, VIEW), repeat)
+        t_json, _text = cpu_median(lambda: batch_text(replace_batch(compiled.commands)), repeat)
+        rows.append((f"10,000-rule pf.conf ({label})", len(optimized.filter), t_parse, t_opt, t_compile, t_json))
+    return rows
+
+
+def print_compile_rows(rows) -> None:
+    print("| workload (CPU s, median) | filter rules | parse | optimize | compile | JSON batch text | total |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, nrules, parse, opt, comp, text in rows:
+        print(f"| {label} | {nrules:,} | {parse:.2f} | {opt:.2f} | {comp:.2f} | {text:.2f} | {parse + opt + comp + text:.2f} |")
+    print()
+
+
 def iperf(bed, seconds: int) -> float:
     server = bed.ext.popen("iperf3", "-s", "-B", "198.51.100.80", "-p", "80", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -113,6 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    print_compile_rows(compile_rows(1 if args.quick else 3))
     if os.geteuid() != 0:
         print("| nft benchmark | skipped: needs root |\n|---|---|")
         return 0

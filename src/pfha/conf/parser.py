@@ -11,7 +11,6 @@ Reads only the files the ruleset names (``include``, ``table ... file``, ``load 
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import ipaddress
 import os
@@ -57,6 +56,7 @@ from pfha.conf.lexer import Lexer, Token
 from pfha.conf import expand as _expand
 from pfha.conf import names
 from pfha import data
+from pfha.gc_pause import gc_paused
 
 TIMEOUTS = (
     "tcp.first", "tcp.opening", "tcp.established", "tcp.closing", "tcp.finwait", "tcp.closed",
@@ -1802,28 +1802,17 @@ def parse_text(text: str, filename: str = "pf.conf", interfaces: InterfaceView |
 def _guarded(parser: Parser, text: str, filename: str) -> None:
     """Parse, turning resource exhaustion by hostile input into a clean error.
 
-    The cyclic garbage collector is paused meanwhile: parsing allocates many small acyclic
-    objects that all stay alive, and repeated collections over them cost a third of the time
-    on large rulesets (measured in bench/bench_conf.py). Afterwards the new objects are moved
-    straight to the oldest generation (``gc.freeze()`` then ``gc.unfreeze()``, two list
-    splices) rather than left in the youngest, whose next collections would walk all of them
-    twice for nothing (a tenth of parse+print time on a 10,000-rule file). Skipped when the
-    program froze objects itself: unfreeze() would thaw those too.
+    The cyclic garbage collector is paused meanwhile (:func:`pfha.gc_pause.gc_paused`):
+    parsing allocates many small acyclic objects that all stay alive, and repeated collections
+    over them cost a third of the time on large rulesets (measured in bench/bench_conf.py).
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        parser.parse_text(text, filename)
+        with gc_paused():
+            parser.parse_text(text, filename)
     except RecursionError:
         raise ParseError("ruleset nested too deeply", filename) from None
     except MemoryError:
         raise ParseError("ruleset too large", filename) from None
-    finally:
-        if was_enabled:
-            if gc.get_freeze_count() == 0:
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()
 
 
 def parse_file(path, interfaces: InterfaceView | None = None, *, include_base=None, display: str | None = None,

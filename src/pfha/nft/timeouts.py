@@ -174,6 +174,9 @@ class TimeoutPlan:
     ruleset: ast.Ruleset
     enabled: bool
     objects: dict[str, Policy] = field(default_factory=dict)
+    # (protocols, the rule's own timeouts) -> statements: most rules share a few of these,
+    # and hashing a policy's content into its name costs more than the rest of a rule's work
+    attached: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def for_ruleset(cls, ruleset: ast.Ruleset, rules: Iterable[Any]) -> TimeoutPlan:
@@ -185,10 +188,13 @@ class TimeoutPlan:
         if not self.enabled:
             return []
         protocols = protocols_of(rule) if rule is not None else ("tcp", "udp")
-        found = policies(effective(self.ruleset.options, rule), protocols)
-        for policy in found:
-            self.objects.setdefault(policy.name, policy)
-        return statements(found)
+        key = (protocols, rule_timeouts(rule))
+        if key not in self.attached:
+            found = policies(effective(self.ruleset.options, rule), protocols)
+            for policy in found:
+                self.objects.setdefault(policy.name, policy)
+            self.attached[key] = statements(found)
+        return self.attached[key]
 
     def commands(self) -> list[dict[str, Any]]:
         return [p.command() for p in self.objects.values()]
