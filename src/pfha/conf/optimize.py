@@ -33,15 +33,14 @@ Pure: no I/O, no randomness of its own (the table-name identifier is a parameter
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import ipaddress
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from pfha.gc_pause import gc_paused
 from pfha.conf.ast import (
     AnchorRule,
     AnyAddress,
@@ -954,7 +953,7 @@ def optimize(ruleset: Ruleset, level: str | None = None, *, is_group: Callable[[
         names.update(t.name for t in anchor.tables)
     ctx = _Context(level, _Namer(identifier, names, reroll), is_group or default_is_group())
     done: dict[int, tuple[Ruleset, Ruleset]] = {}
-    with _collector_paused():
+    with gc_paused():  # as the parser: its many small acyclic objects live until the end
         root = _optimize_ruleset(ruleset, ctx, result, done, running)
         # `load anchor` files are loaded (and optimized) after the main ruleset, in order
         loaded = {name for name, _path in ruleset.loaded_anchors}
@@ -971,21 +970,6 @@ def optimize(ruleset: Ruleset, level: str | None = None, *, is_group: Callable[[
     if created:
         result.created[id(result.ruleset)] = created
     return result
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Pause the cyclic garbage collector while optimizing, as the parser does while parsing
-    (pfha.conf.parser._guarded): the passes make many small acyclic objects (a _Por per rule,
-    the indexes) that live until the end, and on a 10,000-rule superblock the collections
-    walking them and the parsed ruleset cost about as much as the passes themselves."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _same_body(anchor: Ruleset, done: dict[int, tuple[Ruleset, Ruleset]]) -> Ruleset:

@@ -16,7 +16,6 @@ from collections import Counter
 from typing import Any
 
 from pfha.errors import PfhaError
-from pfha.gc_pause import gc_paused
 from pfha.nft import FAMILY, TABLE, conntrack, loader
 from pfha.nft.compile import BASE_CHAINS, STATUS_CHAIN, Compiled, Warning, _elements, compile_ruleset
 from pfha.nft.states import format_state, involves, pf_states
@@ -56,10 +55,9 @@ def optimize_for_kernel(ruleset: Any, view: Any, level: str | None = None,
     from pfha.conf.optimize import default_is_group, optimize, ruleset_level
 
     profile = running_profile() if ruleset_level(ruleset, level) == "profile" else None
-    with gc_paused():  # as parse and compile: no collection walks the ruleset while it is rewritten
-        optimized = optimize(ruleset, level, is_group=default_is_group(view),
-                             identifier=random.getrandbits(32) if identifier is None else identifier,
-                             reroll=lambda: random.getrandbits(32), profile=profile)
+    optimized = optimize(ruleset, level, is_group=default_is_group(view),
+                         identifier=random.getrandbits(32) if identifier is None else identifier,
+                         reroll=lambda: random.getrandbits(32), profile=profile)
     return optimized.ruleset, [Warning(text) for text in optimized.warnings]
 
 

@@ -160,6 +160,7 @@ class RulesetPart(Part):
         from pfha.conf import parse_file
 
         from pfha.conf.optimize import stable_identifier
+        from pfha.nft.loader import batch_text
         from pfha.nft.operate import optimize_for_kernel
 
         view = config.interface_view()
@@ -171,7 +172,8 @@ class RulesetPart(Part):
         compiled = self._nft().compile_ruleset(ruleset, view, devices=devices)
         compiled.warnings[:0] = warnings
         compiled.metadata["file"] = str(config.pf_conf)
-        digest = hashlib.sha256(json.dumps(compiled.commands, sort_keys=True, default=str).encode()).hexdigest()
+        # the batch as the loader sends it (compiles are deterministic: no key sorting needed)
+        digest = hashlib.sha256(batch_text(compiled.commands).encode()).hexdigest()
         count = sum(1 for c in compiled.commands if "rule" in c.get("add", {}))
         return CompiledRuleset(str(config.pf_conf), digest, count, compiled, tuple(str(w) for w in compiled.warnings))
 
