@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
-import json
 import logging
 import time
 from collections.abc import Callable
