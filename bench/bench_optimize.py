@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_conf import VIEW, ruleset_text  # noqa: E402
+from bench.bench_conf import VIEW, loop_speed, ruleset_text, timed  # noqa: E402
 from pfha.conf import InterfaceView  # noqa: E402
 from pfha.conf.optimize import Optimized, default_is_group, optimize  # noqa: E402
 from pfha.conf.parser import parse_file, parse_text  # noqa: E402
@@ -129,26 +127,6 @@ def run_optimize(ruleset, view, profile=None) -> Optimized:
                     identifier=IDENTIFIER, profile=profile)
 
 
-def timed(fn, repeat: int) -> float:
-    """Median CPU seconds (CPU, not wall time: the machine is shared)."""
-    times = []
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
-
-
-def pace(repeat: int) -> float:
-    """This machine's pace right now: CPU seconds of a fixed pure-Python loop (compare runs
-    taken at different times by this figure, not by their absolute seconds)."""
-    def loop() -> None:
-        total = 0
-        for i in range(2_000_000):
-            total += i & 7
-    return timed(loop, repeat)
-
-
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     repeat = 1 if quick else 5
@@ -162,7 +140,7 @@ def main(argv: list[str]) -> int:
         print(f"| {name} | {n:,} | {len(result.ruleset.filter):,} | {len(result.tables):,} | "
               f"{seconds:.3f} | {n / seconds if seconds else float('inf'):,.0f} |")
     print()
-    print(f"machine pace: {pace(repeat):.3f} CPU s for a fixed 2,000,000-step Python loop "
+    print(f"machine pace: an empty 1,000,000-iteration loop takes {loop_speed() * 1e3:.0f} ms of CPU "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs shared)")
     return 0
 
