@@ -167,9 +167,12 @@ def test_zero_rule_counters(bed):
 
 def test_disable_and_enable(bed):
     assert bed.probe(bed.ext, "tcp", "198.51.100.7", "203.0.113.10", 22) == "TIMEOUT"
+    assert bed.pfctl(bed.fw, "-sR").stdout == "Enabled\n"
     bed.pfctl(bed.fw, "-d")
     try:
         assert bed.pfctl(bed.fw, "-si").stdout.startswith("Status: Disabled")
+        running = bed.pfctl(bed.fw, "-s", "Running", check=False)
+        assert (running.stdout, running.returncode) == ("Disabled\n", 1)  # scripts test the exit status
         assert bed.probe(bed.ext, "tcp", "198.51.100.7", "203.0.113.10", 22).startswith("OK ")
     finally:
         bed.pfctl(bed.fw, "-e")

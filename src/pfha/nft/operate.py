@@ -222,6 +222,11 @@ def show_states(verbose: int = 0) -> str:
     return "\n".join(lines)
 
 
+def is_running() -> bool:
+    """pfctl -s Running: is pf filtering (pfha's table loaded and enabled)?"""
+    return bool(loader.is_enabled(loader.Nft()))
+
+
 def show_info(verbose: int = 0) -> str:
     nft = loader.Nft()
     enabled = loader.is_enabled(nft)

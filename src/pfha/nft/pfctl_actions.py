@@ -31,7 +31,7 @@ _NO_OSFP, _LATER = "it has no OS fingerprints", "not implemented"
 #: what pfha cannot show, flush or do to a table, and why (refused, never an empty answer)
 UNSUPPORTED = {
     "-s": {"ether": _NO_ETHER, "queue": _NO_ALTQ, "Anchors": "anchors are inlined into the kernel ruleset",
-           "Sources": _NO_SOURCES, "Interfaces": _LATER, "osfp": _NO_OSFP, "Running": _LATER},
+           "Sources": _NO_SOURCES, "Interfaces": _LATER, "osfp": _NO_OSFP},
     "-F": {"ethernet": _NO_ETHER, "queue": _NO_ALTQ, "Sources": _NO_SOURCES, "info": _LATER, "osfp": _NO_OSFP},
     "-T": {"load": _LATER, "test": _LATER, "zero": _LATER, "expire": _LATER},
 }
@@ -99,6 +99,10 @@ def show(inv: Any, out: TextIO, err: TextIO) -> int:
     if what is None:
         raise PfhaError(f"pfctl: Unknown show modifier '{inv.arg('s')}'")
     _refuse("-s", what)
+    if what == "Running":  # pfctl_show_running(): the answer is the exit status too
+        running = operate.is_running()
+        _write(out, "Enabled" if running else "Disabled")
+        return 0 if running else 1
     parts = [("TRANSLATION RULES:", "nat"), ("FILTER RULES:", "rules"), ("STATES:", "states"), ("INFO:", "info"),
              ("TIMEOUTS:", "timeouts"), ("LIMITS:", "memory"), ("TABLES:", "Tables")] if what == "all" else [("", what)]
     for title, part in parts:
