@@ -91,7 +91,8 @@ def test_S_is_not_a_pfctl_flag():
 
 
 def test_modifiers_are_looked_up_as_pfctl_does():
-    from pfha.nft.pfctl_actions import FLUSH_MODIFIERS, SHOW_MODIFIERS, TABLE_COMMANDS, lookup
+    from pfha.conf.names import lookup_option as lookup
+    from pfha.nft.pfctl_actions import FLUSH_MODIFIERS, SHOW_MODIFIERS, TABLE_COMMANDS
 
     assert [lookup(w, SHOW_MODIFIERS) for w in ("r", "ru", "R", "s", "S", "i", "I", "t", "T", "a", "A", "x")] == [
         "rules", "rules", "Running", "states", "Sources", "info", "Interfaces", "timeouts", "Tables", "all",

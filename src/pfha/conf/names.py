@@ -77,3 +77,11 @@ def parse_flags(text: str) -> int | None:
 
 def format_flags(value: int) -> str:
     return "".join(ch for i, ch in enumerate(TCP_FLAGS) if value & (1 << i))
+
+
+def lookup_option(word: str, options: tuple[str, ...]) -> str | None:
+    """pfctl_lookup_option(): the first of ``options`` that ``word`` begins (pfctl's lists are
+    ordered so that one letter names the usual one: ``-s r`` rules, ``-o b`` basic)."""
+    if not word:
+        return None
+    return next((option for option in options if option.startswith(word)), None)

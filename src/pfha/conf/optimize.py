@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from pfha.gc_pause import gc_paused
+from pfha.conf.names import lookup_option
 from pfha.conf.ast import (
     AnchorRule,
     AnyAddress,
@@ -919,11 +920,8 @@ def ruleset_level(ruleset: Ruleset, cli_level: str | None = None) -> str:
 
 
 def resolve_level(text: str) -> str | None:
-    """pfctl_lookup_option() over ``none basic profile``: a unique prefix names a level."""
-    if not text:
-        return None
-    matches = [level for level in LEVELS if level.startswith(text)]
-    return matches[0] if len(matches) == 1 else None
+    """pfctl_lookup_option() over ``none basic profile``."""
+    return lookup_option(text, LEVELS)
 
 
 def optimize(ruleset: Ruleset, level: str | None = None, *, is_group: Callable[[str], bool] | None = None,

@@ -20,7 +20,10 @@ synproxy) lives in :mod:`pfha.engine.tracking`. It never reads a clock: every ti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from pfha.conf.ast import Options
 
 # TCP peer states (netinet/tcp_fsm.h), as pf stores them in pf_state_peer.state.
 TCPS_CLOSED = 0
@@ -93,7 +96,7 @@ DEFAULT_LIMITS: dict[str, int] = {"states": DEFAULT_STATE_LIMIT, "src-nodes": DE
                                   "frags": 5000, "table-entries": 200000}
 
 
-def configured_timeouts(options) -> dict[str, int]:
+def configured_timeouts(options: Options) -> dict[str, int]:
     """pf's global timeouts once pfctl has loaded ``options`` (a conf Options): the defaults,
     then the ``set optimization`` preset, then each ``set timeout`` whatever its place in the
     file; a ``set limit states`` without explicit adaptive timeouts sets them to 60% / 120% of
@@ -109,7 +112,7 @@ def configured_timeouts(options) -> dict[str, int]:
     return values
 
 
-def configured_limits(options) -> dict[str, int]:
+def configured_limits(options: Options) -> dict[str, int]:
     """pf's memory limits once pfctl has loaded ``options``: the defaults and each ``set limit``."""
     return {**DEFAULT_LIMITS, **dict(options.limits)}
 

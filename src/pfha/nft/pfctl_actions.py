@@ -16,6 +16,7 @@ import functools
 from types import ModuleType
 from typing import Any, Callable, TextIO
 
+from pfha.conf.names import lookup_option
 from pfha.errors import PfhaError
 
 pfctl: Any = None  # the front-end module the handlers were registered with
@@ -35,13 +36,6 @@ UNSUPPORTED = {
     "-F": {"ethernet": _NO_ETHER, "queue": _NO_ALTQ, "Sources": _NO_SOURCES, "info": _LATER, "osfp": _NO_OSFP},
     "-T": {"load": _LATER, "test": _LATER, "zero": _LATER, "expire": _LATER},
 }
-
-
-def lookup(word: str, options: tuple[str, ...]) -> str | None:
-    """pfctl_lookup_option(): the first option ``word`` is a prefix of."""
-    if not word:
-        return None
-    return next((option for option in options if option.startswith(word)), None)
 
 
 def _refuse(flag: str, what: str) -> None:
@@ -95,7 +89,7 @@ def load(ruleset: Any, inv: Any) -> int:
 def show(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    what = lookup(inv.arg("s") or "", SHOW_MODIFIERS)
+    what = lookup_option(inv.arg("s") or "", SHOW_MODIFIERS)
     if what is None:
         raise PfhaError(f"pfctl: Unknown show modifier '{inv.arg('s')}'")
     _refuse("-s", what)
@@ -122,7 +116,7 @@ def show(inv: Any, out: TextIO, err: TextIO) -> int:
 def flush(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    what = lookup(inv.arg("F") or "", FLUSH_MODIFIERS)
+    what = lookup_option(inv.arg("F") or "", FLUSH_MODIFIERS)
     if what is None:
         raise PfhaError(f"pfctl: Unknown flush modifier '{inv.arg('F')}'")
     _refuse("-F", what)
@@ -148,7 +142,7 @@ def kill(inv: Any, out: TextIO, err: TextIO) -> int:
 def table(inv: Any, out: TextIO, err: TextIO) -> int:
     from pfha.nft import operate
 
-    name, command = inv.arg("t"), lookup(inv.arg("T") or "", TABLE_COMMANDS)
+    name, command = inv.arg("t"), lookup_option(inv.arg("T") or "", TABLE_COMMANDS)
     if not name:
         raise PfhaError("pfctl: -T needs -t TABLE")
     if command is None:
